@@ -1,0 +1,21 @@
+//! ws-relay-core: a thread-per-core io_uring WebSocket relay engine.
+//!
+//! The layout mirrors the architecture in SPEC.md §1:
+//! - [`config`]: `config.toml` model and validation.
+//! - [`shard`]: one pinned thread per core, its runtime, listener and state.
+//! - [`http`]: the HTTP/1.1 front door (request heads, plain responses).
+//! - [`ws`]: WebSocket frame headers and handshakes, parsed only where needed.
+//! - [`relay`]: the relay session: auth, target dial, passthrough.
+//! - [`net`]: socket options, DNS off the shard, buffer and pipe pools.
+//! - [`control`]: the main thread's control plane (reload, signals, shutdown).
+//! - [`doctor`]: compares live kernel settings with `tuning/`.
+
+pub mod config;
+pub mod control;
+pub mod doctor;
+pub mod http;
+pub mod logging;
+pub mod net;
+pub mod relay;
+pub mod shard;
+pub mod ws;

@@ -1,0 +1,90 @@
+//! The `ws-relay-core` binary: parses the command line and hands off to the
+//! library. The only place `anyhow` is used.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "ws-relay-core", version, about = "Thread-per-core io_uring WebSocket relay")]
+struct Cli {
+    /// Configuration file.
+    #[arg(long, short, env = "WS_RELAY_CONFIG", default_value = "config.toml", global = true)]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the relay (the default).
+    Serve,
+    /// Ask the running instance to re-read its configuration.
+    Reload,
+    /// Validate the configuration and exit.
+    Check,
+    /// Compare live kernel settings with the tuning/ recommendations.
+    Doctor {
+        /// Exit 1 when any setting warns.
+        #[arg(long)]
+        strict: bool,
+        /// Read kernel settings below this directory instead of `/`
+        /// (tests feed a fake `/proc/sys` this way).
+        #[arg(long, default_value = "/")]
+        proc_root: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    use ws_relay_core::{config::Config, control, doctor};
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => {
+            let config = Config::load(&cli.config)?;
+            control::serve(config)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check => {
+            let config = Config::load(&cli.config)?;
+            println!(
+                "{}: ok ({} users, {}:{})",
+                cli.config.display(),
+                config.users.len(),
+                config.server.host,
+                config.server.port
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Reload => {
+            let config = Config::load(&cli.config)?;
+            match control::request_reload(&config.control_socket()) {
+                Ok(msg) => {
+                    println!("{msg}");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
+        Command::Doctor { strict, proc_root } => {
+            // doctor must work without a config (fresh host): fall back to defaults.
+            let config = Config::load(&cli.config).ok();
+            let opts = doctor::DoctorOptions::new(proc_root, strict, config.as_ref());
+            let code = doctor::run(&opts, &mut std::io::stdout())?;
+            Ok(ExitCode::from(code as u8))
+        }
+    }
+}
