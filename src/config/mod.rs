@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 pub use model::{
     ConfigFile, DriverChoice, ForwardMode, LoggingConfig, Rotation, ServerConfig, UserConfig,
 };
-pub use users::{TargetPattern, User, UserTable};
+pub use users::{SessionSlot, TargetPattern, User, UserTable};
 
 /// A validated configuration.
 #[derive(Debug, Clone)]

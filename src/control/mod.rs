@@ -1,0 +1,130 @@
+//! The control plane on the main thread: start shards, reload on request
+//! (control socket or SIGHUP), shut down on SIGTERM/SIGINT.
+//!
+//! Owns the current validated config. Talks to shards only through their
+//! channels. Must not: run on a shard, or replace a good config with a bad one.
+
+mod socket;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+use tracing::{info, warn};
+
+pub use socket::{request_reload, ControlError};
+
+use crate::config::{Config, ConfigError};
+use crate::logging;
+use crate::shard::{self, driver, ShardMsg, Shards};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Log(#[from] logging::LogError),
+    #[error(transparent)]
+    Driver(#[from] driver::DriverError),
+    #[error(transparent)]
+    Shard(#[from] shard::ShardError),
+    #[error(transparent)]
+    Control(#[from] ControlError),
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
+}
+
+/// The reload path shared by the control socket and SIGHUP.
+pub struct ControlPlane {
+    config: Mutex<Config>,
+    senders: Vec<flume::Sender<ShardMsg>>,
+}
+
+impl ControlPlane {
+    /// Re-reads the config file; on success every shard gets the new user
+    /// table and session settings. Returns the user count.
+    pub fn reload(&self) -> Result<usize, ConfigError> {
+        let mut current = self.config.lock().unwrap_or_else(|p| p.into_inner());
+        let mut next = match Config::load(&current.path) {
+            Ok(c) => c,
+            Err(e) => {
+                warn!("reload rejected, keeping the running config: {e}");
+                return Err(e);
+            }
+        };
+        next.users.inherit_counters(&current.users);
+        warn_restart_only_changes(&current, &next);
+        for tx in &self.senders {
+            let _ = tx.send(ShardMsg::Reload {
+                users: next.users.clone(),
+                server: next.server.clone(),
+            });
+        }
+        let n = next.users.len();
+        info!(users = n, "configuration reloaded");
+        *current = next;
+        Ok(n)
+    }
+}
+
+fn warn_restart_only_changes(old: &Config, new: &Config) {
+    let (a, b) = (&old.server, &new.server);
+    let changed = [
+        ("host", a.host != b.host),
+        ("port", a.port != b.port),
+        ("workers", a.workers != b.workers),
+        ("driver", a.driver != b.driver),
+        ("backlog", a.backlog != b.backlog),
+        ("enable_tls", a.enable_tls != b.enable_tls),
+        ("buffer_size", a.buffer_size != b.buffer_size),
+        ("control_socket", a.control_socket != b.control_socket),
+    ];
+    for (key, _) in changed.iter().filter(|(_, c)| *c) {
+        warn!("server.{key} changed: takes effect after a restart");
+    }
+    if format!("{:?}", old.logging) != format!("{:?}", new.logging) {
+        warn!("[logging] changed: takes effect after a restart");
+    }
+}
+
+/// Runs the relay until SIGTERM/SIGINT.
+pub fn serve(config: Config) -> Result<(), ServeError> {
+    let _log = logging::init(&config.logging)?;
+    let (drv, fallback) = driver::resolve(driver::requested(config.server.driver)?)?;
+    if let Some(why) = fallback {
+        warn!("io_uring unavailable, using the epoll driver: {why}");
+    }
+    let control = socket::ControlSocket::bind(&config.control_socket())?;
+    let (shards, addr) = shard::spawn_all(&config.server, &config.users, drv)?;
+    info!(
+        %addr,
+        shards = shards.senders.len(),
+        driver = drv.name(),
+        forward = ?config.server.forward,
+        users = config.users.len(),
+        "ws-relay-core listening"
+    );
+    let grace = Duration::from_secs(config.server.shutdown_grace_secs);
+    let Shards { senders, threads } = shards;
+    let plane = Arc::new(ControlPlane {
+        config: Mutex::new(config),
+        senders,
+    });
+    control.serve_in_background(plane.clone());
+    let mut signals = Signals::new([SIGHUP, SIGTERM, SIGINT]).map_err(ServeError::Signals)?;
+    for sig in signals.forever() {
+        if sig == SIGHUP {
+            let _ = plane.reload();
+            continue;
+        }
+        info!(grace_secs = grace.as_secs(), "shutting down: no new connections, draining sessions");
+        break;
+    }
+    for tx in &plane.senders {
+        let _ = tx.send(ShardMsg::Shutdown { grace });
+    }
+    for t in threads {
+        let _ = t.join();
+    }
+    info!("shutdown complete");
+    Ok(())
+}

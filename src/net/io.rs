@@ -1,0 +1,86 @@
+//! Readiness-driven non-blocking I/O on monoio sockets.
+//!
+//! Why not plain io_uring reads: a read parked on an idle socket pins a
+//! buffer for as long as the socket is idle. Waiting for readiness first
+//! (a POLL_ADD on io_uring, epoll on the legacy driver) lets an idle session
+//! hold no buffer at all; the `recv` that follows completes at once.
+//! Must not: block, or hold a buffer across a readiness wait it owns.
+
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+
+use monoio::net::TcpStream;
+
+/// One non-blocking `recv`. `Ok(None)` = would block.
+pub fn try_recv(fd: RawFd, buf: &mut [u8]) -> io::Result<Option<usize>> {
+    loop {
+        // SAFETY: `buf` is valid for writes of `buf.len()` bytes.
+        let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+        if n >= 0 {
+            return Ok(Some(n as usize));
+        }
+        match io::Error::last_os_error() {
+            e if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+            e if e.kind() == io::ErrorKind::Interrupted => continue,
+            e => return Err(e),
+        }
+    }
+}
+
+/// One non-blocking `send`. `Ok(None)` = would block.
+pub fn try_send(fd: RawFd, buf: &[u8]) -> io::Result<Option<usize>> {
+    loop {
+        // SAFETY: `buf` is valid for reads of `buf.len()` bytes.
+        let n = unsafe {
+            libc::send(fd, buf.as_ptr().cast(), buf.len(), libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
+        };
+        if n >= 0 {
+            return Ok(Some(n as usize));
+        }
+        match io::Error::last_os_error() {
+            e if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+            e if e.kind() == io::ErrorKind::Interrupted => continue,
+            e => return Err(e),
+        }
+    }
+}
+
+/// Writes all of `buf`, waiting for writability whenever the socket is full.
+/// A slow reader therefore slows the writer: this is the backpressure.
+pub async fn send_all(stream: &TcpStream, mut buf: &[u8]) -> io::Result<()> {
+    let fd = stream.as_raw_fd();
+    while !buf.is_empty() {
+        match try_send(fd, buf)? {
+            Some(n) => buf = &buf[n..],
+            None => stream.writable(false).await?,
+        }
+    }
+    Ok(())
+}
+
+/// Reads whatever is available into `out`'s spare capacity (at least one
+/// byte, waiting for readiness). Returns 0 at EOF. Used during handshakes,
+/// where a growing `Vec` is fine.
+pub async fn recv_some(stream: &TcpStream, out: &mut Vec<u8>, chunk: usize) -> io::Result<usize> {
+    let fd = stream.as_raw_fd();
+    loop {
+        out.reserve(chunk);
+        let len = out.len();
+        let spare = out.capacity() - len;
+        // SAFETY: recv writes at most `spare` initialised-on-return bytes into
+        // the vector's spare capacity; `set_len` covers exactly those.
+        let n = unsafe {
+            let ptr = out.as_mut_ptr().add(len);
+            libc::recv(fd, ptr.cast(), spare, libc::MSG_DONTWAIT)
+        };
+        if n >= 0 {
+            unsafe { out.set_len(len + n as usize) };
+            return Ok(n as usize);
+        }
+        match io::Error::last_os_error() {
+            e if e.kind() == io::ErrorKind::WouldBlock => stream.readable(false).await?,
+            e if e.kind() == io::ErrorKind::Interrupted => {}
+            e => return Err(e),
+        }
+    }
+}

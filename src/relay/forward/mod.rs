@@ -1,0 +1,268 @@
+//! Passthrough: moving bytes both ways between a client and its target
+//! until one side ends, then ending the other side the way SPEC §2 says.
+//!
+//! Owns session-end policy (who closed, which Close frame to inject, half
+//! close and linger). Must not: re-frame or inspect payloads; the pumps in
+//! `copy` and `splice` move the bytes.
+
+mod copy;
+mod splice;
+
+use std::cell::{Cell, RefCell};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+use monoio::net::TcpStream;
+
+use crate::config::ForwardMode;
+use crate::net::io::{send_all, try_recv};
+use crate::net::pool::{BufferPool, PipePool};
+use crate::net::sockopt::shutdown_write;
+use crate::shard::event::Event;
+use crate::ws::frame::{close_code, close_frame, FrameTracker};
+
+/// How long the surviving side gets to finish once the other has ended.
+const LINGER: Duration = Duration::from_secs(1);
+
+/// Fixed masking key for Close frames the relay sends to targets. Masking
+/// exists to stop cache poisoning by scripted browsers; a relay-built control
+/// frame with fixed content gives an attacker nothing to steer.
+const RELAY_MASK: [u8; 4] = [0x5a, 0x17, 0xc3, 0x2e];
+
+/// One direction's state, kept outside the pump futures so it survives them.
+#[derive(Default)]
+pub struct Direction {
+    pub bytes: Cell<u64>,
+    /// Set while a chunk is partially written: not a frame boundary.
+    pub mid_write: Cell<bool>,
+    /// `None` in splice mode (bytes never reach user space).
+    pub tracker: Option<RefCell<FrameTracker>>,
+}
+
+impl Direction {
+    fn new(track_frames: bool) -> Direction {
+        Direction {
+            tracker: track_frames.then(Default::default),
+            ..Default::default()
+        }
+    }
+
+    /// Records bytes fully written to the destination.
+    pub fn passed(&self, bytes: &[u8], clock: &Cell<Instant>) {
+        if let Some(t) = &self.tracker {
+            t.borrow_mut().observe(bytes);
+        }
+        self.count(bytes.len(), clock);
+    }
+
+    pub fn count(&self, n: usize, clock: &Cell<Instant>) {
+        self.bytes.set(self.bytes.get() + n as u64);
+        clock.set(Instant::now());
+    }
+
+    /// True when a frame may be injected into this direction's stream.
+    fn injectable(&self) -> bool {
+        !self.mid_write.get()
+            && self.tracker.as_ref().is_some_and(|t| {
+                let t = t.borrow();
+                t.at_frame_boundary() && !t.saw_close()
+            })
+    }
+
+    fn saw_close(&self) -> bool {
+        self.tracker.as_ref().is_some_and(|t| t.borrow().saw_close())
+    }
+}
+
+/// Why a pump stopped.
+#[derive(Debug)]
+pub enum PumpEnd {
+    Eof,
+    ReadError(io::Error),
+    WriteError(io::Error),
+}
+
+/// What a session end looked like, for the session-end log line.
+#[derive(Debug)]
+pub struct Outcome {
+    pub bytes_up: u64,
+    pub bytes_down: u64,
+    pub closed_by: &'static str,
+    pub reason: String,
+}
+
+/// Everything passthrough needs from its shard.
+pub struct ForwardCtx<'a> {
+    pub mode: ForwardMode,
+    pub buffers: &'a BufferPool,
+    pub pipes: &'a PipePool,
+    pub idle_timeout: Option<Duration>,
+    /// Fired when the shard's shutdown grace is over.
+    pub close_all: &'a Event,
+}
+
+enum First {
+    Up(PumpEnd),
+    Down(PumpEnd),
+    Idle,
+    Shutdown,
+}
+
+/// Relays until the session ends. `up_seen`/`down_seen` are bytes already
+/// relayed during the handshakes, so frame tracking starts in step.
+pub async fn passthrough(
+    ctx: &ForwardCtx<'_>,
+    client: &TcpStream,
+    target: &TcpStream,
+    up_seen: &[u8],
+    down_seen: &[u8],
+) -> Outcome {
+    let track = ctx.mode == ForwardMode::Copy;
+    let up = Direction::new(track);
+    let down = Direction::new(track);
+    let clock = Cell::new(Instant::now());
+    up.passed(up_seen, &clock);
+    down.passed(down_seen, &clock);
+
+    let first = monoio::select! {
+        r = pump(ctx, client, target, &up, &clock) => First::Up(r),
+        r = pump(ctx, target, client, &down, &clock) => First::Down(r),
+        _ = idle_watch(&clock, ctx.idle_timeout) => First::Idle,
+        _ = ctx.close_all.wait() => First::Shutdown,
+    };
+    let (closed_by, reason) = match first {
+        First::Up(end) => {
+            let reason = describe("client", &end, up.saw_close());
+            end_side(ctx, &end, &up, target, &down, client, &clock, close_code::GOING_AWAY, Some(RELAY_MASK)).await;
+            ("client", reason)
+        }
+        First::Down(end) => {
+            let reason = describe("target", &end, down.saw_close());
+            end_side(ctx, &end, &down, client, &up, target, &clock, close_code::BAD_GATEWAY, None).await;
+            ("target", reason)
+        }
+        First::Idle => {
+            close_both(ctx, client, &down, target, &up, "idle timeout").await;
+            ("relay", "idle timeout".to_string())
+        }
+        First::Shutdown => {
+            close_both(ctx, client, &down, target, &up, "server shutting down").await;
+            ("relay", "shutdown".to_string())
+        }
+    };
+    Outcome {
+        bytes_up: up.bytes.get(),
+        bytes_down: down.bytes.get(),
+        closed_by,
+        reason,
+    }
+}
+
+async fn pump(ctx: &ForwardCtx<'_>, src: &TcpStream, dst: &TcpStream, dir: &Direction, clock: &Cell<Instant>) -> PumpEnd {
+    match ctx.mode {
+        ForwardMode::Copy => copy::pump(src, dst, ctx.buffers, dir, clock).await,
+        ForwardMode::Splice => splice::pump(src, dst, ctx.pipes, dir, clock).await,
+    }
+}
+
+fn describe(side: &str, end: &PumpEnd, clean: bool) -> String {
+    match end {
+        PumpEnd::Eof if clean => "close handshake".to_string(),
+        PumpEnd::Eof => format!("{side} disconnected without a close frame"),
+        PumpEnd::ReadError(e) => format!("{side} connection error: {e}"),
+        PumpEnd::WriteError(e) => format!("write failed toward the other side of {side}: {e}"),
+    }
+}
+
+/// One direction (`ended`, whose source is gone) stopped. Tell the other
+/// peer: after a close handshake, a FIN and a chance to finish; otherwise an
+/// injected Close frame (`code`) where a frame boundary allows it.
+#[allow(clippy::too_many_arguments)]
+async fn end_side(
+    ctx: &ForwardCtx<'_>,
+    end: &PumpEnd,
+    ended: &Direction,
+    peer: &TcpStream,
+    other: &Direction,
+    gone: &TcpStream,
+    clock: &Cell<Instant>,
+    code: u16,
+    mask: Option<[u8; 4]>,
+) {
+    let clean = matches!(end, PumpEnd::Eof) && ended.saw_close();
+    if clean {
+        // Half-close: the peer's reply Close may still be in flight.
+        shutdown_write(peer.as_raw_fd());
+        let _ = monoio::time::timeout(LINGER, pump(ctx, peer, gone, other, clock)).await;
+        return;
+    }
+    if ended.injectable() {
+        let reason = if mask.is_some() { "client went away" } else { "target went away" };
+        let frame = close_frame(code, reason, mask);
+        let _ = monoio::time::timeout(LINGER, send_all(peer, &frame)).await;
+    }
+    shutdown_write(peer.as_raw_fd());
+    let _ = monoio::time::timeout(LINGER, discard_until_eof(peer, ctx.buffers)).await;
+}
+
+/// The relay ends the session itself (idle, shutdown): 1001 both ways where
+/// frame boundaries allow, FIN both ways, then wait briefly for the peers.
+async fn close_both(
+    ctx: &ForwardCtx<'_>,
+    client: &TcpStream,
+    down: &Direction,
+    target: &TcpStream,
+    up: &Direction,
+    reason: &str,
+) {
+    if down.injectable() {
+        let frame = close_frame(close_code::GOING_AWAY, reason, None);
+        let _ = monoio::time::timeout(LINGER, send_all(client, &frame)).await;
+    }
+    if up.injectable() {
+        let frame = close_frame(close_code::GOING_AWAY, reason, Some(RELAY_MASK));
+        let _ = monoio::time::timeout(LINGER, send_all(target, &frame)).await;
+    }
+    shutdown_write(client.as_raw_fd());
+    shutdown_write(target.as_raw_fd());
+    let drain = async {
+        let a = discard_until_eof(client, ctx.buffers);
+        let b = discard_until_eof(target, ctx.buffers);
+        monoio::join!(a, b);
+    };
+    let _ = monoio::time::timeout(LINGER, drain).await;
+}
+
+/// Reads and drops bytes until EOF or error, so closing never turns into a
+/// reset that could destroy the Close frame just sent.
+pub async fn discard_until_eof(stream: &TcpStream, pool: &BufferPool) {
+    let fd = stream.as_raw_fd();
+    loop {
+        if stream.readable(false).await.is_err() {
+            return;
+        }
+        let mut buf = pool.borrow();
+        loop {
+            match try_recv(fd, &mut buf) {
+                Ok(Some(0)) | Err(_) => return,
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+            }
+        }
+    }
+}
+
+/// Completes when no byte moved either way for `idle` (never if `None`).
+async fn idle_watch(clock: &Cell<Instant>, idle: Option<Duration>) {
+    let Some(idle) = idle else {
+        return std::future::pending().await;
+    };
+    loop {
+        let due = clock.get() + idle;
+        if Instant::now() >= due {
+            return;
+        }
+        monoio::time::sleep_until(due.into()).await;
+    }
+}

@@ -1,0 +1,249 @@
+//! One relay session, from a WebSocket upgrade request on `relay_path` to the
+//! session-end log line: pick the auth mode, authenticate, police the
+//! target, dial and upgrade it, then hand both sockets to passthrough.
+//!
+//! Must not: log tokens, hold the user table borrowed across an await, or
+//! write to a target before the client is authenticated.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Instant;
+
+use monoio::net::TcpStream;
+use tracing::info;
+
+use super::auth::{self, Credentials, FirstMessageError};
+use super::error::{ErrorCode, RelayError};
+use super::forward::{discard_until_eof, passthrough, ForwardCtx};
+use super::target::{self, TargetUpgrade, TargetUrl};
+use crate::config::{ServerConfig, SessionSlot, User};
+use crate::http::head::RequestHead;
+use crate::http::response;
+use crate::net::io::send_all;
+use crate::net::sockopt::shutdown_write;
+use crate::shard::Shard;
+use crate::ws::frame::{build_frame, close_frame, opcode};
+use crate::ws::handshake::accept_response;
+
+/// The exact status message of the original protocol.
+pub const CONNECTED: &str = r#"{"status":"已连接"}"#;
+
+/// A dialed, upgraded target with the user it was opened for.
+struct Opened {
+    user: Arc<User>,
+    _slot: SessionSlot,
+    url: TargetUrl,
+    stream: TcpStream,
+    upgrade: TargetUpgrade,
+}
+
+/// Runs a relay session on an upgrade request. `rest` holds client bytes
+/// that arrived behind the request head.
+pub async fn run(
+    shard: &Shard,
+    cfg: Rc<ServerConfig>,
+    client: TcpStream,
+    peer: SocketAddr,
+    head: RequestHead,
+    mut rest: Vec<u8>,
+    deadline: Instant,
+    over_capacity: bool,
+) {
+    let ip = peer.ip();
+    if shard.shared.throttle.is_blocked(ip, cfg.auth_fail_limit_per_min) {
+        let e = RelayError::new(ErrorCode::AuthThrottled, "too many failed authentications; retry later");
+        return refuse_http(shard, &client, peer, &e).await;
+    }
+    let Some(key) = valid_key(&head) else {
+        let e = RelayError::new(ErrorCode::BadRequest, "missing Sec-WebSocket-Key or version is not 13");
+        return refuse_http(shard, &client, peer, &e).await;
+    };
+    let creds = match auth::from_request(&head) {
+        Err(e) => return refuse_http(shard, &client, peer, &e).await,
+        Ok(c) => c,
+    };
+    let started = Instant::now();
+    let opened = if let Some(creds) = creds {
+        // Handshake-time auth: the target is dialed before the client's 101.
+        if over_capacity {
+            return refuse_http(shard, &client, peer, &capacity_error()).await;
+        }
+        let protocols = offered_protocols(&head);
+        match open_target(shard, &cfg, &creds, peer, protocols.as_deref()).await {
+            Err(e) => return refuse_http(shard, &client, peer, &e).await,
+            Ok(o) => {
+                let answer = accept_response(&key, o.upgrade.protocol.as_deref());
+                if send_all(&client, &answer).await.is_err() {
+                    return;
+                }
+                o
+            }
+        }
+    } else {
+        // First-message auth (original protocol).
+        if send_all(&client, &accept_response(&key, None)).await.is_err() {
+            return;
+        }
+        if over_capacity {
+            return refuse_ws(shard, &client, peer, &capacity_error()).await;
+        }
+        let limit = cfg.max_auth_message_bytes;
+        let read = auth::read_first_message(&client, &mut rest, limit);
+        let creds = match monoio::time::timeout_at(deadline.into(), read).await {
+            Err(_) => {
+                let e = RelayError::new(ErrorCode::AuthTimeout, format!("no auth message within {}s", cfg.auth_timeout_secs));
+                return refuse_ws(shard, &client, peer, &e).await;
+            }
+            Ok(Err(FirstMessageError::ClientGone)) => return,
+            Ok(Err(FirstMessageError::Refused(e))) => return refuse_ws(shard, &client, peer, &e).await,
+            Ok(Ok(c)) => c,
+        };
+        match open_target(shard, &cfg, &creds, peer, None).await {
+            Err(e) => return refuse_ws(shard, &client, peer, &e).await,
+            Ok(o) => {
+                let status = build_frame(opcode::TEXT, CONNECTED.as_bytes(), None);
+                if send_all(&client, &status).await.is_err() {
+                    return;
+                }
+                o
+            }
+        }
+    };
+    relay_opened(shard, &cfg, client, opened, rest, started).await;
+}
+
+/// Flushes what each side sent early, relays, and logs the session end.
+async fn relay_opened(
+    shard: &Shard,
+    cfg: &ServerConfig,
+    client: TcpStream,
+    o: Opened,
+    client_early: Vec<u8>,
+    started: Instant,
+) {
+    if send_all(&o.stream, &client_early).await.is_err()
+        || send_all(&client, &o.upgrade.early).await.is_err()
+    {
+        return;
+    }
+    let ctx = ForwardCtx {
+        mode: cfg.forward,
+        buffers: &shard.buffers,
+        pipes: &shard.pipes,
+        idle_timeout: (cfg.idle_timeout_secs > 0).then(|| std::time::Duration::from_secs(cfg.idle_timeout_secs)),
+        close_all: &shard.close_all,
+    };
+    let out = passthrough(&ctx, &client, &o.stream, &client_early, &o.upgrade.early).await;
+    info!(
+        shard = shard.id,
+        user = %o.user.name,
+        target = %o.url.host_header,
+        duration_ms = started.elapsed().as_millis() as u64,
+        bytes_up = out.bytes_up,
+        bytes_down = out.bytes_down,
+        closed_by = out.closed_by,
+        reason = %out.reason,
+        "session end"
+    );
+}
+
+/// Authenticates, checks the target, claims a session slot, then dials and
+/// upgrades. Every refusal before the dial opens no connection.
+async fn open_target(
+    shard: &Shard,
+    cfg: &ServerConfig,
+    creds: &Credentials,
+    peer: SocketAddr,
+    protocols: Option<&str>,
+) -> Result<Opened, RelayError> {
+    let user = shard.users.borrow().authenticate(creds.token.as_bytes());
+    let Some(user) = user else {
+        shard.shared.throttle.record_failure(peer.ip());
+        return Err(RelayError::new(ErrorCode::AuthFailed, "unknown token"));
+    };
+    let url = target::parse_target(&creds.target)?;
+    if !user.may_reach(&creds.target) {
+        return Err(RelayError::new(
+            ErrorCode::TargetForbidden,
+            format!("target not allowed for user {}", user.name),
+        ));
+    }
+    if url.secure {
+        return Err(RelayError::new(
+            ErrorCode::TargetHandshakeFailed,
+            "wss:// targets are not supported by this build yet (TLS toward targets is pending)",
+        ));
+    }
+    let slot = user.claim_session().ok_or_else(|| {
+        RelayError::new(
+            ErrorCode::OverCapacity,
+            format!("user {} has reached max_sessions ({})", user.name, user.max_sessions),
+        )
+    })?;
+    let timeout = std::time::Duration::from_secs(cfg.connect_timeout_secs);
+    let stream = target::connect(&shard.dns, &url, cfg.allow_private_targets, timeout).await?;
+    let upgrade = target::upgrade(&stream, &url, protocols, timeout).await?;
+    Ok(Opened {
+        user,
+        _slot: slot,
+        url,
+        stream,
+        upgrade,
+    })
+}
+
+fn capacity_error() -> RelayError {
+    RelayError::new(ErrorCode::OverCapacity, "server is at max_connections")
+}
+
+/// `Sec-WebSocket-Key` of a version-13 upgrade.
+fn valid_key(head: &RequestHead) -> Option<String> {
+    let version_ok = head.header("sec-websocket-version").is_some_and(|v| v.trim() == "13");
+    let key = head.header("sec-websocket-key")?.trim();
+    (version_ok && !key.is_empty()).then(|| key.to_string())
+}
+
+/// All offered subprotocols, joined as one header value.
+fn offered_protocols(head: &RequestHead) -> Option<String> {
+    let all: Vec<&str> = head
+        .headers
+        .iter()
+        .filter(|(n, _)| n == "sec-websocket-protocol")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    (!all.is_empty()).then(|| all.join(", "))
+}
+
+fn log_refusal(shard: &Shard, peer: SocketAddr, e: &RelayError) {
+    info!(shard = shard.id, peer = %peer.ip(), code = e.code.as_str(), "session refused: {}", e.detail);
+}
+
+/// Refuses before the upgrade: an HTTP error with the JSON error object.
+async fn refuse_http(shard: &Shard, client: &TcpStream, peer: SocketAddr, e: &RelayError) {
+    log_refusal(shard, peer, e);
+    let body = response::error_json(e.code.http_status(), e.code.as_str(), &e.detail);
+    close_after(shard, client, &body).await;
+}
+
+/// Refuses after the upgrade: the error message, a Close frame, then TCP
+/// close once the client answers the Close or after the linger.
+async fn refuse_ws(shard: &Shard, client: &TcpStream, peer: SocketAddr, e: &RelayError) {
+    log_refusal(shard, peer, e);
+    let text = response::error_object(e.code.as_str(), &e.detail);
+    let mut out = build_frame(opcode::TEXT, text.as_bytes(), None);
+    out.extend(close_frame(e.code.close_code(), e.code.as_str(), None));
+    close_after(shard, client, &out).await;
+}
+
+/// Sends `bytes`, half-closes, and drains the peer for up to a second so the
+/// kernel does not answer late client bytes with a reset that would destroy
+/// what was just sent.
+pub async fn close_after(shard: &Shard, client: &TcpStream, bytes: &[u8]) {
+    let linger = std::time::Duration::from_secs(1);
+    if monoio::time::timeout(linger, send_all(client, bytes)).await.is_err() {
+        return;
+    }
+    shutdown_write(std::os::fd::AsRawFd::as_raw_fd(client));
+    let _ = monoio::time::timeout(linger, discard_until_eof(client, &shard.buffers)).await;
+}

@@ -1,0 +1,111 @@
+//! The front door of every accepted connection: read the request head within
+//! the auth deadline, answer plain requests, hand upgrades to the relay.
+//!
+//! Must not: wait without a deadline, or answer anything but
+//! `Connection: close` responses (no keep-alive on the relay port).
+
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use monoio::net::TcpStream;
+use tracing::debug;
+
+use super::Shard;
+use crate::http::head::{parse_request_head, HeadError, RequestHead};
+use crate::http::response;
+use crate::net::io::recv_some;
+use crate::net::sockopt::tune_stream;
+use crate::relay::session::{self, close_after};
+
+/// Counts a connection on its shard and process-wide while it lives.
+struct ConnGuard<'a>(&'a Shard);
+
+impl<'a> ConnGuard<'a> {
+    /// Returns the guard and whether the process was already at capacity.
+    fn enter(shard: &'a Shard, max: usize) -> (ConnGuard<'a>, bool) {
+        shard.open.set(shard.open.get() + 1);
+        let before = shard.shared.connections.fetch_add(1, Ordering::AcqRel);
+        (ConnGuard(shard), max != 0 && before >= max)
+    }
+}
+
+impl Drop for ConnGuard<'_> {
+    fn drop(&mut self) {
+        self.0.open.set(self.0.open.get() - 1);
+        self.0.shared.connections.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+pub async fn handle(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
+    let cfg = shard.settings();
+    let (_guard, over_capacity) = ConnGuard::enter(&shard, cfg.max_connections);
+    tune_stream(stream.as_raw_fd());
+    let deadline = Instant::now() + Duration::from_secs(cfg.auth_timeout_secs);
+    let mut buf = Vec::with_capacity(1024);
+    let read = read_head(&stream, &mut buf, cfg.max_request_head_bytes, cfg.max_request_headers);
+    let head = match monoio::time::timeout_at(deadline.into(), read).await {
+        Err(_) => {
+            debug!(peer = %peer.ip(), "request head not complete within auth_timeout_secs; closing");
+            return close_after(&shard, &stream, &response::error_json(408, "auth_timeout", "request head not received in time")).await;
+        }
+        Ok(Ok(None)) => return,
+        Ok(Err(e)) => {
+            debug!(peer = %peer.ip(), "bad request head: {e}");
+            let body = response::error_json(e.status(), "bad_request", &e.to_string());
+            return close_after(&shard, &stream, &body).await;
+        }
+        Ok(Ok(Some(h))) => h,
+    };
+    let rest = buf.split_off(head.len);
+    let answer = match route(&head, &cfg.relay_path) {
+        Route::Relay => {
+            return session::run(&shard, cfg.clone(), stream, peer, head, rest, deadline, over_capacity).await;
+        }
+        Route::Health => response::health(),
+        Route::Status(status, msg) => response::error_json(status, "bad_request", msg),
+    };
+    close_after(&shard, &stream, &answer).await;
+}
+
+enum Route {
+    Relay,
+    Health,
+    Status(u16, &'static str),
+}
+
+fn route(head: &RequestHead, relay_path: &str) -> Route {
+    let upgrade = head.is_websocket_upgrade();
+    let get = head.method == "GET";
+    match head.path() {
+        "/health" if !upgrade && (get || head.method == "HEAD") => Route::Health,
+        "/health" if !upgrade => Route::Status(405, "method not allowed"),
+        p if p == relay_path => match (get, upgrade) {
+            (true, true) => Route::Relay,
+            (true, false) => Route::Status(426, "this endpoint needs a WebSocket upgrade"),
+            (false, _) => Route::Status(405, "method not allowed"),
+        },
+        _ => Route::Status(404, "not found"),
+    }
+}
+
+/// Reads until a full head has arrived. `Ok(None)` when the client closed
+/// first.
+async fn read_head(
+    stream: &TcpStream,
+    buf: &mut Vec<u8>,
+    max_bytes: usize,
+    max_headers: usize,
+) -> Result<Option<RequestHead>, HeadError> {
+    loop {
+        match recv_some(stream, buf, 2048).await {
+            Ok(0) | Err(_) => return Ok(None),
+            Ok(_) => {}
+        }
+        if let Some(head) = parse_request_head(buf, max_bytes, max_headers)? {
+            return Ok(Some(head));
+        }
+    }
+}

@@ -1,0 +1,271 @@
+//! Shards: one pinned OS thread per core, each with its own monoio runtime,
+//! `SO_REUSEPORT` listener, user table copy, pools and counters.
+//!
+//! A connection lives and dies on the shard that accepted it. Shards hear
+//! from the control plane only through their own channel ([`ShardMsg`]).
+//! Must not: share mutable state between shards except the few process-wide
+//! atomics in [`Shared`] (touched per connection, never per message).
+
+mod conn;
+pub mod driver;
+pub mod event;
+mod listener;
+
+use std::cell::{Cell, RefCell};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::AtomicUsize;
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use monoio::blocking::DefaultThreadPool;
+use monoio::net::TcpListener;
+use monoio::{IoUringDriver, LegacyDriver, RuntimeBuilder};
+use tracing::{debug, info, warn};
+
+use crate::config::{ServerConfig, UserTable};
+use crate::net::dns::DnsCache;
+use crate::net::pool::{BufferPool, PipePool};
+use crate::relay::policy::AuthThrottle;
+pub use driver::Driver;
+use event::Event;
+pub use listener::{listen_addr, ListenError};
+
+/// Process-wide counters and the auth throttle.
+#[derive(Debug, Default)]
+pub struct Shared {
+    pub connections: AtomicUsize,
+    pub throttle: AuthThrottle,
+}
+
+/// What the control plane tells a shard.
+pub enum ShardMsg {
+    /// A validated reload: the new user table and session settings.
+    Reload { users: UserTable, server: ServerConfig },
+    /// Stop accepting, drain for `grace`, then close what is left with 1001.
+    Shutdown { grace: Duration },
+}
+
+/// A shard's own state. Shard-local: `Cell`/`RefCell`, no locks.
+pub struct Shard {
+    pub id: usize,
+    settings: RefCell<Rc<ServerConfig>>,
+    pub users: RefCell<UserTable>,
+    pub buffers: BufferPool,
+    pub pipes: PipePool,
+    pub dns: DnsCache,
+    pub shared: Arc<Shared>,
+    pub stop_accepting: Event,
+    pub close_all: Event,
+    /// Connections open on this shard (any phase).
+    pub open: Cell<usize>,
+}
+
+impl Shard {
+    /// Session settings as of now; a session keeps the snapshot it started
+    /// with, so a reload never changes a live session's rules.
+    pub fn settings(&self) -> Rc<ServerConfig> {
+        self.settings.borrow().clone()
+    }
+}
+
+/// Handles to running shards, owned by the control plane.
+pub struct Shards {
+    pub senders: Vec<flume::Sender<ShardMsg>>,
+    pub threads: Vec<JoinHandle<()>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ShardError {
+    #[error(transparent)]
+    Listen(#[from] ListenError),
+    #[error("shard {0}: cannot build the {1} runtime: {2}")]
+    Runtime(usize, &'static str, std::io::Error),
+    #[error("shard {0} exited during start-up")]
+    Died(usize),
+    #[error("cannot spawn shard thread: {0}")]
+    Spawn(std::io::Error),
+}
+
+/// Starts `workers` shards (0 = one per CPU this process may run on) and
+/// waits until every one of them is listening.
+pub fn spawn_all(
+    server: &ServerConfig,
+    users: &UserTable,
+    driver: Driver,
+) -> Result<(Shards, SocketAddr), ShardError> {
+    let addr = listen_addr(server)?;
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    let count = match server.workers {
+        0 => cores.len().max(1),
+        n => n,
+    };
+    let shared = Arc::new(Shared::default());
+    // Resolver threads for every shard's DNS look-ups (never on a shard).
+    let pool = DefaultThreadPool::new(4);
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let mut shards = Shards {
+        senders: Vec::with_capacity(count),
+        threads: Vec::with_capacity(count),
+    };
+    for id in 0..count {
+        let (tx, rx) = flume::unbounded();
+        let init = ShardInit {
+            id,
+            core: (!cores.is_empty()).then(|| cores[id % cores.len()]),
+            server: server.clone(),
+            users: users.clone(),
+            shared: shared.clone(),
+            addr,
+            driver,
+            pool: pool.clone(),
+            ready: ready_tx.clone(),
+            rx,
+        };
+        let thread = std::thread::Builder::new()
+            .name(format!("shard-{id}"))
+            .spawn(move || init.run())
+            .map_err(ShardError::Spawn)?;
+        shards.senders.push(tx);
+        shards.threads.push(thread);
+    }
+    drop(ready_tx);
+    for _ in 0..count {
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err(ShardError::Died(count)),
+        }
+    }
+    Ok((shards, addr))
+}
+
+struct ShardInit {
+    id: usize,
+    core: Option<core_affinity::CoreId>,
+    server: ServerConfig,
+    users: UserTable,
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    driver: Driver,
+    pool: DefaultThreadPool,
+    ready: mpsc::Sender<Result<(), ShardError>>,
+    rx: flume::Receiver<ShardMsg>,
+}
+
+impl ShardInit {
+    fn run(self) {
+        if let Some(core) = self.core {
+            if !core_affinity::set_for_current(core) {
+                warn!(shard = self.id, "could not pin to core {}", core.id);
+            }
+        }
+        let (id, driver) = (self.id, self.driver);
+        let ready = self.ready.clone();
+        let built = match driver {
+            Driver::IoUring => RuntimeBuilder::<IoUringDriver>::new()
+                .with_entries(4096)
+                .enable_timer()
+                .attach_thread_pool(Box::new(self.pool.clone()))
+                .build()
+                .map(|mut rt| rt.block_on(self.main())),
+            Driver::Legacy => RuntimeBuilder::<LegacyDriver>::new()
+                .enable_timer()
+                .attach_thread_pool(Box::new(self.pool.clone()))
+                .build()
+                .map(|mut rt| rt.block_on(self.main())),
+        };
+        if let Err(e) = built {
+            let _ = ready.send(Err(ShardError::Runtime(id, driver.name(), e)));
+        }
+    }
+
+    async fn main(self) {
+        let listener = match listener::bind(self.addr, self.server.backlog) {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = self.ready.send(Err(e.into()));
+                return;
+            }
+        };
+        let shard = Rc::new(Shard {
+            id: self.id,
+            buffers: BufferPool::new(self.server.buffer_size, 1024),
+            pipes: PipePool::new(256),
+            dns: DnsCache::new(Duration::from_secs(self.server.dns_cache_secs)),
+            settings: RefCell::new(Rc::new(self.server)),
+            users: RefCell::new(self.users),
+            shared: self.shared,
+            stop_accepting: Event::default(),
+            close_all: Event::default(),
+            open: Cell::new(0),
+        });
+        let _ = self.ready.send(Ok(()));
+        monoio::spawn(accept_loop(shard.clone(), listener));
+        while let Ok(msg) = self.rx.recv_async().await {
+            match msg {
+                ShardMsg::Reload { users, server } => {
+                    *shard.users.borrow_mut() = users;
+                    *shard.settings.borrow_mut() = Rc::new(server);
+                    debug!(shard = shard.id, "reload applied");
+                }
+                ShardMsg::Shutdown { grace } => {
+                    drain(&shard, grace).await;
+                    break;
+                }
+            }
+        }
+    }
+}
+
+async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
+    let mut last_warning: Option<Instant> = None;
+    loop {
+        let accepted = monoio::select! {
+            r = listener.accept() => r,
+            _ = shard.stop_accepting.wait() => break,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                monoio::spawn(conn::handle(shard.clone(), stream, peer));
+            }
+            Err(e) if is_resource_exhaustion(&e) => {
+                // Out of descriptors or memory: back off instead of spinning
+                // on an accept that keeps failing.
+                if last_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+                    warn!(shard = shard.id, "accept failed: {e}; backing off");
+                    last_warning = Some(Instant::now());
+                }
+                monoio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => debug!(shard = shard.id, "accept failed: {e}"),
+        }
+    }
+}
+
+fn is_resource_exhaustion(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}
+
+/// Graceful shutdown of one shard: no new connections, sessions get `grace`
+/// to end on their own, then the rest are closed with 1001.
+async fn drain(shard: &Shard, grace: Duration) {
+    shard.stop_accepting.fire();
+    let until = Instant::now() + grace;
+    while shard.open.get() > 0 && Instant::now() < until {
+        monoio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if shard.open.get() > 0 {
+        info!(shard = shard.id, open = shard.open.get(), "grace period over; closing sessions with 1001");
+    }
+    shard.close_all.fire();
+    // Sessions need a moment to send their Close frames and linger.
+    let until = Instant::now() + Duration::from_secs(3);
+    while shard.open.get() > 0 && Instant::now() < until {
+        monoio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
