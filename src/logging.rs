@@ -27,14 +27,19 @@ pub struct LogGuards(#[allow(dead_code)] Vec<WorkerGuard>);
 
 pub fn init(cfg: &LoggingConfig) -> Result<LogGuards, LogError> {
     let filter = match std::env::var("RUST_LOG") {
-        Ok(v) if !v.is_empty() => EnvFilter::try_new(&v).map_err(|e| LogError::Level(v, e.to_string()))?,
-        _ => EnvFilter::try_new(&cfg.level).map_err(|e| LogError::Level(cfg.level.clone(), e.to_string()))?,
+        Ok(v) if !v.is_empty() => {
+            EnvFilter::try_new(&v).map_err(|e| LogError::Level(v, e.to_string()))?
+        }
+        _ => EnvFilter::try_new(&cfg.level)
+            .map_err(|e| LogError::Level(cfg.level.clone(), e.to_string()))?,
     };
     let mut guards = Vec::new();
     let console = cfg.console_output.then(|| {
         let (writer, guard) = tracing_appender::non_blocking(std::io::stdout());
         guards.push(guard);
-        fmt::layer().with_writer(writer).with_ansi(std::io::stdout().is_terminal())
+        fmt::layer()
+            .with_writer(writer)
+            .with_ansi(std::io::stdout().is_terminal())
     });
     let file = if cfg.directory.is_empty() {
         None

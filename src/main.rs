@@ -7,10 +7,20 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "ws-relay-core", version, about = "Thread-per-core io_uring WebSocket relay")]
+#[command(
+    name = "ws-relay-core",
+    version,
+    about = "Thread-per-core io_uring WebSocket relay"
+)]
 struct Cli {
     /// Configuration file.
-    #[arg(long, short, env = "WS_RELAY_CONFIG", default_value = "config.toml", global = true)]
+    #[arg(
+        long,
+        short,
+        env = "WS_RELAY_CONFIG",
+        default_value = "config.toml",
+        global = true
+    )]
     config: PathBuf,
     #[command(subcommand)]
     command: Option<Command>,

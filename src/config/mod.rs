@@ -92,7 +92,10 @@ impl Config {
 /// Semantic checks on `[server]`; returns (key, message) on failure.
 fn validate_server(s: &ServerConfig) -> Result<(), (&'static str, String)> {
     if !s.relay_path.starts_with('/') {
-        return Err(("relay_path", "server.relay_path: must start with '/'".into()));
+        return Err((
+            "relay_path",
+            "server.relay_path: must start with '/'".into(),
+        ));
     }
     if s.buffer_size < 1024 || s.buffer_size > 16 * 1024 * 1024 {
         return Err((

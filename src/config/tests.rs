@@ -90,7 +90,8 @@ fn target_patterns() {
 
 #[test]
 fn max_sessions_limit_and_counters_survive_reload() {
-    let text = "[server]\nenable_tls = false\n[[users]]\nname = \"a\"\ntoken = \"t\"\nmax_sessions = 1\n";
+    let text =
+        "[server]\nenable_tls = false\n[[users]]\nname = \"a\"\ntoken = \"t\"\nmax_sessions = 1\n";
     let old = parse(text).unwrap().users;
     let u = old.authenticate(b"t").unwrap();
     let slot = u.claim_session().unwrap();
@@ -104,6 +105,7 @@ fn max_sessions_limit_and_counters_survive_reload() {
 
 #[test]
 fn debug_output_redacts_tokens() {
-    let c = parse("[server]\nenable_tls = false\n[[users]]\nname = \"a\"\ntoken = \"s3cret\"\n").unwrap();
+    let c = parse("[server]\nenable_tls = false\n[[users]]\nname = \"a\"\ntoken = \"s3cret\"\n")
+        .unwrap();
     assert!(!format!("{:?}", c.users).contains("s3cret"));
 }

@@ -123,10 +123,16 @@ impl UserTable {
             let name = u.name.get_ref().as_str();
             let token = u.token.get_ref().as_str();
             if name.trim().is_empty() {
-                return Err((u.name.span().start, format!("users[{i}].name: must not be empty")));
+                return Err((
+                    u.name.span().start,
+                    format!("users[{i}].name: must not be empty"),
+                ));
             }
             if token.trim().is_empty() {
-                return Err((u.token.span().start, format!("users[{i}].token: must not be empty")));
+                return Err((
+                    u.token.span().start,
+                    format!("users[{i}].token: must not be empty"),
+                ));
             }
             if let Some(j) = names.insert(name, i) {
                 return Err((

@@ -116,7 +116,10 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
             let _ = plane.reload();
             continue;
         }
-        info!(grace_secs = grace.as_secs(), "shutting down: no new connections, draining sessions");
+        info!(
+            grace_secs = grace.as_secs(),
+            "shutting down: no new connections, draining sessions"
+        );
         break;
     }
     for tx in &plane.senders {

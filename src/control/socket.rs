@@ -41,7 +41,8 @@ impl ControlSocket {
             }
             let _ = std::fs::remove_file(path);
         }
-        let listener = UnixListener::bind(path).map_err(|e| ControlError::Bind(path.to_path_buf(), e))?;
+        let listener =
+            UnixListener::bind(path).map_err(|e| ControlError::Bind(path.to_path_buf(), e))?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
             .map_err(|e| ControlError::Bind(path.to_path_buf(), e))?;
         Ok(ControlSocket {
@@ -51,14 +52,16 @@ impl ControlSocket {
     }
 
     pub fn serve_in_background(self, plane: Arc<ControlPlane>) {
-        let _ = std::thread::Builder::new().name("control".into()).spawn(move || {
-            for conn in self.listener.incoming() {
-                match conn {
-                    Ok(stream) => answer(stream, &plane),
-                    Err(e) => warn!("control socket accept failed: {e}"),
+        let _ = std::thread::Builder::new()
+            .name("control".into())
+            .spawn(move || {
+                for conn in self.listener.incoming() {
+                    match conn {
+                        Ok(stream) => answer(stream, &plane),
+                        Err(e) => warn!("control socket accept failed: {e}"),
+                    }
                 }
-            }
-        });
+            });
     }
 }
 
@@ -88,8 +91,11 @@ fn answer(stream: UnixStream, plane: &ControlPlane) {
 /// Client side of `ws-relay-core reload`: returns `reloaded: N users`.
 pub fn request_reload(path: &Path) -> Result<String, ControlError> {
     let io = |e| ControlError::Io(path.to_path_buf(), e);
-    let mut stream = UnixStream::connect(path).map_err(|e| ControlError::NotRunning(path.to_path_buf(), e))?;
-    stream.set_read_timeout(Some(Duration::from_secs(30))).map_err(io)?;
+    let mut stream =
+        UnixStream::connect(path).map_err(|e| ControlError::NotRunning(path.to_path_buf(), e))?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .map_err(io)?;
     stream.write_all(b"reload\n").map_err(io)?;
     let mut line = String::new();
     BufReader::new(&stream).read_line(&mut line).map_err(io)?;
@@ -97,6 +103,8 @@ pub fn request_reload(path: &Path) -> Result<String, ControlError> {
     match line.split_once(' ') {
         Some(("ok", n)) => Ok(format!("reloaded: {n} users")),
         Some(("error", msg)) => Err(ControlError::Rejected(msg.to_string())),
-        _ => Err(io(std::io::Error::other(format!("unexpected reply {line:?}")))),
+        _ => Err(io(std::io::Error::other(format!(
+            "unexpected reply {line:?}"
+        )))),
     }
 }

@@ -12,6 +12,20 @@ use super::table;
 
 const CPU: &str = "sys/devices/system/cpu";
 
+const OVERSUBSCRIBED: &str =
+    "more pinned shards than CPUs: shards share cores and every wake-up crosses them";
+const ISOLATION: &str = "optional: isolcpus= and nohz_full= keep the scheduler tick and other \
+     tasks off the shards' cores; keep one housekeeping CPU for IRQs of other devices and kernel \
+     threads (GUIDE.md \"CPU isolation\")";
+const HALT_POLLING: &str = "a halted idle vCPU needs the host to wake it (tens of µs); on this \
+     project's 2-vCPU VM idle wake-ups dominate loopback p99 and each cross-core hop costs \
+     ≈40 µs. Polling before halting keeps wake-ups cheap and costs host CPU";
+const NO_HALT_POLLING: &str = "no guest halt-polling: on bare metal limit deep C-states instead \
+     (GUIDE.md \"CPU governor and idle states\"); in a VM load cpuidle-haltpoll";
+const NIC: &str = "spread the NIC's IRQs over the shards' CPUs (one queue per shard), or steer \
+     with RPS/RFS when the NIC has fewer queues; tune coalescing for latency \
+     (GUIDE.md \"IRQs, RPS/XPS and coalescing\")";
+
 /// Online CPUs under the root (`…/cpu/online`), or this process's view when
 /// the root is live and the file is unreadable.
 pub fn online_cpus(src: &Source) -> Option<usize> {
@@ -32,10 +46,7 @@ pub fn shards(workers: usize, online: Option<usize>) -> Option<usize> {
 }
 
 fn info(row: Row) -> Row {
-    Row {
-        status: Status::Info,
-        ..row
-    }
+    row.status(Status::Info)
 }
 
 pub fn cpu_rows(src: &Source, workers: usize) -> Vec<Row> {
@@ -44,14 +55,14 @@ pub fn cpu_rows(src: &Source, workers: usize) -> Vec<Row> {
 
     let row = Row::new("shards (server.workers)", Status::Ok);
     rows.push(match online {
-        Some(n) if workers > n => Row {
-            status: Status::Warn,
-            ..row
-                .current(format!("{workers} on {n} CPUs"))
-                .recommended(format!("<= {n} (0 = one per CPU)"))
-                .note("more pinned shards than CPUs: shards share cores and every wake-up crosses them")
-                .fix(format!("set `workers = 0` (or <= {n}) under [server] in the config"))
-        },
+        Some(n) if workers > n => row
+            .status(Status::Warn)
+            .current(format!("{workers} on {n} CPUs"))
+            .recommended(format!("<= {n} (0 = one per CPU)"))
+            .note(OVERSUBSCRIBED)
+            .fix(format!(
+                "set `workers = 0` (or <= {n}) under [server] in the config"
+            )),
         Some(n) => row
             .current(format!(
                 "{} on {n} CPUs",
@@ -85,7 +96,7 @@ pub fn cpu_rows(src: &Source, workers: usize) -> Vec<Row> {
         Row::new("cpu isolation", Status::Info)
             .current(current)
             .recommended("shard CPUs, dedicated hosts")
-            .note("optional: isolcpus= and nohz_full= keep the scheduler tick and other tasks off the shards' cores; keep one housekeeping CPU for IRQs of other devices and kernel threads (GUIDE.md \"CPU isolation\")"),
+            .note(ISOLATION),
     ));
 
     let mut governors: Vec<(String, String)> = Vec::new();
@@ -118,19 +129,17 @@ pub fn cpu_rows(src: &Source, workers: usize) -> Vec<Row> {
                 .filter(|(_, g)| g != table::GOVERNOR)
                 .map(|(c, _)| c.as_str())
                 .collect();
-            Row {
-                status: Status::Warn,
-                ..row
-                    .current(current)
-                    .note(format!(
-                        "{} not on `performance`: ramping the clock up after idle adds latency to the first packets of a burst",
-                        slow.join(",")
-                    ))
-                    .fix("cpupower frequency-set -g performance")
-                    .fix(format!(
-                        "or: echo performance | tee /{CPU}/cpu*/cpufreq/scaling_governor"
-                    ))
-            }
+            row.status(Status::Warn)
+                .current(current)
+                .note(format!(
+                    "{} not on `performance`: ramping the clock up after idle adds \
+                         latency to the first packets of a burst",
+                    slow.join(",")
+                ))
+                .fix("cpupower frequency-set -g performance")
+                .fix(format!(
+                    "or: echo performance | tee /{CPU}/cpu*/cpufreq/scaling_governor"
+                ))
         }
     });
 
@@ -143,9 +152,10 @@ pub fn cpu_rows(src: &Source, workers: usize) -> Vec<Row> {
     rows.push(match (&driver, &poll_ns) {
         (Read::Value(d), Read::Value(ns)) if d == "haltpoll" => {
             let low = ns.parse::<u64>().map_or(true, |v| v < table::HALT_POLL_NS);
-            let mut row = info(row.current(format!("{ns} ns (cpuidle-haltpoll)")).note(
-                "a halted idle vCPU needs the host to wake it (tens of µs); on this project's 2-vCPU VM idle wake-ups dominate loopback p99 and each cross-core hop costs ≈40 µs. Polling before halting keeps wake-ups cheap and costs host CPU",
-            ));
+            let mut row = info(
+                row.current(format!("{ns} ns (cpuidle-haltpoll)"))
+                    .note(HALT_POLLING),
+            );
             if low {
                 row = row
                     .fix(format!(
@@ -159,9 +169,10 @@ pub fn cpu_rows(src: &Source, workers: usize) -> Vec<Row> {
             }
             row
         }
-        (Read::Value(d), _) => info(row.current(format!("cpuidle driver {d}")).note(
-            "no guest halt-polling: on bare metal limit deep C-states instead (GUIDE.md \"CPU governor and idle states\"); in a VM load cpuidle-haltpoll",
-        )),
+        (Read::Value(d), _) => info(
+            row.current(format!("cpuidle driver {d}"))
+                .note(NO_HALT_POLLING),
+        ),
         _ => info(row.current("absent").note("no cpuidle driver visible")),
     });
     rows
@@ -178,7 +189,12 @@ pub fn nic_rows(src: &Source, shards: Option<usize>) -> Vec<Row> {
     let mut rows = Vec::new();
     for nic in src.list("sys/class/net") {
         // Only devices backed by hardware (or virtio): skip lo, bridges, veth, ifb.
-        if nic == "lo" || !src.root().join(format!("sys/class/net/{nic}/device")).exists() {
+        if nic == "lo"
+            || !src
+                .root()
+                .join(format!("sys/class/net/{nic}/device"))
+                .exists()
+        {
             continue;
         }
         let queues = src.list(&format!("sys/class/net/{nic}/queues"));
@@ -208,13 +224,16 @@ pub fn nic_rows(src: &Source, shards: Option<usize>) -> Vec<Row> {
                     Some(s) => format!("queues >= {s} shards, or RPS"),
                     None => "queues >= shards, or RPS".into(),
                 })
-                .note("spread the NIC's IRQs over the shards' CPUs (one queue per shard), or steer with RPS/XPS when the NIC has fewer queues; tune coalescing for latency (GUIDE.md \"IRQs, RPS/XPS\")"),
+                .note(NIC),
         );
         if let Some(s) = shards.filter(|&s| rx.len() < s && !rps && s > 1) {
             row = row
-                .fix(format!("ethtool -L {nic} combined {s}   (if the NIC has more queues)"))
                 .fix(format!(
-                    "or RPS: for q in /sys/class/net/{nic}/queues/rx-*; do echo {} > $q/rps_cpus; done",
+                    "ethtool -L {nic} combined {s}   (if the NIC has more queues)"
+                ))
+                .fix(format!(
+                    "or RPS: for q in /sys/class/net/{nic}/queues/rx-*; \
+                     do echo {} > $q/rps_cpus; done",
                     cpu_mask(s)
                 ));
         }

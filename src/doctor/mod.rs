@@ -63,6 +63,12 @@ pub enum DoctorError {
     Output(#[from] std::io::Error),
 }
 
+const PERSIST_SYSCTLS: &str = "Persist the sysctls: \
+     install -m 0644 tuning/99-ws-relay-core.conf /etc/sysctl.d/ && sysctl --system";
+const PERSIST_LIMITS: &str = "Persist the limits: \
+     install -m 0644 tuning/ws-relay-core.service /etc/systemd/system/ && systemctl daemon-reload \
+     (the service); tuning/limits.conf -> /etc/security/limits.d/ (login shells)";
+
 /// Prints the report; returns the process exit code (0, or 1 with `strict`
 /// when any row warns).
 pub fn run(opts: &DoctorOptions, out: &mut dyn Write) -> Result<i32, DoctorError> {
@@ -84,26 +90,26 @@ pub fn run(opts: &DoctorOptions, out: &mut dyn Write) -> Result<i32, DoctorError
         rows.push(row);
     }
     let limits = src.limits();
-    let limit_rows = checks::limit_rows(&limits, &needs, kernel);
+    let limit_rows = [
+        checks::nofile_row(&limits, &needs),
+        checks::memlock_row(&limits, kernel),
+    ];
     let limit_warned = limit_rows.iter().any(|r| r.status == report::Status::Warn);
     rows.extend(limit_rows);
-    rows.extend(checks::io_uring_rows(&src, kernel, &release));
+    rows.push(checks::kernel_row(kernel, &release));
+    rows.push(checks::io_uring_disabled_row(&src));
+    rows.push(checks::probe_row(&src));
+    rows.push(checks::seccomp_row(&src));
     rows.extend(hardware::cpu_rows(&src, opts.workers));
     rows.extend(hardware::nic_rows(&src, shards));
 
     let header = header(opts, &src, &needs, &limits, shards);
     let mut footer = Vec::new();
     if sysctl_warned {
-        footer.push(
-            "Persist the sysctls: install -m 0644 tuning/99-ws-relay-core.conf /etc/sysctl.d/ && sysctl --system"
-                .to_string(),
-        );
+        footer.push(PERSIST_SYSCTLS.to_string());
     }
     if limit_warned {
-        footer.push(
-            "Persist the limits: install -m 0644 tuning/ws-relay-core.service /etc/systemd/system/ && systemctl daemon-reload (service); tuning/limits.conf -> /etc/security/limits.d/ (login shells)"
-                .to_string(),
-        );
+        footer.push(PERSIST_LIMITS.to_string());
     }
     Ok(report::render(out, &header, &rows, &footer, opts.strict)?)
 }
@@ -137,10 +143,20 @@ fn header(
         format!("proc root: {root}"),
         format!("config:    {config}"),
         format!(
-            "           backlog {}, max_connections {} (-> {} fds: 2 per session + {}), workers {} (-> {shards})",
-            opts.backlog, opts.max_connections, needs.fds, table::FD_SLACK, opts.workers
+            "           backlog {}, max_connections {} (-> {} fds: 2 per session + {}), \
+             workers {} (-> {shards})",
+            opts.backlog,
+            opts.max_connections,
+            needs.fds,
+            table::FD_SLACK,
+            opts.workers
         ),
-        format!("rlimits:   of {}", limits.origin),
+        if src.live {
+            "rlimits:   of this doctor process (getrlimit); the service gets its own from its unit"
+                .to_string()
+        } else {
+            format!("rlimits:   from {}", limits.origin)
+        },
     ]
 }
 

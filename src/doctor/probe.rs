@@ -69,7 +69,7 @@ impl Source {
                     .collect()
             })
             .unwrap_or_default();
-        names.sort_by(|a, b| natural_key(a).cmp(&natural_key(b)));
+        names.sort_by_key(|a| natural_key(a));
         names
     }
 
@@ -78,7 +78,7 @@ impl Source {
     pub fn limits(&self) -> Limits {
         if self.live {
             return Limits {
-                origin: "this doctor process (getrlimit)".into(),
+                origin: "this doctor process".into(),
                 nofile: getrlimit(true),
                 memlock: getrlimit(false),
             };

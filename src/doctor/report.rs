@@ -54,6 +54,11 @@ impl Row {
         }
     }
 
+    pub fn status(mut self, s: Status) -> Row {
+        self.status = s;
+        self
+    }
+
     pub fn current(mut self, v: impl Into<String>) -> Row {
         self.current = v.into();
         self

@@ -243,7 +243,7 @@ pub const SYSCTLS: &[Sysctl] = &[
         Scale::None,
         false,
         false,
-        "RFS: runs each flow's softirq work on the CPU of the shard reading it (with rps_flow_cnt per queue)",
+        "RFS: a flow's softirq work runs on its shard's CPU (needs rps_flow_cnt per queue)",
     ),
 ];
 

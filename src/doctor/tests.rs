@@ -38,7 +38,8 @@ fn every_dropin_key_is_in_the_table_with_the_same_value() {
     let entries = dropin_entries();
     assert!(entries.len() >= 10, "drop-in parsed to {entries:?}");
     for (key, value) in &entries {
-        let s = table::find(key).unwrap_or_else(|| panic!("{key} is in the drop-in, not the table"));
+        let s =
+            table::find(key).unwrap_or_else(|| panic!("{key} is in the drop-in, not the table"));
         assert!(s.in_dropin, "{key}: table says in_dropin = false");
         assert_eq!(&norm(s.value), value, "{key}: drop-in and table disagree");
     }
@@ -73,7 +74,11 @@ fn the_guide_states_every_recommended_value() {
             let stated = GUIDE
                 .lines()
                 .any(|l| l.contains(s.key) && norm(l).contains(&norm(s.value)));
-            assert!(stated, "GUIDE.md has no line with {} and {}", s.key, s.value);
+            assert!(
+                stated,
+                "GUIDE.md has no line with {} and {}",
+                s.key, s.value
+            );
         }
     }
     assert!(GUIDE.contains(table::IO_URING_DISABLED));
@@ -104,7 +109,14 @@ fn unit_and_limits_files_match_the_rlimit_constants() {
     // The shipped nofile covers the default max_connections.
     assert!(table::NOFILE_SHIPPED >= defaults().fds);
     // nr_open in the drop-in allows the shipped LimitNOFILE.
-    assert!(table::find("fs.nr_open").unwrap().value.parse::<u64>().unwrap() >= table::NOFILE_SHIPPED);
+    assert!(
+        table::find("fs.nr_open")
+            .unwrap()
+            .value
+            .parse::<u64>()
+            .unwrap()
+            >= table::NOFILE_SHIPPED
+    );
 }
 
 #[test]
@@ -121,7 +133,10 @@ fn recommendations_scale_with_the_config() {
     // 65535 is fine for the default backlog but not for a bigger one.
     let row = sysctl_row(somaxconn, Read::Value("65535".into()), &big);
     assert_eq!(row.status, Status::Warn);
-    assert!(row.fixes[0] == "sysctl -w net.core.somaxconn=200000", "{row:?}");
+    assert!(
+        row.fixes[0] == "sysctl -w net.core.somaxconn=200000",
+        "{row:?}"
+    );
     assert!(row.fixes[1].contains("this config needs more"), "{row:?}");
     // Saturation instead of overflow.
     let huge = Needs::new(u32::MAX, usize::MAX);
@@ -133,8 +148,14 @@ fn recommendations_scale_with_the_config() {
 fn port_range_needs_scale_down_with_small_configs() {
     let range = table::find("net.ipv4.ip_local_port_range").unwrap();
     let default_range = Read::Value("32768\t60999".into());
-    assert_eq!(sysctl_row(range, default_range.clone(), &defaults()).status, Status::Warn);
-    assert_eq!(sysctl_row(range, default_range, &Needs::new(128, 5000)).status, Status::Ok);
+    assert_eq!(
+        sysctl_row(range, default_range.clone(), &defaults()).status,
+        Status::Warn
+    );
+    assert_eq!(
+        sysctl_row(range, default_range, &Needs::new(128, 5000)).status,
+        Status::Ok
+    );
     let backwards = sysctl_row(range, Read::Value("60000 1000".into()), &defaults());
     assert_eq!(backwards.status, Status::Warn);
 }
@@ -156,9 +177,18 @@ fn odd_values_are_reported_not_unwrapped() {
         assert!(!row.fixes.is_empty());
     }
     let busy = table::find("net.core.busy_poll").unwrap();
-    assert_eq!(sysctl_row(busy, Read::Value("x".into()), &needs).status, Status::Warn);
-    assert_eq!(sysctl_row(busy, Read::Value("50".into()), &needs).status, Status::Info);
-    assert_eq!(sysctl_row(busy, Read::Absent, &needs).status, Status::Missing);
+    assert_eq!(
+        sysctl_row(busy, Read::Value("x".into()), &needs).status,
+        Status::Warn
+    );
+    assert_eq!(
+        sysctl_row(busy, Read::Value("50".into()), &needs).status,
+        Status::Info
+    );
+    assert_eq!(
+        sysctl_row(busy, Read::Absent, &needs).status,
+        Status::Missing
+    );
     let ct = table::find("net.netfilter.nf_conntrack_max").unwrap();
     assert_eq!(sysctl_row(ct, Read::Absent, &needs).status, Status::Missing);
     let unread = sysctl_row(ct, Read::Unreadable("denied".into()), &needs);
@@ -180,10 +210,17 @@ fn fastopen_fix_keeps_other_bits() {
 #[test]
 fn triple_values_are_quoted_in_the_fix() {
     let wmem = table::find("net.ipv4.tcp_wmem").unwrap();
-    let row = sysctl_row(wmem, Read::Value("4096\t16384\t4194304".into()), &defaults());
+    let row = sysctl_row(
+        wmem,
+        Read::Value("4096\t16384\t4194304".into()),
+        &defaults(),
+    );
     assert_eq!(row.status, Status::Warn);
     assert_eq!(row.current, "4096 16384 4194304");
-    assert_eq!(row.fixes[0], "sysctl -w net.ipv4.tcp_wmem=\"4096 16384 16777216\"");
+    assert_eq!(
+        row.fixes[0],
+        "sysctl -w net.ipv4.tcp_wmem=\"4096 16384 16777216\""
+    );
 }
 
 #[test]
@@ -194,13 +231,22 @@ fn parsers_handle_real_and_odd_input() {
                   Max processes             junk                 1                    processes\n";
     assert_eq!(
         probe::limit_line(limits, "Max open files"),
-        Limit::Value { soft: 20000, hard: 40000 }
+        Limit::Value {
+            soft: 20000,
+            hard: 40000
+        }
     );
     assert_eq!(
         probe::limit_line(limits, "Max locked memory"),
-        Limit::Value { soft: u64::MAX, hard: u64::MAX }
+        Limit::Value {
+            soft: u64::MAX,
+            hard: u64::MAX
+        }
     );
-    assert!(matches!(probe::limit_line(limits, "Max processes"), Limit::Unparsable(_)));
+    assert!(matches!(
+        probe::limit_line(limits, "Max processes"),
+        Limit::Unparsable(_)
+    ));
     assert_eq!(probe::limit_line("", "Max open files"), Limit::Absent);
 
     assert_eq!(probe::cpulist_count("0-1"), Some(2));
@@ -256,7 +302,10 @@ fn run_on_an_empty_tree_reports_without_panicking() {
     // Keys that always exist on Linux warn when absent; the rest are missing.
     assert_eq!(code, 1, "{text}");
     assert!(text.contains("net.core.somaxconn"), "{text}");
-    assert!(text.contains("sysctl -w net.core.somaxconn=65535"), "{text}");
+    assert!(
+        text.contains("sysctl -w net.core.somaxconn=65535"),
+        "{text}"
+    );
     assert!(text.contains("io_uring_setup probe"), "{text}");
     assert!(!text.contains("net.core.busy_poll [warn]"), "{text}");
 }

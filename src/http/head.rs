@@ -61,7 +61,8 @@ impl RequestHead {
 
     /// A WebSocket upgrade request (RFC 6455 §4.2.1).
     pub fn is_websocket_upgrade(&self) -> bool {
-        self.header_has_token("upgrade", "websocket") && self.header_has_token("connection", "upgrade")
+        self.header_has_token("upgrade", "websocket")
+            && self.header_has_token("connection", "upgrade")
     }
 }
 
@@ -80,7 +81,10 @@ impl ResponseHead {
 }
 
 fn find<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    headers
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
 }
 
 fn owned_headers(raw: &[httparse::Header<'_>]) -> Result<Vec<(String, String)>, HeadError> {
@@ -147,7 +151,9 @@ pub fn parse_response_head(buf: &[u8]) -> Result<Option<ResponseHead>, HeadError
             Err(HeadError::TooLarge(MAX_RESPONSE_HEAD))
         }
         Ok(httparse::Status::Partial) => Ok(None),
-        Err(httparse::Error::TooManyHeaders) => Err(HeadError::TooManyHeaders(MAX_RESPONSE_HEADERS)),
+        Err(httparse::Error::TooManyHeaders) => {
+            Err(HeadError::TooManyHeaders(MAX_RESPONSE_HEADERS))
+        }
         Err(e) => Err(HeadError::Malformed(e.to_string())),
     }
 }
@@ -174,7 +180,10 @@ mod tests {
         let partial = b"GET / HTTP/1.1\r\nHost: x\r\n";
         assert!(parse_request_head(partial, 8192, 100).unwrap().is_none());
         let big = [b"GET / HTTP/1.1\r\nX: ".as_slice(), &[b'a'; 600]].concat();
-        assert_eq!(parse_request_head(&big, 512, 100).unwrap_err(), HeadError::TooLarge(512));
+        assert_eq!(
+            parse_request_head(&big, 512, 100).unwrap_err(),
+            HeadError::TooLarge(512)
+        );
     }
 
     #[test]
@@ -184,7 +193,10 @@ mod tests {
             req.extend_from_slice(format!("h{i}: v\r\n").as_bytes());
         }
         req.extend_from_slice(b"\r\n");
-        assert_eq!(parse_request_head(&req, 1 << 20, 100).unwrap_err().status(), 431);
+        assert_eq!(
+            parse_request_head(&req, 1 << 20, 100).unwrap_err().status(),
+            431
+        );
         let e = parse_request_head(b"\x16\x03\x01\x00garbage\r\n\r\n", 8192, 100).unwrap_err();
         assert_eq!(e.status(), 400);
         assert!(parse_request_head(b"GET / HTTP/1.0\r\n\r\n", 8192, 100).is_err());
@@ -192,7 +204,9 @@ mod tests {
 
     #[test]
     fn response_head() {
-        let r = parse_response_head(b"HTTP/1.1 101 OK\r\nUpgrade: websocket\r\n\r\n").unwrap().unwrap();
+        let r = parse_response_head(b"HTTP/1.1 101 OK\r\nUpgrade: websocket\r\n\r\n")
+            .unwrap()
+            .unwrap();
         assert_eq!(r.status, 101);
         assert_eq!(r.header("upgrade"), Some("websocket"));
         assert!(parse_response_head(b"HTTP/1.1 101").unwrap().is_none());

@@ -43,7 +43,13 @@ pub fn error_json(status: u16, code: &str, message: &str) -> Vec<u8> {
 /// `{"status":"error","code":...,"error":...}` — the one error shape used over
 /// HTTP and in first-message mode alike.
 pub fn error_object(code: &str, message: &str) -> String {
-    serde_json::json!({"status": "error", "code": code, "error": message}).to_string()
+    // Built by hand to keep SPEC's key order; serde_json escapes the strings.
+    let quote = |s: &str| serde_json::Value::from(s).to_string();
+    format!(
+        r#"{{"status":"error","code":{},"error":{}}}"#,
+        quote(code),
+        quote(message)
+    )
 }
 
 pub fn health() -> Vec<u8> {
@@ -62,6 +68,7 @@ mod tests {
         assert_eq!(v["code"], "target_forbidden");
         assert_eq!(v["error"], "quote \" here");
         assert!(r.starts_with("HTTP/1.1 403 Forbidden\r\n"));
+        assert!(body.starts_with(r#"{"status":"error","code":"target_forbidden","#));
         assert!(r.contains(&format!("Content-Length: {}\r\n", body.len())));
     }
 }

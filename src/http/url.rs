@@ -5,7 +5,9 @@
 pub fn query_param(query: &str, key: &str) -> Option<String> {
     query.split('&').find_map(|pair| {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        (percent_decode(k)? == key).then(|| percent_decode(v)).flatten()
+        (percent_decode(k)? == key)
+            .then(|| percent_decode(v))
+            .flatten()
     })
 }
 

@@ -40,7 +40,9 @@ impl DnsCache {
         }
         let query = key.clone();
         let addrs = monoio::spawn_blocking(move || {
-            (query.0.as_str(), query.1).to_socket_addrs().map(Iterator::collect::<Vec<_>>)
+            (query.0.as_str(), query.1)
+                .to_socket_addrs()
+                .map(Iterator::collect::<Vec<_>>)
         })
         .await
         .map_err(|_| io::Error::other("resolver thread failed"))??;

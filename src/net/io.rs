@@ -32,7 +32,12 @@ pub fn try_send(fd: RawFd, buf: &[u8]) -> io::Result<Option<usize>> {
     loop {
         // SAFETY: `buf` is valid for reads of `buf.len()` bytes.
         let n = unsafe {
-            libc::send(fd, buf.as_ptr().cast(), buf.len(), libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
+            libc::send(
+                fd,
+                buf.as_ptr().cast(),
+                buf.len(),
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
         };
         if n >= 0 {
             return Ok(Some(n as usize));

@@ -29,7 +29,10 @@ impl BufferPool {
             .borrow_mut()
             .pop()
             .unwrap_or_else(|| vec![0u8; self.size].into_boxed_slice());
-        PooledBuf { pool: self, buf: Some(buf) }
+        PooledBuf {
+            pool: self,
+            buf: Some(buf),
+        }
     }
 
     pub fn idle(&self) -> usize {
@@ -81,7 +84,10 @@ impl Pipe {
         if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) } != 0 {
             return Err(std::io::Error::last_os_error());
         }
-        Ok(Pipe { read: fds[0], write: fds[1] })
+        Ok(Pipe {
+            read: fds[0],
+            write: fds[1],
+        })
     }
 }
 

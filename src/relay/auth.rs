@@ -49,7 +49,9 @@ pub fn from_request(head: &RequestHead) -> Result<Option<Credentials>, RelayErro
         .header("authorization")
         .and_then(|v| {
             let (scheme, rest) = v.split_once(' ')?;
-            scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim().to_string())
+            scheme
+                .eq_ignore_ascii_case("bearer")
+                .then(|| rest.trim().to_string())
         })
         .or_else(|| query_param(query, "token"));
     let target = head
@@ -80,7 +82,8 @@ pub async fn read_first_message(
     let mut in_fragmented = false;
     let mut pos = 0;
     loop {
-        let header = parse_header(&buf[pos..]).map_err(|e| bad(format!("invalid WebSocket frame: {e}")))?;
+        let header =
+            parse_header(&buf[pos..]).map_err(|e| bad(format!("invalid WebSocket frame: {e}")))?;
         let Some(h) = header.filter(|h| (buf.len() - pos) as u64 >= h.frame_len()) else {
             if let Some(h) = header {
                 check_size(h.payload_len, message.len(), limit)?;
@@ -113,7 +116,9 @@ pub async fn read_first_message(
                 let mut payload = buf[start..end].to_vec();
                 apply_mask(&mut payload, mask, 0);
                 let pong = build_frame(opcode::PONG, &payload, None);
-                send_all(stream, &pong).await.map_err(|_| FirstMessageError::ClientGone)?;
+                send_all(stream, &pong)
+                    .await
+                    .map_err(|_| FirstMessageError::ClientGone)?;
             }
             opcode::PONG => {}
             _ => return Err(FirstMessageError::ClientGone),
@@ -136,7 +141,9 @@ pub fn parse_auth_json(bytes: &[u8]) -> Result<Credentials, RelayError> {
     let bad = |d: &str| RelayError::new(ErrorCode::BadRequest, d);
     let value: serde_json::Value =
         serde_json::from_slice(bytes).map_err(|_| bad("first message is not valid JSON"))?;
-    let obj = value.as_object().ok_or_else(|| bad("first message must be a JSON object"))?;
+    let obj = value
+        .as_object()
+        .ok_or_else(|| bad("first message must be a JSON object"))?;
     let field = |name: &str| {
         obj.get(name)
             .and_then(|v| v.as_str())
@@ -172,17 +179,22 @@ mod tests {
     }
 
     fn head(raw: &str) -> RequestHead {
-        parse_request_head(raw.as_bytes(), 8192, 100).unwrap().unwrap()
+        parse_request_head(raw.as_bytes(), 8192, 100)
+            .unwrap()
+            .unwrap()
     }
 
     #[test]
     fn header_and_query_credentials() {
-        let h = head("GET / HTTP/1.1\r\nAuthorization: Bearer abc\r\nX-Relay-Target: ws://h/\r\n\r\n");
+        let h =
+            head("GET / HTTP/1.1\r\nAuthorization: Bearer abc\r\nX-Relay-Target: ws://h/\r\n\r\n");
         let c = from_request(&h).unwrap().unwrap();
         assert_eq!((c.token.as_str(), c.target.as_str()), ("abc", "ws://h/"));
         let h = head("GET /?token=abc&target=ws%3A%2F%2Fh%2F HTTP/1.1\r\n\r\n");
         assert_eq!(from_request(&h).unwrap().unwrap().target, "ws://h/");
-        assert!(from_request(&head("GET / HTTP/1.1\r\n\r\n")).unwrap().is_none());
+        assert!(from_request(&head("GET / HTTP/1.1\r\n\r\n"))
+            .unwrap()
+            .is_none());
         assert!(from_request(&head("GET /?token=abc HTTP/1.1\r\n\r\n")).is_err());
     }
 }

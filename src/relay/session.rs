@@ -51,12 +51,22 @@ pub async fn run(
     over_capacity: bool,
 ) {
     let ip = peer.ip();
-    if shard.shared.throttle.is_blocked(ip, cfg.auth_fail_limit_per_min) {
-        let e = RelayError::new(ErrorCode::AuthThrottled, "too many failed authentications; retry later");
+    if shard
+        .shared
+        .throttle
+        .is_blocked(ip, cfg.auth_fail_limit_per_min)
+    {
+        let e = RelayError::new(
+            ErrorCode::AuthThrottled,
+            "too many failed authentications; retry later",
+        );
         return refuse_http(shard, &client, peer, &e).await;
     }
     let Some(key) = valid_key(&head) else {
-        let e = RelayError::new(ErrorCode::BadRequest, "missing Sec-WebSocket-Key or version is not 13");
+        let e = RelayError::new(
+            ErrorCode::BadRequest,
+            "missing Sec-WebSocket-Key or version is not 13",
+        );
         return refuse_http(shard, &client, peer, &e).await;
     };
     let creds = match auth::from_request(&head) {
@@ -64,12 +74,14 @@ pub async fn run(
         Ok(c) => c,
     };
     let started = Instant::now();
+    let protocols = offered_protocols(&head);
+    // Nothing of the request head may outlive the handshake.
+    drop(head);
     let opened = if let Some(creds) = creds {
         // Handshake-time auth: the target is dialed before the client's 101.
         if over_capacity {
             return refuse_http(shard, &client, peer, &capacity_error()).await;
         }
-        let protocols = offered_protocols(&head);
         match open_target(shard, &cfg, &creds, peer, protocols.as_deref()).await {
             Err(e) => return refuse_http(shard, &client, peer, &e).await,
             Ok(o) => {
@@ -82,7 +94,10 @@ pub async fn run(
         }
     } else {
         // First-message auth (original protocol).
-        if send_all(&client, &accept_response(&key, None)).await.is_err() {
+        if send_all(&client, &accept_response(&key, None))
+            .await
+            .is_err()
+        {
             return;
         }
         if over_capacity {
@@ -92,11 +107,16 @@ pub async fn run(
         let read = auth::read_first_message(&client, &mut rest, limit);
         let creds = match monoio::time::timeout_at(deadline.into(), read).await {
             Err(_) => {
-                let e = RelayError::new(ErrorCode::AuthTimeout, format!("no auth message within {}s", cfg.auth_timeout_secs));
+                let e = RelayError::new(
+                    ErrorCode::AuthTimeout,
+                    format!("no auth message within {}s", cfg.auth_timeout_secs),
+                );
                 return refuse_ws(shard, &client, peer, &e).await;
             }
             Ok(Err(FirstMessageError::ClientGone)) => return,
-            Ok(Err(FirstMessageError::Refused(e))) => return refuse_ws(shard, &client, peer, &e).await,
+            Ok(Err(FirstMessageError::Refused(e))) => {
+                return refuse_ws(shard, &client, peer, &e).await
+            }
             Ok(Ok(c)) => c,
         };
         match open_target(shard, &cfg, &creds, peer, None).await {
@@ -118,12 +138,13 @@ async fn relay_opened(
     shard: &Shard,
     cfg: &ServerConfig,
     client: TcpStream,
-    o: Opened,
+    mut o: Opened,
     client_early: Vec<u8>,
     started: Instant,
 ) {
+    let target_early = std::mem::take(&mut o.upgrade.early);
     if send_all(&o.stream, &client_early).await.is_err()
-        || send_all(&client, &o.upgrade.early).await.is_err()
+        || send_all(&client, &target_early).await.is_err()
     {
         return;
     }
@@ -131,10 +152,11 @@ async fn relay_opened(
         mode: cfg.forward,
         buffers: &shard.buffers,
         pipes: &shard.pipes,
-        idle_timeout: (cfg.idle_timeout_secs > 0).then(|| std::time::Duration::from_secs(cfg.idle_timeout_secs)),
+        idle_timeout: (cfg.idle_timeout_secs > 0)
+            .then(|| std::time::Duration::from_secs(cfg.idle_timeout_secs)),
         close_all: &shard.close_all,
     };
-    let out = passthrough(&ctx, &client, &o.stream, &client_early, &o.upgrade.early).await;
+    let out = passthrough(&ctx, &client, &o.stream, client_early, target_early).await;
     info!(
         shard = shard.id,
         user = %o.user.name,
@@ -178,7 +200,10 @@ async fn open_target(
     let slot = user.claim_session().ok_or_else(|| {
         RelayError::new(
             ErrorCode::OverCapacity,
-            format!("user {} has reached max_sessions ({})", user.name, user.max_sessions),
+            format!(
+                "user {} has reached max_sessions ({})",
+                user.name, user.max_sessions
+            ),
         )
     })?;
     let timeout = std::time::Duration::from_secs(cfg.connect_timeout_secs);
@@ -199,7 +224,9 @@ fn capacity_error() -> RelayError {
 
 /// `Sec-WebSocket-Key` of a version-13 upgrade.
 fn valid_key(head: &RequestHead) -> Option<String> {
-    let version_ok = head.header("sec-websocket-version").is_some_and(|v| v.trim() == "13");
+    let version_ok = head
+        .header("sec-websocket-version")
+        .is_some_and(|v| v.trim() == "13");
     let key = head.header("sec-websocket-key")?.trim();
     (version_ok && !key.is_empty()).then(|| key.to_string())
 }
@@ -241,7 +268,10 @@ async fn refuse_ws(shard: &Shard, client: &TcpStream, peer: SocketAddr, e: &Rela
 /// what was just sent.
 pub async fn close_after(shard: &Shard, client: &TcpStream, bytes: &[u8]) {
     let linger = std::time::Duration::from_secs(1);
-    if monoio::time::timeout(linger, send_all(client, bytes)).await.is_err() {
+    if monoio::time::timeout(linger, send_all(client, bytes))
+        .await
+        .is_err()
+    {
         return;
     }
     shutdown_write(std::os::fd::AsRawFd::as_raw_fd(client));

@@ -43,7 +43,11 @@ pub fn parse_target(s: &str) -> Result<TargetUrl, RelayError> {
     let secure = match scheme.to_ascii_lowercase().as_str() {
         "ws" => false,
         "wss" => true,
-        other => return Err(bad(format!("unsupported target scheme {other:?}: use ws:// or wss://"))),
+        other => {
+            return Err(bad(format!(
+                "unsupported target scheme {other:?}: use ws:// or wss://"
+            )))
+        }
     };
     let (authority, path) = match rest.find(['/', '?']) {
         Some(i) if rest.as_bytes()[i] == b'/' => (&rest[..i], rest[i..].to_string()),
@@ -59,8 +63,16 @@ pub fn parse_target(s: &str) -> Result<TargetUrl, RelayError> {
     }
     let (host, port) = split_host_port(authority, if secure { 443 } else { 80 })?;
     let default_port = port == if secure { 443 } else { 80 };
-    let bracketed = if host.contains(':') { format!("[{host}]") } else { host.clone() };
-    let host_header = if default_port { bracketed } else { format!("{bracketed}:{port}") };
+    let bracketed = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.clone()
+    };
+    let host_header = if default_port {
+        bracketed
+    } else {
+        format!("{bracketed}:{port}")
+    };
     Ok(TargetUrl {
         secure,
         host,
@@ -72,7 +84,9 @@ pub fn parse_target(s: &str) -> Result<TargetUrl, RelayError> {
 
 fn split_host_port(authority: &str, default_port: u16) -> Result<(String, u16), RelayError> {
     let (host, port) = if let Some(rest) = authority.strip_prefix('[') {
-        let (h, after) = rest.split_once(']').ok_or_else(|| bad("unclosed '[' in target host"))?;
+        let (h, after) = rest
+            .split_once(']')
+            .ok_or_else(|| bad("unclosed '[' in target host"))?;
         match after.strip_prefix(':') {
             Some(p) => (h, Some(p)),
             None if after.is_empty() => (h, None),
@@ -85,7 +99,9 @@ fn split_host_port(authority: &str, default_port: u16) -> Result<(String, u16), 
         }
     };
     let valid_host = !host.is_empty()
-        && host.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._:".contains(&b));
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._:".contains(&b));
     if !valid_host {
         return Err(bad("target host is not a valid name or address"));
     }
@@ -109,10 +125,15 @@ pub async fn connect(
 ) -> Result<TcpStream, RelayError> {
     let attempt = async {
         let addrs = dns.resolve(&url.host, url.port).await.map_err(|e| {
-            RelayError::new(ErrorCode::TargetUnreachable, format!("cannot resolve {}: {e}", url.host))
+            RelayError::new(
+                ErrorCode::TargetUnreachable,
+                format!("cannot resolve {}: {e}", url.host),
+            )
         })?;
-        let allowed: Vec<SocketAddr> =
-            addrs.into_iter().filter(|a| allow_private || !is_private(a.ip())).collect();
+        let allowed: Vec<SocketAddr> = addrs
+            .into_iter()
+            .filter(|a| allow_private || !is_private(a.ip()))
+            .collect();
         if allowed.is_empty() {
             return Err(RelayError::new(
                 ErrorCode::TargetForbidden,
@@ -135,12 +156,17 @@ pub async fn connect(
             format!("cannot connect to {}:{}: {e}", url.host, url.port),
         ))
     };
-    monoio::time::timeout(timeout, attempt).await.unwrap_or_else(|_| {
-        Err(RelayError::new(
-            ErrorCode::TargetTimeout,
-            format!("connect to {}:{} timed out after {timeout:?}", url.host, url.port),
-        ))
-    })
+    monoio::time::timeout(timeout, attempt)
+        .await
+        .unwrap_or_else(|_| {
+            Err(RelayError::new(
+                ErrorCode::TargetTimeout,
+                format!(
+                    "connect to {}:{} timed out after {timeout:?}",
+                    url.host, url.port
+                ),
+            ))
+        })
 }
 
 /// What the target said when it accepted the upgrade.
@@ -172,12 +198,17 @@ pub async fn upgrade(
                 .map_err(|e| failed(format!("reading upgrade response: {e}")))?
                 == 0
             {
-                return Err(failed("target closed the connection during the handshake".into()));
+                return Err(failed(
+                    "target closed the connection during the handshake".into(),
+                ));
             }
             match check_target_response(&buf, &key, protocols) {
                 Ok(Some(up)) => {
                     let early = buf.split_off(up.head_len);
-                    return Ok(TargetUpgrade { protocol: up.protocol, early });
+                    return Ok(TargetUpgrade {
+                        protocol: up.protocol,
+                        early,
+                    });
                 }
                 Ok(None) if buf.len() < MAX_RESPONSE_HEAD => {}
                 Ok(None) => return Err(failed("response head too large".into())),
@@ -197,13 +228,19 @@ mod tests {
     #[test]
     fn parses_targets() {
         let t = parse_target("ws://Example.com:8080/a/b?x=1").unwrap();
-        assert_eq!((t.host.as_str(), t.port, t.path.as_str()), ("example.com", 8080, "/a/b?x=1"));
+        assert_eq!(
+            (t.host.as_str(), t.port, t.path.as_str()),
+            ("example.com", 8080, "/a/b?x=1")
+        );
         assert_eq!(t.host_header, "example.com:8080");
         let t = parse_target("wss://h").unwrap();
         assert_eq!((t.port, t.path.as_str(), t.secure), (443, "/", true));
         assert_eq!(t.host_header, "h");
         let t = parse_target("ws://[::1]:9/p").unwrap();
-        assert_eq!((t.host.as_str(), t.host_header.as_str()), ("::1", "[::1]:9"));
+        assert_eq!(
+            (t.host.as_str(), t.host_header.as_str()),
+            ("::1", "[::1]:9")
+        );
         let t = parse_target("ws://h?q=1").unwrap();
         assert_eq!(t.path, "/?q=1");
     }
@@ -211,8 +248,17 @@ mod tests {
     #[test]
     fn refuses_bad_targets() {
         for s in [
-            "http://h/", "tcp://h:22", "h:80", "ws://", "ws://u:p@h/", "ws://h:0/", "ws://h:99999/",
-            "ws://h h/", "ws://h/a b", "ws://[::1/", "",
+            "http://h/",
+            "tcp://h:22",
+            "h:80",
+            "ws://",
+            "ws://u:p@h/",
+            "ws://h:0/",
+            "ws://h:99999/",
+            "ws://h h/",
+            "ws://h/a b",
+            "ws://[::1/",
+            "",
         ] {
             let e = parse_target(s).unwrap_err();
             assert_eq!(e.code, ErrorCode::BadRequest, "{s}");

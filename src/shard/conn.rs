@@ -45,11 +45,21 @@ pub async fn handle(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
     tune_stream(stream.as_raw_fd());
     let deadline = Instant::now() + Duration::from_secs(cfg.auth_timeout_secs);
     let mut buf = Vec::with_capacity(1024);
-    let read = read_head(&stream, &mut buf, cfg.max_request_head_bytes, cfg.max_request_headers);
+    let read = read_head(
+        &stream,
+        &mut buf,
+        cfg.max_request_head_bytes,
+        cfg.max_request_headers,
+    );
     let head = match monoio::time::timeout_at(deadline.into(), read).await {
         Err(_) => {
             debug!(peer = %peer.ip(), "request head not complete within auth_timeout_secs; closing");
-            return close_after(&shard, &stream, &response::error_json(408, "auth_timeout", "request head not received in time")).await;
+            return close_after(
+                &shard,
+                &stream,
+                &response::error_json(408, "auth_timeout", "request head not received in time"),
+            )
+            .await;
         }
         Ok(Ok(None)) => return,
         Ok(Err(e)) => {
@@ -59,10 +69,23 @@ pub async fn handle(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
         }
         Ok(Ok(Some(h))) => h,
     };
-    let rest = buf.split_off(head.len);
+    // Keep only what followed the head; the head buffer itself must not
+    // live as long as the session.
+    let rest = buf[head.len..].to_vec();
+    drop(buf);
     let answer = match route(&head, &cfg.relay_path) {
         Route::Relay => {
-            return session::run(&shard, cfg.clone(), stream, peer, head, rest, deadline, over_capacity).await;
+            return session::run(
+                &shard,
+                cfg.clone(),
+                stream,
+                peer,
+                head,
+                rest,
+                deadline,
+                over_capacity,
+            )
+            .await;
         }
         Route::Health => response::health(),
         Route::Status(status, msg) => response::error_json(status, "bad_request", msg),

@@ -50,7 +50,9 @@ pub fn requested(config: DriverChoice) -> Result<DriverChoice, DriverError> {
 pub fn resolve(choice: DriverChoice) -> Result<(Driver, Option<String>), DriverError> {
     match choice {
         DriverChoice::Legacy => Ok((Driver::Legacy, None)),
-        DriverChoice::IoUring => probe_uring().map(|_| (Driver::IoUring, None)).map_err(DriverError::UringRequired),
+        DriverChoice::IoUring => probe_uring()
+            .map(|_| (Driver::IoUring, None))
+            .map_err(DriverError::UringRequired),
         DriverChoice::Auto => match probe_uring() {
             Ok(()) => Ok((Driver::IoUring, None)),
             Err(why) => Ok((Driver::Legacy, Some(why))),
@@ -60,7 +62,10 @@ pub fn resolve(choice: DriverChoice) -> Result<(Driver, Option<String>), DriverE
 
 /// Builds (and drops) a throwaway io_uring runtime, the same way shards do.
 fn probe_uring() -> Result<(), String> {
-    match RuntimeBuilder::<IoUringDriver>::new().with_entries(8).build() {
+    match RuntimeBuilder::<IoUringDriver>::new()
+        .with_entries(8)
+        .build()
+    {
         Ok(_) => Ok(()),
         Err(e) => {
             let sysctl = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")

@@ -19,7 +19,12 @@ pub struct Event {
 impl Event {
     pub fn fire(&self) {
         self.fired.set(true);
-        let wakers: Vec<Waker> = self.slots.borrow_mut().iter_mut().filter_map(Option::take).collect();
+        let wakers: Vec<Waker> = self
+            .slots
+            .borrow_mut()
+            .iter_mut()
+            .filter_map(Option::take)
+            .collect();
         for w in wakers {
             w.wake();
         }
@@ -30,7 +35,10 @@ impl Event {
     }
 
     pub fn wait(&self) -> Wait<'_> {
-        Wait { event: self, slot: None }
+        Wait {
+            event: self,
+            slot: None,
+        }
     }
 
     fn register(&self, waker: &Waker) -> usize {

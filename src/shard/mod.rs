@@ -42,7 +42,10 @@ pub struct Shared {
 /// What the control plane tells a shard.
 pub enum ShardMsg {
     /// A validated reload: the new user table and session settings.
-    Reload { users: UserTable, server: ServerConfig },
+    Reload {
+        users: UserTable,
+        server: ServerConfig,
+    },
     /// Stop accepting, drain for `grace`, then close what is left with 1001.
     Shutdown { grace: Duration },
 }
@@ -260,7 +263,11 @@ async fn drain(shard: &Shard, grace: Duration) {
         monoio::time::sleep(Duration::from_millis(20)).await;
     }
     if shard.open.get() > 0 {
-        info!(shard = shard.id, open = shard.open.get(), "grace period over; closing sessions with 1001");
+        info!(
+            shard = shard.id,
+            open = shard.open.get(),
+            "grace period over; closing sessions with 1001"
+        );
     }
     shard.close_all.fire();
     // Sessions need a moment to send their Close frames and linger.

@@ -24,7 +24,12 @@ pub fn accept_response(client_key: &str, protocol: Option<&str>) -> Vec<u8> {
 }
 
 /// The upgrade request sent to a target.
-pub fn client_request(host_header: &str, path: &str, key: &str, protocols: Option<&str>) -> Vec<u8> {
+pub fn client_request(
+    host_header: &str,
+    path: &str,
+    key: &str,
+    protocols: Option<&str>,
+) -> Vec<u8> {
     let mut out = format!(
         "GET {path} HTTP/1.1\r\nHost: {host_header}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nUser-Agent: ws-relay-core\r\n"
     );
@@ -79,17 +84,25 @@ pub fn check_target_response(
     if head.status != 101 {
         return Err(UpgradeError::Status(head.status));
     }
-    if !head.header("upgrade").is_some_and(|v| v.eq_ignore_ascii_case("websocket")) {
+    if !head
+        .header("upgrade")
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+    {
         return Err(UpgradeError::NotWebSocket);
     }
     let expected = derive_accept_key(key.as_bytes());
     if head.header("sec-websocket-accept").map(str::trim) != Some(expected.as_str()) {
         return Err(UpgradeError::BadAccept);
     }
-    if head.header("sec-websocket-extensions").is_some_and(|v| !v.trim().is_empty()) {
+    if head
+        .header("sec-websocket-extensions")
+        .is_some_and(|v| !v.trim().is_empty())
+    {
         return Err(UpgradeError::UnexpectedExtension);
     }
-    let protocol = head.header("sec-websocket-protocol").map(|p| p.trim().to_string());
+    let protocol = head
+        .header("sec-websocket-protocol")
+        .map(|p| p.trim().to_string());
     if let Some(p) = &protocol {
         let offered = offered_protocols
             .map(|o| o.split(',').any(|x| x.trim() == p))
@@ -122,7 +135,9 @@ mod tests {
         let mut buf = response_for(&key, "Sec-WebSocket-Protocol: chat\r\n");
         let head = buf.len();
         buf.extend_from_slice(&[0x81, 0x01, b'x']);
-        let up = check_target_response(&buf, &key, Some("chat, other")).unwrap().unwrap();
+        let up = check_target_response(&buf, &key, Some("chat, other"))
+            .unwrap()
+            .unwrap();
         assert_eq!(up.head_len, head);
         assert_eq!(up.protocol.as_deref(), Some("chat"));
     }
@@ -131,7 +146,10 @@ mod tests {
     fn incomplete_head_needs_more() {
         let key = generate_key();
         let buf = response_for(&key, "");
-        assert_eq!(check_target_response(&buf[..buf.len() - 2], &key, None), Ok(None));
+        assert_eq!(
+            check_target_response(&buf[..buf.len() - 2], &key, None),
+            Ok(None)
+        );
     }
 
     #[test]
@@ -155,7 +173,11 @@ mod tests {
             Err(UpgradeError::UnexpectedExtension)
         );
         assert_eq!(
-            check_target_response(&response_for(&key, "Sec-WebSocket-Protocol: x\r\n"), &key, None),
+            check_target_response(
+                &response_for(&key, "Sec-WebSocket-Protocol: x\r\n"),
+                &key,
+                None
+            ),
             Err(UpgradeError::UnexpectedProtocol)
         );
     }

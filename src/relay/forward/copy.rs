@@ -18,7 +18,7 @@ pub async fn pump(
     src: &TcpStream,
     dst: &TcpStream,
     pool: &BufferPool,
-    dir: &Direction,
+    dir: &Direction<'_>,
     clock: &Cell<Instant>,
 ) -> PumpEnd {
     let fd = src.as_raw_fd();

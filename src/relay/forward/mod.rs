@@ -31,27 +31,41 @@ const LINGER: Duration = Duration::from_secs(1);
 const RELAY_MASK: [u8; 4] = [0x5a, 0x17, 0xc3, 0x2e];
 
 /// One direction's state, kept outside the pump futures so it survives them.
-#[derive(Default)]
-pub struct Direction {
+pub struct Direction<'a> {
+    /// The side whose bytes flow in this direction.
+    source: &'static str,
     pub bytes: Cell<u64>,
     /// Set while a chunk is partially written: not a frame boundary.
     pub mid_write: Cell<bool>,
     /// `None` in splice mode (bytes never reach user space).
     pub tracker: Option<RefCell<FrameTracker>>,
+    /// Session-wide: the side whose Close frame went by first.
+    first_close: &'a Cell<Option<&'static str>>,
 }
 
-impl Direction {
-    fn new(track_frames: bool) -> Direction {
+impl<'a> Direction<'a> {
+    fn new(
+        track_frames: bool,
+        source: &'static str,
+        first_close: &'a Cell<Option<&'static str>>,
+    ) -> Self {
         Direction {
+            source,
+            bytes: Cell::new(0),
+            mid_write: Cell::new(false),
             tracker: track_frames.then(Default::default),
-            ..Default::default()
+            first_close,
         }
     }
 
     /// Records bytes fully written to the destination.
     pub fn passed(&self, bytes: &[u8], clock: &Cell<Instant>) {
         if let Some(t) = &self.tracker {
-            t.borrow_mut().observe(bytes);
+            let mut t = t.borrow_mut();
+            t.observe(bytes);
+            if t.saw_close() && self.first_close.get().is_none() {
+                self.first_close.set(Some(self.source));
+            }
         }
         self.count(bytes.len(), clock);
     }
@@ -71,7 +85,9 @@ impl Direction {
     }
 
     fn saw_close(&self) -> bool {
-        self.tracker.as_ref().is_some_and(|t| t.borrow().saw_close())
+        self.tracker
+            .as_ref()
+            .is_some_and(|t| t.borrow().saw_close())
     }
 }
 
@@ -110,20 +126,23 @@ enum First {
 }
 
 /// Relays until the session ends. `up_seen`/`down_seen` are bytes already
-/// relayed during the handshakes, so frame tracking starts in step.
+/// relayed during the handshakes, so frame tracking starts in step; they are
+/// freed before the first wait so an idle session holds no buffer.
 pub async fn passthrough(
     ctx: &ForwardCtx<'_>,
     client: &TcpStream,
     target: &TcpStream,
-    up_seen: &[u8],
-    down_seen: &[u8],
+    up_seen: Vec<u8>,
+    down_seen: Vec<u8>,
 ) -> Outcome {
     let track = ctx.mode == ForwardMode::Copy;
-    let up = Direction::new(track);
-    let down = Direction::new(track);
+    let first_close = Cell::new(None);
+    let up = Direction::new(track, "client", &first_close);
+    let down = Direction::new(track, "target", &first_close);
     let clock = Cell::new(Instant::now());
-    up.passed(up_seen, &clock);
-    down.passed(down_seen, &clock);
+    up.passed(&up_seen, &clock);
+    down.passed(&down_seen, &clock);
+    drop((up_seen, down_seen));
 
     let first = monoio::select! {
         r = pump(ctx, client, target, &up, &clock) => First::Up(r),
@@ -131,15 +150,37 @@ pub async fn passthrough(
         _ = idle_watch(&clock, ctx.idle_timeout) => First::Idle,
         _ = ctx.close_all.wait() => First::Shutdown,
     };
-    let (closed_by, reason) = match first {
+    let (ended_by, reason) = match first {
         First::Up(end) => {
             let reason = describe("client", &end, up.saw_close());
-            end_side(ctx, &end, &up, target, &down, client, &clock, close_code::GOING_AWAY, Some(RELAY_MASK)).await;
+            end_side(
+                ctx,
+                &end,
+                &up,
+                target,
+                &down,
+                client,
+                &clock,
+                close_code::GOING_AWAY,
+                Some(RELAY_MASK),
+            )
+            .await;
             ("client", reason)
         }
         First::Down(end) => {
             let reason = describe("target", &end, down.saw_close());
-            end_side(ctx, &end, &down, client, &up, target, &clock, close_code::BAD_GATEWAY, None).await;
+            end_side(
+                ctx,
+                &end,
+                &down,
+                client,
+                &up,
+                target,
+                &clock,
+                close_code::BAD_GATEWAY,
+                None,
+            )
+            .await;
             ("target", reason)
         }
         First::Idle => {
@@ -154,12 +195,20 @@ pub async fn passthrough(
     Outcome {
         bytes_up: up.bytes.get(),
         bytes_down: down.bytes.get(),
-        closed_by,
+        // Whoever sent the first Close frame closed the session; otherwise
+        // whoever ended first.
+        closed_by: first_close.get().unwrap_or(ended_by),
         reason,
     }
 }
 
-async fn pump(ctx: &ForwardCtx<'_>, src: &TcpStream, dst: &TcpStream, dir: &Direction, clock: &Cell<Instant>) -> PumpEnd {
+async fn pump(
+    ctx: &ForwardCtx<'_>,
+    src: &TcpStream,
+    dst: &TcpStream,
+    dir: &Direction<'_>,
+    clock: &Cell<Instant>,
+) -> PumpEnd {
     match ctx.mode {
         ForwardMode::Copy => copy::pump(src, dst, ctx.buffers, dir, clock).await,
         ForwardMode::Splice => splice::pump(src, dst, ctx.pipes, dir, clock).await,
@@ -182,9 +231,9 @@ fn describe(side: &str, end: &PumpEnd, clean: bool) -> String {
 async fn end_side(
     ctx: &ForwardCtx<'_>,
     end: &PumpEnd,
-    ended: &Direction,
+    ended: &Direction<'_>,
     peer: &TcpStream,
-    other: &Direction,
+    other: &Direction<'_>,
     gone: &TcpStream,
     clock: &Cell<Instant>,
     code: u16,
@@ -198,7 +247,11 @@ async fn end_side(
         return;
     }
     if ended.injectable() {
-        let reason = if mask.is_some() { "client went away" } else { "target went away" };
+        let reason = if mask.is_some() {
+            "client went away"
+        } else {
+            "target went away"
+        };
         let frame = close_frame(code, reason, mask);
         let _ = monoio::time::timeout(LINGER, send_all(peer, &frame)).await;
     }
@@ -211,9 +264,9 @@ async fn end_side(
 async fn close_both(
     ctx: &ForwardCtx<'_>,
     client: &TcpStream,
-    down: &Direction,
+    down: &Direction<'_>,
     target: &TcpStream,
-    up: &Direction,
+    up: &Direction<'_>,
     reason: &str,
 ) {
     if down.injectable() {

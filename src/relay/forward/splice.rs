@@ -46,7 +46,7 @@ pub async fn pump(
     src: &TcpStream,
     dst: &TcpStream,
     pipes: &PipePool,
-    dir: &Direction,
+    dir: &Direction<'_>,
     clock: &Cell<Instant>,
 ) -> PumpEnd {
     let (sfd, dfd) = (src.as_raw_fd(), dst.as_raw_fd());

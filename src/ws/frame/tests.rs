@@ -7,7 +7,10 @@ fn parses_short_medium_long_lengths() {
         let n = encode_header(&mut h, true, opcode::BINARY, len, None);
         assert_eq!(n, hlen);
         let p = parse_header(&h[..n]).unwrap().unwrap();
-        assert_eq!((p.payload_len, p.header_len, p.opcode, p.fin), (len, hlen, 2, true));
+        assert_eq!(
+            (p.payload_len, p.header_len, p.opcode, p.fin),
+            (len, hlen, 2, true)
+        );
         assert_eq!(parse_header(&h[..n - 1]).unwrap(), None, "len {len}");
     }
 }
@@ -25,8 +28,14 @@ fn masked_header_round_trips() {
 #[test]
 fn rejects_bad_headers() {
     assert_eq!(parse_header(&[0xC1, 0x00]), Err(FrameError::ReservedBits));
-    assert_eq!(parse_header(&[0x83, 0x00]), Err(FrameError::UnknownOpcode(3)));
-    assert_eq!(parse_header(&[0x89, 126, 0, 200]), Err(FrameError::BadControlFrame));
+    assert_eq!(
+        parse_header(&[0x83, 0x00]),
+        Err(FrameError::UnknownOpcode(3))
+    );
+    assert_eq!(
+        parse_header(&[0x89, 126, 0, 200]),
+        Err(FrameError::BadControlFrame)
+    );
     assert_eq!(parse_header(&[0x09, 0]), Err(FrameError::BadControlFrame));
     let mut long = [0x82u8, 127, 0x80, 0, 0, 0, 0, 0, 0, 0];
     assert_eq!(parse_header(&long), Err(FrameError::LengthOverflow));
