@@ -31,6 +31,8 @@ pub enum ServeError {
     Control(#[from] ControlError),
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
+    #[error("server.enable_tls = true, but this build has no TLS listener yet; set enable_tls = false and terminate TLS in front")]
+    TlsUnavailable,
 }
 
 /// The reload path shared by the control socket and SIGHUP.
@@ -56,7 +58,7 @@ impl ControlPlane {
         for tx in &self.senders {
             let _ = tx.send(ShardMsg::Reload {
                 users: next.users.clone(),
-                server: next.server.clone(),
+                server: Box::new(next.server.clone()),
             });
         }
         let n = next.users.len();
@@ -88,6 +90,9 @@ fn warn_restart_only_changes(old: &Config, new: &Config) {
 
 /// Runs the relay until SIGTERM/SIGINT.
 pub fn serve(config: Config) -> Result<(), ServeError> {
+    if config.server.enable_tls {
+        return Err(ServeError::TlsUnavailable);
+    }
     let _log = logging::init(&config.logging)?;
     let (drv, fallback) = driver::resolve(driver::requested(config.server.driver)?)?;
     if let Some(why) = fallback {

@@ -309,6 +309,7 @@ impl Needs {
 }
 
 /// Looks a key up in [`SYSCTLS`].
+#[cfg(test)]
 pub fn find(key: &str) -> Option<&'static Sysctl> {
     SYSCTLS.iter().find(|s| s.key == key)
 }

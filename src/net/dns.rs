@@ -14,9 +14,11 @@ use std::time::{Duration, Instant};
 /// dropped, then the whole cache if still full.
 const MAX_ENTRIES: usize = 4096;
 
+type Entries = HashMap<(String, u16), (Instant, Vec<SocketAddr>)>;
+
 pub struct DnsCache {
     ttl: Duration,
-    entries: RefCell<HashMap<(String, u16), (Instant, Vec<SocketAddr>)>>,
+    entries: RefCell<Entries>,
 }
 
 impl DnsCache {

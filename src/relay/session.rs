@@ -38,18 +38,29 @@ struct Opened {
     upgrade: TargetUpgrade,
 }
 
-/// Runs a relay session on an upgrade request. `rest` holds client bytes
-/// that arrived behind the request head.
-pub async fn run(
-    shard: &Shard,
-    cfg: Rc<ServerConfig>,
-    client: TcpStream,
-    peer: SocketAddr,
-    head: RequestHead,
-    mut rest: Vec<u8>,
-    deadline: Instant,
-    over_capacity: bool,
-) {
+/// An upgrade request on the relay path, as the front door hands it over.
+pub struct UpgradeRequest {
+    pub client: TcpStream,
+    pub peer: SocketAddr,
+    pub head: RequestHead,
+    /// Client bytes that arrived behind the request head.
+    pub rest: Vec<u8>,
+    /// End of the auth window (accept + `auth_timeout_secs`).
+    pub deadline: Instant,
+    /// The process was at `max_connections` when this one arrived.
+    pub over_capacity: bool,
+}
+
+/// Runs a relay session on an upgrade request.
+pub async fn run(shard: &Shard, cfg: Rc<ServerConfig>, req: UpgradeRequest) {
+    let UpgradeRequest {
+        client,
+        peer,
+        head,
+        mut rest,
+        deadline,
+        over_capacity,
+    } = req;
     let ip = peer.ip();
     if shard
         .shared

@@ -18,7 +18,7 @@ use crate::http::head::{parse_request_head, HeadError, RequestHead};
 use crate::http::response;
 use crate::net::io::recv_some;
 use crate::net::sockopt::tune_stream;
-use crate::relay::session::{self, close_after};
+use crate::relay::session::{self, close_after, UpgradeRequest};
 
 /// Counts a connection on its shard and process-wide while it lives.
 struct ConnGuard<'a>(&'a Shard);
@@ -75,17 +75,15 @@ pub async fn handle(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
     drop(buf);
     let answer = match route(&head, &cfg.relay_path) {
         Route::Relay => {
-            return session::run(
-                &shard,
-                cfg.clone(),
-                stream,
+            let req = UpgradeRequest {
+                client: stream,
                 peer,
                 head,
                 rest,
                 deadline,
                 over_capacity,
-            )
-            .await;
+            };
+            return session::run(&shard, cfg.clone(), req).await;
         }
         Route::Health => response::health(),
         Route::Status(status, msg) => response::error_json(status, "bad_request", msg),

@@ -44,7 +44,7 @@ pub enum ShardMsg {
     /// A validated reload: the new user table and session settings.
     Reload {
         users: UserTable,
-        server: ServerConfig,
+        server: Box<ServerConfig>,
     },
     /// Stop accepting, drain for `grace`, then close what is left with 1001.
     Shutdown { grace: Duration },
@@ -210,7 +210,7 @@ impl ShardInit {
             match msg {
                 ShardMsg::Reload { users, server } => {
                     *shard.users.borrow_mut() = users;
-                    *shard.settings.borrow_mut() = Rc::new(server);
+                    *shard.settings.borrow_mut() = Rc::new(*server);
                     debug!(shard = shard.id, "reload applied");
                 }
                 ShardMsg::Shutdown { grace } => {
