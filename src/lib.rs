@@ -7,6 +7,7 @@
 //! - [`ws`]: WebSocket frame headers and handshakes, parsed only where needed.
 //! - [`relay`]: the relay session: auth, target dial, passthrough.
 //! - [`net`]: socket options, DNS off the shard, buffer and pipe pools.
+//! - [`tls`]: listener certificates and target trust (rustls, ring).
 //! - [`control`]: the main thread's control plane (reload, signals, shutdown).
 //! - [`doctor`]: compares live kernel settings with `tuning/`.
 
@@ -18,4 +19,5 @@ pub mod logging;
 pub mod net;
 pub mod relay;
 pub mod shard;
+pub mod tls;
 pub mod ws;

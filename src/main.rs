@@ -66,7 +66,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Check => {
-            let config = Config::load(&cli.config)?;
+            let (config, _) = control::load_all(&cli.config, false)?;
             println!(
                 "{}: ok ({} users, {}:{})",
                 cli.config.display(),

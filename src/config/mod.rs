@@ -10,7 +10,8 @@ mod users;
 use std::path::{Path, PathBuf};
 
 pub use model::{
-    ConfigFile, DriverChoice, ForwardMode, LoggingConfig, Rotation, ServerConfig, UserConfig,
+    ConfigFile, DriverChoice, ForwardMode, LoggingConfig, Rotation, ServerConfig, TlsRoots,
+    UserConfig,
 };
 pub use users::{SessionSlot, TargetPattern, User, UserTable};
 
@@ -76,6 +77,9 @@ impl Config {
         if let Some(key) = &server.tls_key {
             server.tls_key = Some(resolve(base, key));
         }
+        if let Some(ca) = &server.target_ca_file {
+            server.target_ca_file = Some(resolve(base, ca));
+        }
         Ok(Config {
             path: path.to_path_buf(),
             server,
@@ -86,6 +90,11 @@ impl Config {
 
     pub fn control_socket(&self) -> PathBuf {
         PathBuf::from(&self.server.control_socket)
+    }
+
+    /// The directory relative paths in the config are resolved against.
+    pub fn dir(&self) -> &Path {
+        self.path.parent().unwrap_or(Path::new("."))
     }
 }
 

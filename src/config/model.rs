@@ -31,6 +31,16 @@ pub enum ForwardMode {
     Splice,
 }
 
+/// Where trust for `wss://` targets comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsRoots {
+    /// The web PKI roots compiled in (webpki-roots).
+    Bundled,
+    /// The operating system's store (rustls-native-certs).
+    System,
+}
+
 /// Which monoio driver the shards run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -56,6 +66,9 @@ pub struct ServerConfig {
     pub idle_timeout_secs: u64,
     pub insecure_skip_verify: bool,
     // --- keys added by this engine ---
+    pub tls_roots: TlsRoots,
+    pub target_ca_file: Option<String>,
+    pub target_early_data: bool,
     pub workers: usize,
     pub driver: DriverChoice,
     pub backlog: u32,
@@ -86,6 +99,9 @@ impl Default for ServerConfig {
             auth_timeout_secs: 10,
             idle_timeout_secs: 600,
             insecure_skip_verify: false,
+            tls_roots: TlsRoots::Bundled,
+            target_ca_file: None,
+            target_early_data: false,
             workers: 0,
             driver: DriverChoice::Auto,
             backlog: 4096,

@@ -17,7 +17,10 @@ pub use socket::{request_reload, ControlError};
 
 use crate::config::{Config, ConfigError};
 use crate::logging;
-use crate::shard::{self, driver, ShardMsg, Shards};
+use crate::shard::{self, driver, ShardMsg, Shards, TlsMaterial};
+use crate::tls::listener::load_identity;
+use crate::tls::target::TargetTrust;
+use crate::tls::TlsError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -31,8 +34,40 @@ pub enum ServeError {
     Control(#[from] ControlError),
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
-    #[error("server.enable_tls = true, but this build has no TLS listener yet; set enable_tls = false and terminate TLS in front")]
-    TlsUnavailable,
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+}
+
+/// Why a config (file plus the TLS files it names) cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("{0}: {1}")]
+    Tls(String, TlsError),
+}
+
+/// Loads the TLS files a config names. `generate` allows writing a
+/// self-signed certificate (serve), `check` passes false.
+pub fn load_tls(config: &Config, generate: bool) -> Result<TlsMaterial, TlsError> {
+    let identity = if config.server.enable_tls {
+        load_identity(&config.server, config.dir(), generate)?.map(Arc::new)
+    } else {
+        None
+    };
+    let trust = TargetTrust::load(&config.server)?;
+    Ok(TlsMaterial { identity, trust })
+}
+
+/// A config and its TLS material, or the first reason they are unusable.
+pub fn load_all(
+    path: &std::path::Path,
+    generate: bool,
+) -> Result<(Config, TlsMaterial), LoadError> {
+    let config = Config::load(path)?;
+    let tls =
+        load_tls(&config, generate).map_err(|e| LoadError::Tls(path.display().to_string(), e))?;
+    Ok((config, tls))
 }
 
 /// The reload path shared by the control socket and SIGHUP.
@@ -42,12 +77,13 @@ pub struct ControlPlane {
 }
 
 impl ControlPlane {
-    /// Re-reads the config file; on success every shard gets the new user
-    /// table and session settings. Returns the user count.
-    pub fn reload(&self) -> Result<usize, ConfigError> {
+    /// Re-reads the config file and the certificate files it names; on
+    /// success every shard gets the new user table, session settings and TLS
+    /// material. Returns the user count.
+    pub fn reload(&self) -> Result<usize, LoadError> {
         let mut current = self.config.lock().unwrap_or_else(|p| p.into_inner());
-        let mut next = match Config::load(&current.path) {
-            Ok(c) => c,
+        let (mut next, tls) = match load_all(&current.path, true) {
+            Ok(pair) => pair,
             Err(e) => {
                 warn!("reload rejected, keeping the running config: {e}");
                 return Err(e);
@@ -59,6 +95,7 @@ impl ControlPlane {
             let _ = tx.send(ShardMsg::Reload {
                 users: next.users.clone(),
                 server: Box::new(next.server.clone()),
+                tls: tls.clone(),
             });
         }
         let n = next.users.len();
@@ -90,21 +127,20 @@ fn warn_restart_only_changes(old: &Config, new: &Config) {
 
 /// Runs the relay until SIGTERM/SIGINT.
 pub fn serve(config: Config) -> Result<(), ServeError> {
-    if config.server.enable_tls {
-        return Err(ServeError::TlsUnavailable);
-    }
     let _log = logging::init(&config.logging)?;
+    let tls = load_tls(&config, true)?;
     let (drv, fallback) = driver::resolve(driver::requested(config.server.driver)?)?;
     if let Some(why) = fallback {
         warn!("io_uring unavailable, using the epoll driver: {why}");
     }
     let control = socket::ControlSocket::bind(&config.control_socket())?;
-    let (shards, addr) = shard::spawn_all(&config.server, &config.users, drv)?;
+    let (shards, addr) = shard::spawn_all(&config.server, &config.users, &tls, drv)?;
     info!(
         %addr,
         shards = shards.senders.len(),
         driver = drv.name(),
         forward = ?config.server.forward,
+        tls = config.server.enable_tls,
         users = config.users.len(),
         "ws-relay-core listening"
     );

@@ -62,30 +62,3 @@ pub async fn send_all(stream: &TcpStream, mut buf: &[u8]) -> io::Result<()> {
     }
     Ok(())
 }
-
-/// Reads whatever is available into `out`'s spare capacity (at least one
-/// byte, waiting for readiness). Returns 0 at EOF. Used during handshakes,
-/// where a growing `Vec` is fine.
-pub async fn recv_some(stream: &TcpStream, out: &mut Vec<u8>, chunk: usize) -> io::Result<usize> {
-    let fd = stream.as_raw_fd();
-    loop {
-        out.reserve(chunk);
-        let len = out.len();
-        let spare = out.capacity() - len;
-        // SAFETY: recv writes at most `spare` initialised-on-return bytes into
-        // the vector's spare capacity; `set_len` covers exactly those.
-        let n = unsafe {
-            let ptr = out.as_mut_ptr().add(len);
-            libc::recv(fd, ptr.cast(), spare, libc::MSG_DONTWAIT)
-        };
-        if n >= 0 {
-            unsafe { out.set_len(len + n as usize) };
-            return Ok(n as usize);
-        }
-        match io::Error::last_os_error() {
-            e if e.kind() == io::ErrorKind::WouldBlock => stream.readable(false).await?,
-            e if e.kind() == io::ErrorKind::Interrupted => {}
-            e => return Err(e),
-        }
-    }
-}

@@ -5,12 +5,10 @@
 //! token values beyond handing them to the user table, or consume bytes past
 //! the auth message (they belong to the target).
 
-use monoio::net::TcpStream;
-
 use super::error::{ErrorCode, RelayError};
 use crate::http::head::RequestHead;
 use crate::http::url::query_param;
-use crate::net::io::{recv_some, send_all};
+use crate::net::endpoint::Endpoint;
 use crate::ws::frame::{apply_mask, build_frame, opcode, parse_header};
 
 /// A token and target, from either auth mode.
@@ -74,7 +72,7 @@ pub fn from_request(head: &RequestHead) -> Result<Option<Credentials>, RelayErro
 /// bytes already received; on success it holds only what followed the auth
 /// message. Ping frames before auth are answered; other data is refused.
 pub async fn read_first_message(
-    stream: &TcpStream,
+    stream: &Endpoint,
     buf: &mut Vec<u8>,
     limit: usize,
 ) -> Result<Credentials, FirstMessageError> {
@@ -88,7 +86,7 @@ pub async fn read_first_message(
             if let Some(h) = header {
                 check_size(h.payload_len, message.len(), limit)?;
             }
-            match recv_some(stream, buf, 4096).await {
+            match stream.recv_some(buf, 4096).await {
                 Ok(0) | Err(_) => return Err(FirstMessageError::ClientGone),
                 Ok(_) => continue,
             }
@@ -116,7 +114,8 @@ pub async fn read_first_message(
                 let mut payload = buf[start..end].to_vec();
                 apply_mask(&mut payload, mask, 0);
                 let pong = build_frame(opcode::PONG, &payload, None);
-                send_all(stream, &pong)
+                stream
+                    .write_all(&pong)
                     .await
                     .map_err(|_| FirstMessageError::ClientGone)?;
             }

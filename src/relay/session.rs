@@ -10,7 +10,6 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
-use monoio::net::TcpStream;
 use tracing::info;
 
 use super::auth::{self, Credentials, FirstMessageError};
@@ -20,8 +19,7 @@ use super::target::{self, TargetUpgrade, TargetUrl};
 use crate::config::{ServerConfig, SessionSlot, User};
 use crate::http::head::RequestHead;
 use crate::http::response;
-use crate::net::io::send_all;
-use crate::net::sockopt::shutdown_write;
+use crate::net::endpoint::Endpoint;
 use crate::shard::Shard;
 use crate::ws::frame::{build_frame, close_frame, opcode};
 use crate::ws::handshake::accept_response;
@@ -34,13 +32,13 @@ struct Opened {
     user: Arc<User>,
     _slot: SessionSlot,
     url: TargetUrl,
-    stream: TcpStream,
+    stream: Endpoint,
     upgrade: TargetUpgrade,
 }
 
 /// An upgrade request on the relay path, as the front door hands it over.
 pub struct UpgradeRequest {
-    pub client: TcpStream,
+    pub client: Endpoint,
     pub peer: SocketAddr,
     pub head: RequestHead,
     /// Client bytes that arrived behind the request head.
@@ -97,7 +95,7 @@ pub async fn run(shard: &Shard, cfg: Rc<ServerConfig>, req: UpgradeRequest) {
             Err(e) => return refuse_http(shard, &client, peer, &e).await,
             Ok(o) => {
                 let answer = accept_response(&key, o.upgrade.protocol.as_deref());
-                if send_all(&client, &answer).await.is_err() {
+                if client.write_all(&answer).await.is_err() {
                     return;
                 }
                 o
@@ -105,7 +103,8 @@ pub async fn run(shard: &Shard, cfg: Rc<ServerConfig>, req: UpgradeRequest) {
         }
     } else {
         // First-message auth (original protocol).
-        if send_all(&client, &accept_response(&key, None))
+        if client
+            .write_all(&accept_response(&key, None))
             .await
             .is_err()
         {
@@ -134,7 +133,7 @@ pub async fn run(shard: &Shard, cfg: Rc<ServerConfig>, req: UpgradeRequest) {
             Err(e) => return refuse_ws(shard, &client, peer, &e).await,
             Ok(o) => {
                 let status = build_frame(opcode::TEXT, CONNECTED.as_bytes(), None);
-                if send_all(&client, &status).await.is_err() {
+                if client.write_all(&status).await.is_err() {
                     return;
                 }
                 o
@@ -148,14 +147,14 @@ pub async fn run(shard: &Shard, cfg: Rc<ServerConfig>, req: UpgradeRequest) {
 async fn relay_opened(
     shard: &Shard,
     cfg: &ServerConfig,
-    client: TcpStream,
+    client: Endpoint,
     mut o: Opened,
     client_early: Vec<u8>,
     started: Instant,
 ) {
     let target_early = std::mem::take(&mut o.upgrade.early);
-    if send_all(&o.stream, &client_early).await.is_err()
-        || send_all(&client, &target_early).await.is_err()
+    if o.stream.write_all(&client_early).await.is_err()
+        || client.write_all(&target_early).await.is_err()
     {
         return;
     }
@@ -168,9 +167,16 @@ async fn relay_opened(
         close_all: &shard.close_all,
     };
     let out = passthrough(&ctx, &client, &o.stream, client_early, target_early).await;
+    let tls_kind = |ep: &Endpoint| match ep.tls_resumed() {
+        None => "none",
+        Some(true) => "resumed",
+        Some(false) => "full",
+    };
     info!(
         shard = shard.id,
         user = %o.user.name,
+        client_tls = tls_kind(&client),
+        target_tls = tls_kind(&o.stream),
         target = %o.url.host_header,
         duration_ms = started.elapsed().as_millis() as u64,
         bytes_up = out.bytes_up,
@@ -202,12 +208,6 @@ async fn open_target(
             format!("target not allowed for user {}", user.name),
         ));
     }
-    if url.secure {
-        return Err(RelayError::new(
-            ErrorCode::TargetHandshakeFailed,
-            "wss:// targets are not supported by this build yet (TLS toward targets is pending)",
-        ));
-    }
     let slot = user.claim_session().ok_or_else(|| {
         RelayError::new(
             ErrorCode::OverCapacity,
@@ -218,7 +218,9 @@ async fn open_target(
         )
     })?;
     let timeout = std::time::Duration::from_secs(cfg.connect_timeout_secs);
-    let stream = target::connect(&shard.dns, &url, cfg.allow_private_targets, timeout).await?;
+    let tls = url.secure.then(|| shard.target_tls());
+    let tcp = target::connect(&shard.dns, &url, cfg.allow_private_targets, timeout).await?;
+    let stream = target::secure(tcp, &url, tls, timeout).await?;
     let upgrade = target::upgrade(&stream, &url, protocols, timeout).await?;
     Ok(Opened {
         user,
@@ -258,7 +260,7 @@ fn log_refusal(shard: &Shard, peer: SocketAddr, e: &RelayError) {
 }
 
 /// Refuses before the upgrade: an HTTP error with the JSON error object.
-async fn refuse_http(shard: &Shard, client: &TcpStream, peer: SocketAddr, e: &RelayError) {
+async fn refuse_http(shard: &Shard, client: &Endpoint, peer: SocketAddr, e: &RelayError) {
     log_refusal(shard, peer, e);
     let body = response::error_json(e.code.http_status(), e.code.as_str(), &e.detail);
     close_after(shard, client, &body).await;
@@ -266,7 +268,7 @@ async fn refuse_http(shard: &Shard, client: &TcpStream, peer: SocketAddr, e: &Re
 
 /// Refuses after the upgrade: the error message, a Close frame, then TCP
 /// close once the client answers the Close or after the linger.
-async fn refuse_ws(shard: &Shard, client: &TcpStream, peer: SocketAddr, e: &RelayError) {
+async fn refuse_ws(shard: &Shard, client: &Endpoint, peer: SocketAddr, e: &RelayError) {
     log_refusal(shard, peer, e);
     let text = response::error_object(e.code.as_str(), &e.detail);
     let mut out = build_frame(opcode::TEXT, text.as_bytes(), None);
@@ -277,14 +279,14 @@ async fn refuse_ws(shard: &Shard, client: &TcpStream, peer: SocketAddr, e: &Rela
 /// Sends `bytes`, half-closes, and drains the peer for up to a second so the
 /// kernel does not answer late client bytes with a reset that would destroy
 /// what was just sent.
-pub async fn close_after(shard: &Shard, client: &TcpStream, bytes: &[u8]) {
+pub async fn close_after(shard: &Shard, client: &Endpoint, bytes: &[u8]) {
     let linger = std::time::Duration::from_secs(1);
-    if monoio::time::timeout(linger, send_all(client, bytes))
+    if monoio::time::timeout(linger, client.write_all(bytes))
         .await
         .is_err()
     {
         return;
     }
-    shutdown_write(std::os::fd::AsRawFd::as_raw_fd(client));
+    client.shutdown_write().await;
     let _ = monoio::time::timeout(linger, discard_until_eof(client, &shard.buffers)).await;
 }

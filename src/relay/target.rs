@@ -6,6 +6,7 @@
 //! and only checked addresses are dialed, so DNS cannot swap one in).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use monoio::net::TcpStream;
@@ -14,7 +15,7 @@ use super::error::{ErrorCode, RelayError};
 use super::policy::is_private;
 use crate::http::head::MAX_RESPONSE_HEAD;
 use crate::net::dns::DnsCache;
-use crate::net::io::{recv_some, send_all};
+use crate::net::endpoint::Endpoint;
 use crate::net::sockopt::tune_stream;
 use crate::ws::handshake::{check_target_response, client_request, generate_key};
 
@@ -62,6 +63,9 @@ pub fn parse_target(s: &str) -> Result<TargetUrl, RelayError> {
         return Err(bad("target path contains spaces or control characters"));
     }
     let (host, port) = split_host_port(authority, if secure { 443 } else { 80 })?;
+    if secure && crate::tls::target::server_name(&host).is_none() {
+        return Err(bad("target host is not a valid TLS server name"));
+    }
     let default_port = port == if secure { 443 } else { 80 };
     let bracketed = if host.contains(':') {
         format!("[{host}]")
@@ -169,6 +173,34 @@ pub async fn connect(
         })
 }
 
+/// Runs the TLS handshake toward a `wss://` target (`tls` is `Some` exactly
+/// then); SNI and verification use the URL's host.
+pub async fn secure(
+    tcp: TcpStream,
+    url: &TargetUrl,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    timeout: Duration,
+) -> Result<Endpoint, RelayError> {
+    let Some(config) = tls else {
+        return Ok(Endpoint::plain(tcp));
+    };
+    let failed = |d: String| RelayError::new(ErrorCode::TargetHandshakeFailed, d);
+    let name = crate::tls::target::server_name(&url.host)
+        .ok_or_else(|| failed(format!("{} is not a valid TLS server name", url.host)))?;
+    let conn = rustls::ClientConnection::new(config, name).map_err(|e| failed(e.to_string()))?;
+    match monoio::time::timeout(timeout, Endpoint::tls(tcp, conn.into())).await {
+        Err(_) => Err(failed(format!(
+            "TLS handshake with {} timed out after {timeout:?}",
+            url.host
+        ))),
+        Ok(Err(e)) => Err(failed(format!(
+            "TLS handshake with {} failed: {e}",
+            url.host
+        ))),
+        Ok(Ok(ep)) => Ok(ep),
+    }
+}
+
 /// What the target said when it accepted the upgrade.
 #[derive(Debug)]
 pub struct TargetUpgrade {
@@ -179,7 +211,7 @@ pub struct TargetUpgrade {
 
 /// Sends the upgrade request and validates the 101 within `timeout`.
 pub async fn upgrade(
-    stream: &TcpStream,
+    stream: &Endpoint,
     url: &TargetUrl,
     protocols: Option<&str>,
     timeout: Duration,
@@ -188,12 +220,14 @@ pub async fn upgrade(
     let key = generate_key();
     let exchange = async {
         let request = client_request(&url.host_header, &url.path, &key, protocols);
-        send_all(stream, &request)
+        stream
+            .write_all(&request)
             .await
             .map_err(|e| failed(format!("sending upgrade request: {e}")))?;
         let mut buf = Vec::with_capacity(1024);
         loop {
-            if recv_some(stream, &mut buf, 1024)
+            if stream
+                .recv_some(&mut buf, 1024)
                 .await
                 .map_err(|e| failed(format!("reading upgrade response: {e}")))?
                 == 0

@@ -11,12 +11,12 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use monoio::net::TcpStream;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::Shard;
 use crate::http::head::{parse_request_head, HeadError, RequestHead};
 use crate::http::response;
-use crate::net::io::recv_some;
+use crate::net::endpoint::Endpoint;
 use crate::net::sockopt::tune_stream;
 use crate::relay::session::{self, close_after, UpgradeRequest};
 
@@ -39,11 +39,14 @@ impl Drop for ConnGuard<'_> {
     }
 }
 
-pub async fn handle(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
+pub async fn handle(shard: Rc<Shard>, tcp: TcpStream, peer: SocketAddr) {
     let cfg = shard.settings();
     let (_guard, over_capacity) = ConnGuard::enter(&shard, cfg.max_connections);
-    tune_stream(stream.as_raw_fd());
+    tune_stream(tcp.as_raw_fd());
     let deadline = Instant::now() + Duration::from_secs(cfg.auth_timeout_secs);
+    let Some(stream) = accept_tls(&shard, tcp, peer, deadline).await else {
+        return;
+    };
     let mut buf = Vec::with_capacity(1024);
     let read = read_head(
         &stream,
@@ -112,16 +115,47 @@ fn route(head: &RequestHead, relay_path: &str) -> Route {
     }
 }
 
+/// Completes the listener's TLS handshake (when TLS is on) within the auth
+/// deadline: a stalled or garbage handshake is closed like a slow request.
+async fn accept_tls(
+    shard: &Shard,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    deadline: Instant,
+) -> Option<Endpoint> {
+    let Some(config) = shard.listener_tls() else {
+        return Some(Endpoint::plain(tcp));
+    };
+    let conn = match rustls::ServerConnection::new(config) {
+        Ok(c) => c,
+        Err(e) => {
+            warn!(shard = shard.id, "cannot start a TLS session: {e}");
+            return None;
+        }
+    };
+    match monoio::time::timeout_at(deadline.into(), Endpoint::tls(tcp, conn.into())).await {
+        Ok(Ok(ep)) => Some(ep),
+        Ok(Err(e)) => {
+            debug!(peer = %peer.ip(), "TLS handshake failed: {e}");
+            None
+        }
+        Err(_) => {
+            debug!(peer = %peer.ip(), "TLS handshake not complete within auth_timeout_secs; closing");
+            None
+        }
+    }
+}
+
 /// Reads until a full head has arrived. `Ok(None)` when the client closed
 /// first.
 async fn read_head(
-    stream: &TcpStream,
+    stream: &Endpoint,
     buf: &mut Vec<u8>,
     max_bytes: usize,
     max_headers: usize,
 ) -> Result<Option<RequestHead>, HeadError> {
     loop {
-        match recv_some(stream, buf, 2048).await {
+        match stream.recv_some(buf, 2048).await {
             Ok(0) | Err(_) => return Ok(None),
             Ok(_) => {}
         }

@@ -28,6 +28,9 @@ use crate::config::{ServerConfig, UserTable};
 use crate::net::dns::DnsCache;
 use crate::net::pool::{BufferPool, PipePool};
 use crate::relay::policy::AuthThrottle;
+use crate::tls::listener::{build_server_config, Identity};
+use crate::tls::target::TargetTrust;
+use crate::tls::TlsError;
 pub use driver::Driver;
 use event::Event;
 pub use listener::{listen_addr, ListenError};
@@ -41,13 +44,62 @@ pub struct Shared {
 
 /// What the control plane tells a shard.
 pub enum ShardMsg {
-    /// A validated reload: the new user table and session settings.
+    /// A validated reload: the new user table, session settings, listener
+    /// certificate (when TLS is on) and target trust.
     Reload {
         users: UserTable,
         server: Box<ServerConfig>,
+        tls: TlsMaterial,
     },
     /// Stop accepting, drain for `grace`, then close what is left with 1001.
     Shutdown { grace: Duration },
+}
+
+/// TLS inputs the control plane prepares (file I/O) and shards turn into
+/// their own configs.
+#[derive(Clone)]
+pub struct TlsMaterial {
+    /// `None` when the listener is plain.
+    pub identity: Option<Arc<Identity>>,
+    pub trust: TargetTrust,
+}
+
+/// A shard's TLS configs. The session cache survives reloads; the ticket key
+/// is shared by every shard.
+struct ShardTls {
+    listener: Option<Arc<rustls::ServerConfig>>,
+    target: Arc<rustls::ClientConfig>,
+    cache: Arc<rustls::server::ServerSessionMemoryCache>,
+    ticketer: Arc<dyn rustls::server::ProducesTickets>,
+}
+
+impl ShardTls {
+    fn new(
+        material: &TlsMaterial,
+        ticketer: Arc<dyn rustls::server::ProducesTickets>,
+    ) -> Result<ShardTls, TlsError> {
+        let mut tls = ShardTls {
+            listener: None,
+            target: material.trust.client_config()?,
+            cache: rustls::server::ServerSessionMemoryCache::new(4096),
+            ticketer,
+        };
+        tls.apply(material)?;
+        Ok(tls)
+    }
+
+    fn apply(&mut self, material: &TlsMaterial) -> Result<(), TlsError> {
+        self.listener = match &material.identity {
+            Some(id) => Some(build_server_config(
+                id,
+                self.cache.clone(),
+                self.ticketer.clone(),
+            )?),
+            None => None,
+        };
+        self.target = material.trust.client_config()?;
+        Ok(())
+    }
 }
 
 /// A shard's own state. Shard-local: `Cell`/`RefCell`, no locks.
@@ -58,6 +110,7 @@ pub struct Shard {
     pub buffers: BufferPool,
     pub pipes: PipePool,
     pub dns: DnsCache,
+    tls: RefCell<ShardTls>,
     pub shared: Arc<Shared>,
     pub stop_accepting: Event,
     pub close_all: Event,
@@ -70,6 +123,16 @@ impl Shard {
     /// with, so a reload never changes a live session's rules.
     pub fn settings(&self) -> Rc<ServerConfig> {
         self.settings.borrow().clone()
+    }
+
+    /// The listener's TLS config (as of now), `None` for a plain listener.
+    pub fn listener_tls(&self) -> Option<Arc<rustls::ServerConfig>> {
+        self.tls.borrow().listener.clone()
+    }
+
+    /// This shard's client config toward `wss://` targets.
+    pub fn target_tls(&self) -> Arc<rustls::ClientConfig> {
+        self.tls.borrow().target.clone()
     }
 }
 
@@ -89,6 +152,8 @@ pub enum ShardError {
     Died(usize),
     #[error("cannot spawn shard thread: {0}")]
     Spawn(std::io::Error),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 /// Starts `workers` shards (0 = one per CPU this process may run on) and
@@ -96,6 +161,7 @@ pub enum ShardError {
 pub fn spawn_all(
     server: &ServerConfig,
     users: &UserTable,
+    tls: &TlsMaterial,
     driver: Driver,
 ) -> Result<(Shards, SocketAddr), ShardError> {
     let addr = listen_addr(server)?;
@@ -105,6 +171,7 @@ pub fn spawn_all(
         n => n,
     };
     let shared = Arc::new(Shared::default());
+    let ticketer = rustls::crypto::ring::Ticketer::new().map_err(TlsError::from)?;
     // Resolver threads for every shard's DNS look-ups (never on a shard).
     let pool = DefaultThreadPool::new(4);
     let (ready_tx, ready_rx) = mpsc::channel();
@@ -119,6 +186,8 @@ pub fn spawn_all(
             core: (!cores.is_empty()).then(|| cores[id % cores.len()]),
             server: server.clone(),
             users: users.clone(),
+            tls: tls.clone(),
+            ticketer: ticketer.clone(),
             shared: shared.clone(),
             addr,
             driver,
@@ -149,6 +218,8 @@ struct ShardInit {
     core: Option<core_affinity::CoreId>,
     server: ServerConfig,
     users: UserTable,
+    tls: TlsMaterial,
+    ticketer: Arc<dyn rustls::server::ProducesTickets>,
     shared: Arc<Shared>,
     addr: SocketAddr,
     driver: Driver,
@@ -192,11 +263,19 @@ impl ShardInit {
                 return;
             }
         };
+        let tls = match ShardTls::new(&self.tls, self.ticketer.clone()) {
+            Ok(t) => t,
+            Err(e) => {
+                let _ = self.ready.send(Err(e.into()));
+                return;
+            }
+        };
         let shard = Rc::new(Shard {
             id: self.id,
             buffers: BufferPool::new(self.server.buffer_size, 1024),
             pipes: PipePool::new(256),
             dns: DnsCache::new(Duration::from_secs(self.server.dns_cache_secs)),
+            tls: RefCell::new(tls),
             settings: RefCell::new(Rc::new(self.server)),
             users: RefCell::new(self.users),
             shared: self.shared,
@@ -208,7 +287,12 @@ impl ShardInit {
         monoio::spawn(accept_loop(shard.clone(), listener));
         while let Ok(msg) = self.rx.recv_async().await {
             match msg {
-                ShardMsg::Reload { users, server } => {
+                ShardMsg::Reload { users, server, tls } => {
+                    // The control plane built the same configs once already,
+                    // so this only fails on resource exhaustion.
+                    if let Err(e) = shard.tls.borrow_mut().apply(&tls) {
+                        warn!(shard = shard.id, "keeping the previous TLS config: {e}");
+                    }
                     *shard.users.borrow_mut() = users;
                     *shard.settings.borrow_mut() = Rc::new(*server);
                     debug!(shard = shard.id, "reload applied");

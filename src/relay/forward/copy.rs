@@ -1,41 +1,38 @@
 //! `copy` forwarding: wait for readiness, borrow a pooled buffer, move what
-//! is there, give the buffer back. An idle direction holds no buffer.
+//! is there, give the buffer back. An idle direction holds no buffer. Works
+//! for plain and TLS endpoints alike.
 //!
 //! Must not: allocate, or parse payload bytes (frame headers only, through
 //! the direction's tracker, after the bytes are fully written).
 
 use std::cell::Cell;
-use std::os::fd::AsRawFd;
 use std::time::Instant;
 
-use monoio::net::TcpStream;
-
 use super::{Direction, PumpEnd};
-use crate::net::io::{send_all, try_recv};
+use crate::net::endpoint::Endpoint;
 use crate::net::pool::BufferPool;
 
 pub async fn pump(
-    src: &TcpStream,
-    dst: &TcpStream,
+    src: &Endpoint,
+    dst: &Endpoint,
     pool: &BufferPool,
     dir: &Direction<'_>,
     clock: &Cell<Instant>,
 ) -> PumpEnd {
-    let fd = src.as_raw_fd();
     loop {
-        if let Err(e) = src.readable(false).await {
+        if let Err(e) = src.readable().await {
             return PumpEnd::ReadError(e);
         }
         let mut buf = pool.borrow();
         loop {
-            let n = match try_recv(fd, &mut buf) {
+            let n = match src.try_read(&mut buf) {
                 Ok(Some(0)) => return PumpEnd::Eof,
                 Ok(Some(n)) => n,
                 Ok(None) => break,
                 Err(e) => return PumpEnd::ReadError(e),
             };
             dir.mid_write.set(true);
-            if let Err(e) = send_all(dst, &buf[..n]).await {
+            if let Err(e) = dst.write_all(&buf[..n]).await {
                 return PumpEnd::WriteError(e);
             }
             dir.mid_write.set(false);

@@ -10,15 +10,11 @@ mod splice;
 
 use std::cell::{Cell, RefCell};
 use std::io;
-use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
-use monoio::net::TcpStream;
-
 use crate::config::ForwardMode;
-use crate::net::io::{send_all, try_recv};
+use crate::net::endpoint::Endpoint;
 use crate::net::pool::{BufferPool, PipePool};
-use crate::net::sockopt::shutdown_write;
 use crate::shard::event::Event;
 use crate::ws::frame::{close_code, close_frame, FrameTracker};
 
@@ -110,6 +106,7 @@ pub struct Outcome {
 
 /// Everything passthrough needs from its shard.
 pub struct ForwardCtx<'a> {
+    /// Requested mode; `splice` applies only when neither side is TLS.
     pub mode: ForwardMode,
     pub buffers: &'a BufferPool,
     pub pipes: &'a PipePool,
@@ -130,12 +127,13 @@ enum First {
 /// freed before the first wait so an idle session holds no buffer.
 pub async fn passthrough(
     ctx: &ForwardCtx<'_>,
-    client: &TcpStream,
-    target: &TcpStream,
+    client: &Endpoint,
+    target: &Endpoint,
     up_seen: Vec<u8>,
     down_seen: Vec<u8>,
 ) -> Outcome {
-    let track = ctx.mode == ForwardMode::Copy;
+    let splice = ctx.mode == ForwardMode::Splice && !client.is_tls() && !target.is_tls();
+    let track = !splice;
     let first_close = Cell::new(None);
     let up = Direction::new(track, "client", &first_close);
     let down = Direction::new(track, "target", &first_close);
@@ -145,42 +143,22 @@ pub async fn passthrough(
     drop((up_seen, down_seen));
 
     let first = monoio::select! {
-        r = pump(ctx, client, target, &up, &clock) => First::Up(r),
-        r = pump(ctx, target, client, &down, &clock) => First::Down(r),
+        r = pump(ctx, splice, client, target, &up, &clock) => First::Up(r),
+        r = pump(ctx, splice, target, client, &down, &clock) => First::Down(r),
         _ = idle_watch(&clock, ctx.idle_timeout) => First::Idle,
         _ = ctx.close_all.wait() => First::Shutdown,
     };
     let (ended_by, reason) = match first {
         First::Up(end) => {
             let reason = describe("client", &end, up.saw_close());
-            end_side(
-                ctx,
-                &end,
-                &up,
-                target,
-                &down,
-                client,
-                &clock,
-                close_code::GOING_AWAY,
-                Some(RELAY_MASK),
-            )
-            .await;
+            let notice = Notice::CLIENT_GONE;
+            end_side(ctx, &end, &up, target, &down, client, &clock, notice).await;
             ("client", reason)
         }
         First::Down(end) => {
             let reason = describe("target", &end, down.saw_close());
-            end_side(
-                ctx,
-                &end,
-                &down,
-                client,
-                &up,
-                target,
-                &clock,
-                close_code::BAD_GATEWAY,
-                None,
-            )
-            .await;
+            let notice = Notice::TARGET_GONE;
+            end_side(ctx, &end, &down, client, &up, target, &clock, notice).await;
             ("target", reason)
         }
         First::Idle => {
@@ -204,14 +182,16 @@ pub async fn passthrough(
 
 async fn pump(
     ctx: &ForwardCtx<'_>,
-    src: &TcpStream,
-    dst: &TcpStream,
+    splice: bool,
+    src: &Endpoint,
+    dst: &Endpoint,
     dir: &Direction<'_>,
     clock: &Cell<Instant>,
 ) -> PumpEnd {
-    match ctx.mode {
-        ForwardMode::Copy => copy::pump(src, dst, ctx.buffers, dir, clock).await,
-        ForwardMode::Splice => splice::pump(src, dst, ctx.pipes, dir, clock).await,
+    if splice {
+        splice::pump(src.stream(), dst.stream(), ctx.pipes, dir, clock).await
+    } else {
+        copy::pump(src, dst, ctx.buffers, dir, clock).await
     }
 }
 
@@ -224,38 +204,57 @@ fn describe(side: &str, end: &PumpEnd, clean: bool) -> String {
     }
 }
 
-/// One direction (`ended`, whose source is gone) stopped. Tell the other
-/// peer: after a close handshake, a FIN and a chance to finish; otherwise an
-/// injected Close frame (`code`) where a frame boundary allows it.
+/// The Close frame the relay injects toward the surviving peer when the
+/// other side vanished without one.
+struct Notice {
+    code: u16,
+    reason: &'static str,
+    mask: Option<[u8; 4]>,
+}
+
+impl Notice {
+    /// To the target, masked as a client frame must be.
+    const CLIENT_GONE: Notice = Notice {
+        code: close_code::GOING_AWAY,
+        reason: "client went away",
+        mask: Some(RELAY_MASK),
+    };
+    /// To the client.
+    const TARGET_GONE: Notice = Notice {
+        code: close_code::BAD_GATEWAY,
+        reason: "target went away",
+        mask: None,
+    };
+}
+
+/// One direction (`ended`, whose source `gone` is finished) stopped. Tell
+/// the other peer: after a close handshake, a FIN and a chance to finish;
+/// otherwise the injected `notice` where a frame boundary allows it.
 #[allow(clippy::too_many_arguments)]
 async fn end_side(
     ctx: &ForwardCtx<'_>,
     end: &PumpEnd,
     ended: &Direction<'_>,
-    peer: &TcpStream,
+    peer: &Endpoint,
     other: &Direction<'_>,
-    gone: &TcpStream,
+    gone: &Endpoint,
     clock: &Cell<Instant>,
-    code: u16,
-    mask: Option<[u8; 4]>,
+    notice: Notice,
 ) {
     let clean = matches!(end, PumpEnd::Eof) && ended.saw_close();
     if clean {
         // Half-close: the peer's reply Close may still be in flight.
-        shutdown_write(peer.as_raw_fd());
-        let _ = monoio::time::timeout(LINGER, pump(ctx, peer, gone, other, clock)).await;
+        peer.shutdown_write().await;
+        let splice = ctx.mode == ForwardMode::Splice && !peer.is_tls() && !gone.is_tls();
+        let rest = pump(ctx, splice, peer, gone, other, clock);
+        let _ = monoio::time::timeout(LINGER, rest).await;
         return;
     }
     if ended.injectable() {
-        let reason = if mask.is_some() {
-            "client went away"
-        } else {
-            "target went away"
-        };
-        let frame = close_frame(code, reason, mask);
-        let _ = monoio::time::timeout(LINGER, send_all(peer, &frame)).await;
+        let frame = close_frame(notice.code, notice.reason, notice.mask);
+        let _ = monoio::time::timeout(LINGER, peer.write_all(&frame)).await;
     }
-    shutdown_write(peer.as_raw_fd());
+    peer.shutdown_write().await;
     let _ = monoio::time::timeout(LINGER, discard_until_eof(peer, ctx.buffers)).await;
 }
 
@@ -263,22 +262,22 @@ async fn end_side(
 /// frame boundaries allow, FIN both ways, then wait briefly for the peers.
 async fn close_both(
     ctx: &ForwardCtx<'_>,
-    client: &TcpStream,
+    client: &Endpoint,
     down: &Direction<'_>,
-    target: &TcpStream,
+    target: &Endpoint,
     up: &Direction<'_>,
     reason: &str,
 ) {
     if down.injectable() {
         let frame = close_frame(close_code::GOING_AWAY, reason, None);
-        let _ = monoio::time::timeout(LINGER, send_all(client, &frame)).await;
+        let _ = monoio::time::timeout(LINGER, client.write_all(&frame)).await;
     }
     if up.injectable() {
         let frame = close_frame(close_code::GOING_AWAY, reason, Some(RELAY_MASK));
-        let _ = monoio::time::timeout(LINGER, send_all(target, &frame)).await;
+        let _ = monoio::time::timeout(LINGER, target.write_all(&frame)).await;
     }
-    shutdown_write(client.as_raw_fd());
-    shutdown_write(target.as_raw_fd());
+    client.shutdown_write().await;
+    target.shutdown_write().await;
     let drain = async {
         let a = discard_until_eof(client, ctx.buffers);
         let b = discard_until_eof(target, ctx.buffers);
@@ -289,15 +288,14 @@ async fn close_both(
 
 /// Reads and drops bytes until EOF or error, so closing never turns into a
 /// reset that could destroy the Close frame just sent.
-pub async fn discard_until_eof(stream: &TcpStream, pool: &BufferPool) {
-    let fd = stream.as_raw_fd();
+pub async fn discard_until_eof(stream: &Endpoint, pool: &BufferPool) {
     loop {
-        if stream.readable(false).await.is_err() {
+        if stream.readable().await.is_err() {
             return;
         }
         let mut buf = pool.borrow();
         loop {
-            match try_recv(fd, &mut buf) {
+            match stream.try_read(&mut buf) {
                 Ok(Some(0)) | Err(_) => return,
                 Ok(Some(_)) => {}
                 Ok(None) => break,

@@ -1,0 +1,54 @@
+//! TLS setup (rustls with the ring provider): the listener's identity and
+//! per-shard server configs, and trust toward `wss://` targets.
+//!
+//! Everything here runs in the control plane (it reads files); shards only
+//! receive finished configs. Must not: log key material; generate a
+//! certificate unless `tls_self_signed = true` allows it.
+
+pub mod listener;
+pub mod target;
+
+use std::sync::Arc;
+
+use rustls::crypto::CryptoProvider;
+
+/// Why TLS could not be set up. Each names the config key and file involved.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("server.{key}: cannot read {path}: {source}")]
+    Read {
+        key: &'static str,
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("server.{key}: {path}: {problem}")]
+    Pem {
+        key: &'static str,
+        path: String,
+        problem: String,
+    },
+    #[error("server.tls_cert/tls_key: certificate and key do not form a usable identity: {0}")]
+    Identity(rustls::Error),
+    #[error("cannot generate a self-signed certificate: {0}")]
+    Generate(String),
+    #[error("server.tls_roots = \"system\": no usable system root certificates ({0})")]
+    SystemRoots(String),
+    #[error("TLS setup failed: {0}")]
+    Rustls(#[from] rustls::Error),
+}
+
+/// The one crypto provider every config uses.
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// SHA-256 fingerprint as colon-separated hex, as browsers show it.
+pub fn fingerprint(der: &[u8]) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, der);
+    digest
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
