@@ -90,8 +90,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Doctor { strict, proc_root } => {
-            // doctor must work without a config (fresh host): fall back to defaults.
-            let config = Config::load(&cli.config).ok();
+            // doctor must work without a config (fresh host): fall back to
+            // defaults, but say why when a config exists and is broken.
+            let config = match Config::load(&cli.config) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    if cli.config.exists() {
+                        eprintln!("warning: {e}; checking against built-in defaults");
+                    }
+                    None
+                }
+            };
             let opts = doctor::DoctorOptions::new(proc_root, strict, config.as_ref());
             let code = doctor::run(&opts, &mut std::io::stdout())?;
             Ok(ExitCode::from(code as u8))

@@ -154,6 +154,17 @@ pub(crate) fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].matches('\n').count() + 1
 }
 
+/// 1-based line of the first `key =` in the file at `path` (0 if unknown),
+/// for errors found after parsing, such as unreadable certificate files.
+pub fn line_of_key(path: &Path, key: &str) -> usize {
+    std::fs::read_to_string(path)
+        .map(|text| match find_key(&text, key) {
+            0 if !text.starts_with(key) => 0,
+            offset => line_of(&text, offset),
+        })
+        .unwrap_or(0)
+}
+
 /// Offset of the first `key =` assignment, for errors about keys that serde
 /// accepted but validation rejected.
 fn find_key(text: &str, key: &str) -> usize {

@@ -66,7 +66,10 @@ pub fn load_all(
 ) -> Result<(Config, TlsMaterial), LoadError> {
     let config = Config::load(path)?;
     let tls =
-        load_tls(&config, generate).map_err(|e| LoadError::Tls(path.display().to_string(), e))?;
+        load_tls(&config, generate).map_err(|e| {
+            let line = crate::config::line_of_key(path, e.key());
+            LoadError::Tls(format!("{}:{line}", path.display()), e)
+        })?;
     Ok((config, tls))
 }
 
@@ -125,10 +128,28 @@ fn warn_restart_only_changes(old: &Config, new: &Config) {
     }
 }
 
+/// Raises the soft open-file limit to the hard limit: every session holds
+/// two sockets, and the usual soft default (1024) caps a relay at ~500.
+fn raise_nofile_limit() {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit write/read the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 || lim.rlim_cur >= lim.rlim_max {
+            return;
+        }
+        let from = lim.rlim_cur;
+        lim.rlim_cur = lim.rlim_max;
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
+            info!(from, to = lim.rlim_max, "raised the open-file limit (RLIMIT_NOFILE)");
+        }
+    }
+}
+
 /// Runs the relay until SIGTERM/SIGINT.
 pub fn serve(config: Config) -> Result<(), ServeError> {
     let _log = logging::init(&config.logging)?;
     let tls = load_tls(&config, true)?;
+    raise_nofile_limit();
     let (drv, fallback) = driver::resolve(driver::requested(config.server.driver)?)?;
     if let Some(why) = fallback {
         warn!("io_uring unavailable, using the epoll driver: {why}");

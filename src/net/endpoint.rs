@@ -80,6 +80,14 @@ impl Endpoint {
         self.tls.is_some()
     }
 
+    /// Whether a client connection's 0-RTT data was accepted by the server.
+    pub fn early_data_accepted(&self) -> bool {
+        self.tls.as_ref().is_some_and(|t| match &*t.conn.borrow() {
+            Connection::Client(c) => c.is_early_data_accepted(),
+            Connection::Server(_) => false,
+        })
+    }
+
     /// Whether the TLS handshake was a resumption (`None` for plain TCP).
     pub fn tls_resumed(&self) -> Option<bool> {
         let tls = self.tls.as_ref()?;

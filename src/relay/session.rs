@@ -220,8 +220,9 @@ async fn open_target(
     let timeout = std::time::Duration::from_secs(cfg.connect_timeout_secs);
     let tls = url.secure.then(|| shard.target_tls());
     let tcp = target::connect(&shard.dns, &url, cfg.allow_private_targets, timeout).await?;
-    let stream = target::secure(tcp, &url, tls, timeout).await?;
-    let upgrade = target::upgrade(&stream, &url, protocols, timeout).await?;
+    let request = target::TargetRequest::new(&url, protocols);
+    let (stream, sent_early) = target::secure(tcp, &url, tls, &request, timeout).await?;
+    let upgrade = target::upgrade(&stream, request, sent_early, timeout).await?;
     Ok(Opened {
         user,
         _slot: slot,

@@ -173,22 +173,50 @@ pub async fn connect(
         })
 }
 
+/// The upgrade request for a target, with the key its answer must match.
+pub struct TargetRequest {
+    key: String,
+    bytes: Vec<u8>,
+    protocols: Option<String>,
+}
+
+impl TargetRequest {
+    pub fn new(url: &TargetUrl, protocols: Option<&str>) -> TargetRequest {
+        let key = generate_key();
+        let bytes = client_request(&url.host_header, &url.path, &key, protocols);
+        TargetRequest { key, bytes, protocols: protocols.map(str::to_string) }
+    }
+}
+
 /// Runs the TLS handshake toward a `wss://` target (`tls` is `Some` exactly
-/// then); SNI and verification use the URL's host.
+/// then); SNI and verification use the URL's host. When the config enables
+/// early data and a resumed session allows it, `request` rides in the 0-RTT
+/// flight; returns whether the target accepted it (then it must not be sent
+/// again).
 pub async fn secure(
     tcp: TcpStream,
     url: &TargetUrl,
     tls: Option<Arc<rustls::ClientConfig>>,
+    request: &TargetRequest,
     timeout: Duration,
-) -> Result<Endpoint, RelayError> {
+) -> Result<(Endpoint, bool), RelayError> {
     let Some(config) = tls else {
-        return Ok(Endpoint::plain(tcp));
+        return Ok((Endpoint::plain(tcp), false));
     };
     let failed = |d: String| RelayError::new(ErrorCode::TargetHandshakeFailed, d);
     let name = crate::tls::target::server_name(&url.host)
         .ok_or_else(|| failed(format!("{} is not a valid TLS server name", url.host)))?;
-    let conn = rustls::ClientConnection::new(config, name).map_err(|e| failed(e.to_string()))?;
-    match monoio::time::timeout(timeout, Endpoint::tls(tcp, conn.into())).await {
+    let mut conn = rustls::ClientConnection::new(config, name).map_err(|e| failed(e.to_string()))?;
+    let early = match conn.early_data() {
+        Some(mut ed) => std::io::Write::write(&mut ed, &request.bytes).unwrap_or(0),
+        None => 0,
+    };
+    let handshake = async {
+        let ep = Endpoint::tls(tcp, conn.into()).await?;
+        let accepted = early == request.bytes.len() && ep.early_data_accepted();
+        Ok::<_, std::io::Error>((ep, accepted))
+    };
+    match monoio::time::timeout(timeout, handshake).await {
         Err(_) => Err(failed(format!(
             "TLS handshake with {} timed out after {timeout:?}",
             url.host
@@ -197,7 +225,7 @@ pub async fn secure(
             "TLS handshake with {} failed: {e}",
             url.host
         ))),
-        Ok(Ok(ep)) => Ok(ep),
+        Ok(Ok(done)) => Ok(done),
     }
 }
 
@@ -210,20 +238,23 @@ pub struct TargetUpgrade {
 }
 
 /// Sends the upgrade request and validates the 101 within `timeout`.
+/// Sends the upgrade request (unless it already went as early data) and
+/// validates the 101 within `timeout`.
 pub async fn upgrade(
     stream: &Endpoint,
-    url: &TargetUrl,
-    protocols: Option<&str>,
+    request: TargetRequest,
+    already_sent: bool,
     timeout: Duration,
 ) -> Result<TargetUpgrade, RelayError> {
     let failed = |d: String| RelayError::new(ErrorCode::TargetHandshakeFailed, d);
-    let key = generate_key();
+    let (key, protocols) = (request.key.as_str(), request.protocols.as_deref());
     let exchange = async {
-        let request = client_request(&url.host_header, &url.path, &key, protocols);
-        stream
-            .write_all(&request)
-            .await
-            .map_err(|e| failed(format!("sending upgrade request: {e}")))?;
+        if !already_sent {
+            stream
+                .write_all(&request.bytes)
+                .await
+                .map_err(|e| failed(format!("sending upgrade request: {e}")))?;
+        }
         let mut buf = Vec::with_capacity(1024);
         loop {
             if stream
@@ -236,7 +267,7 @@ pub async fn upgrade(
                     "target closed the connection during the handshake".into(),
                 ));
             }
-            match check_target_response(&buf, &key, protocols) {
+            match check_target_response(&buf, key, protocols) {
                 Ok(Some(up)) => {
                     let early = buf.split_off(up.head_len);
                     return Ok(TargetUpgrade {

@@ -37,6 +37,18 @@ pub enum TlsError {
     Rustls(#[from] rustls::Error),
 }
 
+impl TlsError {
+    /// The `[server]` key an operator should look at.
+    pub fn key(&self) -> &'static str {
+        match self {
+            TlsError::Read { key, .. } | TlsError::Pem { key, .. } => key,
+            TlsError::Identity(_) | TlsError::Generate(_) => "tls_cert",
+            TlsError::SystemRoots(_) => "tls_roots",
+            TlsError::Rustls(_) => "enable_tls",
+        }
+    }
+}
+
 /// The one crypto provider every config uses.
 pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
