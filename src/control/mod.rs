@@ -65,11 +65,10 @@ pub fn load_all(
     generate: bool,
 ) -> Result<(Config, TlsMaterial), LoadError> {
     let config = Config::load(path)?;
-    let tls =
-        load_tls(&config, generate).map_err(|e| {
-            let line = crate::config::line_of_key(path, e.key());
-            LoadError::Tls(format!("{}:{line}", path.display()), e)
-        })?;
+    let tls = load_tls(&config, generate).map_err(|e| {
+        let line = crate::config::line_of_key(path, e.key());
+        LoadError::Tls(format!("{}:{line}", path.display()), e)
+    })?;
     Ok((config, tls))
 }
 
@@ -131,7 +130,10 @@ fn warn_restart_only_changes(old: &Config, new: &Config) {
 /// Raises the soft open-file limit to the hard limit: every session holds
 /// two sockets, and the usual soft default (1024) caps a relay at ~500.
 fn raise_nofile_limit() {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: getrlimit/setrlimit write/read the struct we pass.
     unsafe {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 || lim.rlim_cur >= lim.rlim_max {
@@ -140,7 +142,11 @@ fn raise_nofile_limit() {
         let from = lim.rlim_cur;
         lim.rlim_cur = lim.rlim_max;
         if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
-            info!(from, to = lim.rlim_max, "raised the open-file limit (RLIMIT_NOFILE)");
+            info!(
+                from,
+                to = lim.rlim_max,
+                "raised the open-file limit (RLIMIT_NOFILE)"
+            );
         }
     }
 }

@@ -29,6 +29,8 @@ pub const CONNECTED: &str = r#"{"status":"已连接"}"#;
 
 /// A dialed, upgraded target with the user it was opened for.
 struct Opened {
+    /// Dial + TLS + upgrade toward the target.
+    setup: std::time::Duration,
     user: Arc<User>,
     _slot: SessionSlot,
     url: TargetUrl,
@@ -178,6 +180,7 @@ async fn relay_opened(
         client_tls = tls_kind(&client),
         target_tls = tls_kind(&o.stream),
         target = %o.url.host_header,
+        target_setup_us = o.setup.as_micros() as u64,
         duration_ms = started.elapsed().as_millis() as u64,
         bytes_up = out.bytes_up,
         bytes_down = out.bytes_down,
@@ -218,12 +221,14 @@ async fn open_target(
         )
     })?;
     let timeout = std::time::Duration::from_secs(cfg.connect_timeout_secs);
+    let dial_started = Instant::now();
     let tls = url.secure.then(|| shard.target_tls());
     let tcp = target::connect(&shard.dns, &url, cfg.allow_private_targets, timeout).await?;
     let request = target::TargetRequest::new(&url, protocols);
     let (stream, sent_early) = target::secure(tcp, &url, tls, &request, timeout).await?;
     let upgrade = target::upgrade(&stream, request, sent_early, timeout).await?;
     Ok(Opened {
+        setup: dial_started.elapsed(),
         user,
         _slot: slot,
         url,

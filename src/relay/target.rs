@@ -184,7 +184,11 @@ impl TargetRequest {
     pub fn new(url: &TargetUrl, protocols: Option<&str>) -> TargetRequest {
         let key = generate_key();
         let bytes = client_request(&url.host_header, &url.path, &key, protocols);
-        TargetRequest { key, bytes, protocols: protocols.map(str::to_string) }
+        TargetRequest {
+            key,
+            bytes,
+            protocols: protocols.map(str::to_string),
+        }
     }
 }
 
@@ -206,7 +210,8 @@ pub async fn secure(
     let failed = |d: String| RelayError::new(ErrorCode::TargetHandshakeFailed, d);
     let name = crate::tls::target::server_name(&url.host)
         .ok_or_else(|| failed(format!("{} is not a valid TLS server name", url.host)))?;
-    let mut conn = rustls::ClientConnection::new(config, name).map_err(|e| failed(e.to_string()))?;
+    let mut conn =
+        rustls::ClientConnection::new(config, name).map_err(|e| failed(e.to_string()))?;
     let early = match conn.early_data() {
         Some(mut ed) => std::io::Write::write(&mut ed, &request.bytes).unwrap_or(0),
         None => 0,
