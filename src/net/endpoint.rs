@@ -120,6 +120,14 @@ impl Endpoint {
         };
         let mut conn = tls.conn.borrow_mut();
         match conn.read_tls(&mut FdIo(self.fd())) {
+            Ok(0) if conn.is_handshaking() => {
+                // rustls would keep asking to read: without this the
+                // handshake loop would spin on EOF and starve the shard.
+                Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "peer closed the connection during the TLS handshake",
+                ))
+            }
             Ok(n) => {
                 let state = conn.process_new_packets().map_err(tls_error);
                 if let Err(e) = state {

@@ -69,13 +69,25 @@ pub fn load_identity(
     }
     let chain = read_chain(&cert_path)?;
     let key = read_key(&key_path)?;
+    // Check the key on its own first, so an error names the right file.
+    if let Err(e) = provider().key_provider.load_private_key(key.clone_key()) {
+        return Err(TlsError::Pem {
+            key: "tls_key",
+            path: key_path,
+            problem: format!("unusable private key: {e}"),
+        });
+    }
     let identity = Identity { chain, key };
-    // Fails early (at check/reload time) on a key that does not match.
-    build_server_config(
-        &identity,
-        ServerSessionMemoryCache::new(1),
-        rustls::crypto::ring::Ticketer::new()?,
-    )?;
+    // Fails early (at check/reload time) on a malformed certificate or one
+    // that does not match the key.
+    let ticketer = rustls::crypto::ring::Ticketer::new()?;
+    if let Err(e) = build_server_config(&identity, ServerSessionMemoryCache::new(1), ticketer) {
+        return Err(TlsError::Pem {
+            key: "tls_cert",
+            path: cert_path,
+            problem: format!("certificate is malformed or does not match {key_path}: {e}"),
+        });
+    }
     info!(sha256 = %fingerprint(&identity.chain[0]), path = %cert_path, "listener certificate loaded");
     Ok(Some(identity))
 }
