@@ -1,0 +1,109 @@
+//! Shared harness for the over-the-wire relay tests (`tests/relay_*.rs`).
+//!
+//! - [`relay`]: starts the real binary with a temp config, waits for
+//!   `/health`, captures its log, stops it on drop.
+//! - [`target`]: WebSocket targets in the test process (echo, recorder,
+//!   greeter, subprotocol, vanishing) and failure targets (silent, non-101,
+//!   blackhole, closed port).
+//! - [`client`]: both auth modes and assertions with timeouts.
+//! - [`frame`], [`http`]: raw frames and raw HTTP for byte-exact tests.
+//! - [`tap`]: records Close codes as sent (tungstenite rewrites 1014).
+//! - [`Variant`] and the `matrix!` macros: one scenario run under each
+//!   driver × forward mode × auth mode, each as its own `#[tokio::test]`.
+#![allow(dead_code, unused_imports, unused_macros)]
+
+pub mod client;
+pub mod frame;
+pub mod http;
+pub mod relay;
+pub mod tap;
+pub mod target;
+
+pub use client::*;
+pub use frame::*;
+pub use relay::*;
+pub use tap::*;
+pub use target::*;
+
+/// One cell of the test matrix.
+#[derive(Clone, Copy, Debug)]
+pub struct Variant {
+    pub driver: Driver,
+    pub forward: Forward,
+    pub auth: AuthMode,
+}
+
+impl Variant {
+    pub const fn new(driver: Driver, forward: Forward, auth: AuthMode) -> Variant {
+        Variant {
+            driver,
+            forward,
+            auth,
+        }
+    }
+
+    /// The default config with this variant's driver and forward mode.
+    pub fn config(&self) -> RelayConfig {
+        RelayConfig::default()
+            .with_driver(self.driver)
+            .with_forward(self.forward)
+    }
+}
+
+/// Raises RLIMIT_NOFILE's soft limit to the hard limit (inherited by the relay).
+pub fn raise_nofile_limit() -> u64 {
+    unsafe {
+        let mut lim: libc::rlimit = std::mem::zeroed();
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
+        if lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
+        }
+        lim.rlim_cur as u64
+    }
+}
+
+/// `matrix!(full: a, b)`: each scenario `async fn a(v: Variant)` runs as 8
+/// tests (io_uring|legacy × copy|splice × first_message|header);
+/// `matrix!(engine: c)`: 4 tests (driver × forward, first-message auth);
+/// `matrix!(copy: d)`: 2 tests (driver, copy, first-message);
+/// `matrix!(auth: e)`: 2 tests (auth mode, io_uring, copy).
+#[macro_export]
+macro_rules! matrix {
+    (full: $($s:ident),+ $(,)?) => { $(
+        mod $s {
+            use $crate::common::{AuthMode, Driver, Forward, Variant};
+            #[tokio::test] async fn uring_copy_first_message() { super::$s(Variant::new(Driver::IoUring, Forward::Copy, AuthMode::FirstMessage)).await }
+            #[tokio::test] async fn uring_copy_header() { super::$s(Variant::new(Driver::IoUring, Forward::Copy, AuthMode::Header)).await }
+            #[tokio::test] async fn uring_splice_first_message() { super::$s(Variant::new(Driver::IoUring, Forward::Splice, AuthMode::FirstMessage)).await }
+            #[tokio::test] async fn uring_splice_header() { super::$s(Variant::new(Driver::IoUring, Forward::Splice, AuthMode::Header)).await }
+            #[tokio::test] async fn legacy_copy_first_message() { super::$s(Variant::new(Driver::Legacy, Forward::Copy, AuthMode::FirstMessage)).await }
+            #[tokio::test] async fn legacy_copy_header() { super::$s(Variant::new(Driver::Legacy, Forward::Copy, AuthMode::Header)).await }
+            #[tokio::test] async fn legacy_splice_first_message() { super::$s(Variant::new(Driver::Legacy, Forward::Splice, AuthMode::FirstMessage)).await }
+            #[tokio::test] async fn legacy_splice_header() { super::$s(Variant::new(Driver::Legacy, Forward::Splice, AuthMode::Header)).await }
+        }
+    )+ };
+    (engine: $($s:ident),+ $(,)?) => { $(
+        mod $s {
+            use $crate::common::{AuthMode, Driver, Forward, Variant};
+            #[tokio::test] async fn uring_copy() { super::$s(Variant::new(Driver::IoUring, Forward::Copy, AuthMode::FirstMessage)).await }
+            #[tokio::test] async fn uring_splice() { super::$s(Variant::new(Driver::IoUring, Forward::Splice, AuthMode::FirstMessage)).await }
+            #[tokio::test] async fn legacy_copy() { super::$s(Variant::new(Driver::Legacy, Forward::Copy, AuthMode::FirstMessage)).await }
+            #[tokio::test] async fn legacy_splice() { super::$s(Variant::new(Driver::Legacy, Forward::Splice, AuthMode::FirstMessage)).await }
+        }
+    )+ };
+    (copy: $($s:ident),+ $(,)?) => { $(
+        mod $s {
+            use $crate::common::{AuthMode, Driver, Forward, Variant};
+            #[tokio::test] async fn uring_copy() { super::$s(Variant::new(Driver::IoUring, Forward::Copy, AuthMode::FirstMessage)).await }
+            #[tokio::test] async fn legacy_copy() { super::$s(Variant::new(Driver::Legacy, Forward::Copy, AuthMode::FirstMessage)).await }
+        }
+    )+ };
+    (auth: $($s:ident),+ $(,)?) => { $(
+        mod $s {
+            use $crate::common::{AuthMode, Driver, Forward, Variant};
+            #[tokio::test] async fn first_message() { super::$s(Variant::new(Driver::IoUring, Forward::Copy, AuthMode::FirstMessage)).await }
+            #[tokio::test] async fn header() { super::$s(Variant::new(Driver::IoUring, Forward::Copy, AuthMode::Header)).await }
+        }
+    )+ };
+}
