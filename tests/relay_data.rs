@@ -42,13 +42,25 @@ async fn text_and_binary(v: Variant) {
     let (_, head) = target.connected().await;
     assert_eq!(head_path(&head), "/echo", "target request line: {head:?}");
 
-    let texts = ["hello", "", "héllo 已连接 🎉", r#"{"token":"not-auth","target":"ws://x/"}"#];
+    let texts = [
+        "hello",
+        "",
+        "héllo 已连接 🎉",
+        r#"{"token":"not-auth","target":"ws://x/"}"#,
+    ];
     for t in texts {
         send(&mut ws, Message::text(t)).await;
         expect_text(&mut ws, t).await;
     }
     // Every payload length encoding: 7-bit, 16-bit, 64-bit.
-    let bins = [vec![], vec![0u8, 1, 2, 255], pattern(125, 1), pattern(126, 2), pattern(65535, 3), pattern(65536, 4)];
+    let bins = [
+        vec![],
+        vec![0u8, 1, 2, 255],
+        pattern(125, 1),
+        pattern(126, 2),
+        pattern(65535, 3),
+        pattern(65536, 4),
+    ];
     for b in &bins {
         send(&mut ws, Message::binary(b.clone())).await;
         expect_binary(&mut ws, b).await;
@@ -61,9 +73,19 @@ async fn text_and_binary(v: Variant) {
         .map(|t| Message::text(*t))
         .chain(bins.iter().map(|b| Message::binary(b.clone())))
         .collect();
-    assert_eq!(got.len(), expected.len(), "messages the target received: {}", got.len());
+    assert_eq!(
+        got.len(),
+        expected.len(),
+        "messages the target received: {}",
+        got.len()
+    );
     for (i, (g, e)) in got.iter().zip(&expected).enumerate() {
-        assert!(g == e, "target message {i}: got {}, expected {}", describe(g), describe(e));
+        assert!(
+            g == e,
+            "target message {i}: got {}, expected {}",
+            describe(g),
+            describe(e)
+        );
     }
 }
 
@@ -77,7 +99,9 @@ async fn one_mib_both_ways(v: Variant) {
     )
     .await;
     let big_bin = pattern(1 << 20, 7);
-    let big_text: String = (0..(1 << 20)).map(|i| (b'a' + (i % 26) as u8) as char).collect();
+    let big_text: String = (0..(1 << 20))
+        .map(|i| (b'a' + (i % 26) as u8) as char)
+        .collect();
     // Send and receive concurrently: 4 × 1 MiB in flight would otherwise
     // deadlock on full socket buffers (that is backpressure, not a bug).
     let (mut tx, mut rx) = ws.split();
@@ -85,9 +109,13 @@ async fn one_mib_both_ways(v: Variant) {
     let sender = tokio::spawn(async move {
         for i in 0..4 {
             if i % 2 == 0 {
-                tx.send(Message::binary(b2.clone())).await.expect("send 1 MiB binary");
+                tx.send(Message::binary(b2.clone()))
+                    .await
+                    .expect("send 1 MiB binary");
             } else {
-                tx.send(Message::text(t2.clone())).await.expect("send 1 MiB text");
+                tx.send(Message::text(t2.clone()))
+                    .await
+                    .expect("send 1 MiB text");
             }
         }
         tx
@@ -98,8 +126,16 @@ async fn one_mib_both_ways(v: Variant) {
             .unwrap_or_else(|| panic!("session ended before echo {i}"))
             .unwrap_or_else(|e| panic!("error before echo {i}: {e}"));
         match (i % 2, m) {
-            (0, Message::Binary(b)) => assert!(b.as_ref() == big_bin.as_slice(), "1 MiB binary echo {i} differs (len {})", b.len()),
-            (1, Message::Text(t)) => assert!(t.as_str() == big_text, "1 MiB text echo {i} differs (len {})", t.len()),
+            (0, Message::Binary(b)) => assert!(
+                b.as_ref() == big_bin.as_slice(),
+                "1 MiB binary echo {i} differs (len {})",
+                b.len()
+            ),
+            (1, Message::Text(t)) => assert!(
+                t.as_str() == big_text,
+                "1 MiB text echo {i} differs (len {})",
+                t.len()
+            ),
             (_, other) => panic!("echo {i}: unexpected {}", describe(&other)),
         }
     }
@@ -117,10 +153,22 @@ async fn fragmented(v: Variant) {
     target.connected().await;
 
     // Client → target: three text fragments with a Ping between them.
-    ws.feed(frame(b"frag-", OpCode::Data(Data::Text), false)).await.unwrap();
-    ws.feed(frame(b"ment", OpCode::Data(Data::Continue), false)).await.unwrap();
-    ws.feed(Message::Ping(Bytes::from_static(b"mid"))).await.unwrap();
-    within(STEP, "send", ws.send(frame(b"ed", OpCode::Data(Data::Continue), true))).await.unwrap();
+    ws.feed(frame(b"frag-", OpCode::Data(Data::Text), false))
+        .await
+        .unwrap();
+    ws.feed(frame(b"ment", OpCode::Data(Data::Continue), false))
+        .await
+        .unwrap();
+    ws.feed(Message::Ping(Bytes::from_static(b"mid")))
+        .await
+        .unwrap();
+    within(
+        STEP,
+        "send",
+        ws.send(frame(b"ed", OpCode::Data(Data::Continue), true)),
+    )
+    .await
+    .unwrap();
     let (mut got_pong, mut got_text) = (false, false);
     while !(got_pong && got_text) {
         match next_msg(&mut ws, STEP).await {
@@ -130,16 +178,36 @@ async fn fragmented(v: Variant) {
         }
     }
     target
-        .wait_event("the reassembled text", STEP, |e| {
-            matches!(e, Ev::Msg { msg: Message::Text(t), .. } if t.as_str() == "frag-mented")
-        })
+        .wait_event(
+            "the reassembled text",
+            STEP,
+            |e| matches!(e, Ev::Msg { msg: Message::Text(t), .. } if t.as_str() == "frag-mented"),
+        )
         .await;
 
     // Client → target: binary in three fragments crossing the 16-bit length.
     let payload = pattern(70_000, 5);
-    ws.feed(frame(&payload[..10], OpCode::Data(Data::Binary), false)).await.unwrap();
-    ws.feed(frame(&payload[10..66_000], OpCode::Data(Data::Continue), false)).await.unwrap();
-    within(STEP, "send", ws.send(frame(&payload[66_000..], OpCode::Data(Data::Continue), true))).await.unwrap();
+    ws.feed(frame(&payload[..10], OpCode::Data(Data::Binary), false))
+        .await
+        .unwrap();
+    ws.feed(frame(
+        &payload[10..66_000],
+        OpCode::Data(Data::Continue),
+        false,
+    ))
+    .await
+    .unwrap();
+    within(
+        STEP,
+        "send",
+        ws.send(frame(
+            &payload[66_000..],
+            OpCode::Data(Data::Continue),
+            true,
+        )),
+    )
+    .await
+    .unwrap();
     expect_binary(&mut ws, &payload).await;
 
     // Target → client: the echo target answers `FRAG:` in three fragments.
@@ -159,9 +227,11 @@ async fn ping_pong(v: Variant) {
         other => panic!("expected Pong(ping-1), got {}", describe(&other)),
     }
     target
-        .wait_event("the client's Ping", STEP, |e| {
-            matches!(e, Ev::Msg { msg: Message::Ping(p), .. } if p.as_ref() == b"ping-1")
-        })
+        .wait_event(
+            "the client's Ping",
+            STEP,
+            |e| matches!(e, Ev::Msg { msg: Message::Ping(p), .. } if p.as_ref() == b"ping-1"),
+        )
         .await;
 
     // Target ping: reaches the client; the client's automatic Pong reaches the target.
@@ -172,9 +242,11 @@ async fn ping_pong(v: Variant) {
     }
     within(STEP, "flush pong", ws.flush()).await.unwrap();
     target
-        .wait_event("the client's Pong", STEP, |e| {
-            matches!(e, Ev::Msg { msg: Message::Pong(p), .. } if p.as_ref() == b"srv-ping")
-        })
+        .wait_event(
+            "the client's Pong",
+            STEP,
+            |e| matches!(e, Ev::Msg { msg: Message::Pong(p), .. } if p.as_ref() == b"srv-ping"),
+        )
         .await;
 
     // Still a working session afterwards.
@@ -203,12 +275,21 @@ async fn expect_numbered(ws: &mut Ws, range: std::ops::Range<usize>) {
     for i in range {
         let expected = numbered(i);
         let got = next_msg(ws, STEP).await;
-        assert!(got == expected, "message {i}: got {}, expected {}", describe(&got), describe(&expected));
+        assert!(
+            got == expected,
+            "message {i}: got {}, expected {}",
+            describe(&got),
+            describe(&expected)
+        );
     }
 }
 
 async fn pipelined_200(v: Variant) {
-    let target = Target::start(TargetOpts { report_msgs: false, ..TargetOpts::default() }).await;
+    let target = Target::start(TargetOpts {
+        report_msgs: false,
+        ..TargetOpts::default()
+    })
+    .await;
     let relay = Relay::start(v.config()).await;
     let url = target.url("/pipe");
 
@@ -217,7 +298,10 @@ async fn pipelined_200(v: Variant) {
     let mut raw = Vec::new();
     let mut ws = match v.auth {
         AuthMode::FirstMessage => {
-            raw.extend(client_frame(OP_TEXT, auth_json(ALICE_TOKEN, &url).as_bytes()));
+            raw.extend(client_frame(
+                OP_TEXT,
+                auth_json(ALICE_TOKEN, &url).as_bytes(),
+            ));
             upgrade(relay.port, "/").await
         }
         AuthMode::Header => connect_header(relay.port, ALICE_TOKEN, &url).await,
@@ -225,7 +309,9 @@ async fn pipelined_200(v: Variant) {
     for i in 0..200 {
         raw.extend(raw_frame(&numbered(i)));
     }
-    within(STEP, "raw write", ws.get_mut().write_all(&raw)).await.unwrap();
+    within(STEP, "raw write", ws.get_mut().write_all(&raw))
+        .await
+        .unwrap();
     if v.auth == AuthMode::FirstMessage {
         expect_text(&mut ws, CONNECTED).await;
     }
@@ -280,11 +366,16 @@ async fn upgrade_auth_and_data_in_one_write(v: Variant) {
         relay.port
     )
     .into_bytes();
-    raw.extend(client_frame(OP_TEXT, auth_json(ALICE_TOKEN, &target.url("/")).as_bytes()));
+    raw.extend(client_frame(
+        OP_TEXT,
+        auth_json(ALICE_TOKEN, &target.url("/")).as_bytes(),
+    ));
     raw.extend(client_frame(OP_TEXT, b"first"));
     raw.extend(client_frame(OP_BINARY, &pattern(1000, 3)));
     let mut tcp = TcpStream::connect(relay.addr()).await.unwrap();
-    within(STEP, "raw write", tcp.write_all(&raw)).await.unwrap();
+    within(STEP, "raw write", tcp.write_all(&raw))
+        .await
+        .unwrap();
 
     // Read the 101 byte-exactly, keep whatever follows it.
     let mut buf = Vec::new();
@@ -296,19 +387,30 @@ async fn upgrade_auth_and_data_in_one_write(v: Variant) {
             }
             use tokio::io::AsyncReadExt;
             let n = tcp.read(&mut chunk).await.unwrap();
-            assert!(n > 0, "relay closed before answering: {:?}", String::from_utf8_lossy(&buf));
+            assert!(
+                n > 0,
+                "relay closed before answering: {:?}",
+                String::from_utf8_lossy(&buf)
+            );
             buf.extend_from_slice(&chunk[..n]);
         }
     })
     .await;
     let (status, headers) = common::http::parse_head(&buf[..end]).unwrap();
     assert_eq!(status, 101, "{}", String::from_utf8_lossy(&buf[..end]));
-    let accept = headers.iter().find(|(n, _)| n.eq_ignore_ascii_case("sec-websocket-accept"));
-    assert_eq!(accept.map(|(_, v)| v.as_str()), Some("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="));
+    let accept = headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case("sec-websocket-accept"));
+    assert_eq!(
+        accept.map(|(_, v)| v.as_str()),
+        Some("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
+    );
     let rest = buf[end..].to_vec();
     let tap = Tap::frames(tcp);
     tap.feed(&rest);
-    let mut ws = tokio_tungstenite::WebSocketStream::from_partially_read(tap, rest, Role::Client, None).await;
+    let mut ws =
+        tokio_tungstenite::WebSocketStream::from_partially_read(tap, rest, Role::Client, None)
+            .await;
     expect_text(&mut ws, CONNECTED).await;
     expect_text(&mut ws, "first").await;
     expect_binary(&mut ws, &pattern(1000, 3)).await;

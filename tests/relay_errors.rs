@@ -41,7 +41,12 @@ async fn expect_refused(
         }
         AuthMode::Header => {
             let auth = HeaderAuth::new(token, target);
-            let res = within(limit, "header-mode refusal", try_connect_header(port, &auth)).await;
+            let res = within(
+                limit,
+                "header-mode refusal",
+                try_connect_header(port, &auth),
+            )
+            .await;
             match res {
                 Ok(_) => panic!("session to {target} accepted; expected HTTP {http_status} {code}"),
                 Err(r) => assert_refused(&r, http_status, code),
@@ -58,19 +63,38 @@ async fn bad_request_first_message() {
     let cases: Vec<(&str, String)> = vec![
         ("not JSON", "hello".into()),
         ("JSON array", "[1,2,3]".into()),
-        ("missing token", serde_json::json!({"target": watched.url("/")}).to_string()),
-        ("empty token", serde_json::json!({"token": "", "target": watched.url("/")}).to_string()),
-        ("missing target", serde_json::json!({"token": ALICE_TOKEN}).to_string()),
+        (
+            "missing token",
+            serde_json::json!({"target": watched.url("/")}).to_string(),
+        ),
+        (
+            "empty token",
+            serde_json::json!({"token": "", "target": watched.url("/")}).to_string(),
+        ),
+        (
+            "missing target",
+            serde_json::json!({"token": ALICE_TOKEN}).to_string(),
+        ),
         ("empty target", auth_json(ALICE_TOKEN, "")),
-        ("http:// target", auth_json(ALICE_TOKEN, &format!("http://127.0.0.1:{w}/"))),
-        ("tcp:// target (no tcp allowance)", auth_json(ALICE_TOKEN, &format!("tcp://127.0.0.1:{w}"))),
+        (
+            "http:// target",
+            auth_json(ALICE_TOKEN, &format!("http://127.0.0.1:{w}/")),
+        ),
+        (
+            "tcp:// target (no tcp allowance)",
+            auth_json(ALICE_TOKEN, &format!("tcp://127.0.0.1:{w}")),
+        ),
         ("garbage target", auth_json(ALICE_TOKEN, "garbage")),
-        ("scheme-less target", auth_json(ALICE_TOKEN, &format!("127.0.0.1:{w}/"))),
+        (
+            "scheme-less target",
+            auth_json(ALICE_TOKEN, &format!("127.0.0.1:{w}/")),
+        ),
     ];
     for (what, msg) in cases {
         let mut ws = upgrade(relay.port, "/").await;
         send(&mut ws, Message::text(msg)).await;
-        let res = tokio::spawn(async move { expect_ws_error(&mut ws, "bad_request", 1008).await }).await;
+        let res =
+            tokio::spawn(async move { expect_ws_error(&mut ws, "bad_request", 1008).await }).await;
         if let Err(e) = res {
             panic!("case {what:?}: {}", panic_text(e));
         }
@@ -95,7 +119,11 @@ async fn bad_request_header_mode() {
     let watched = Sink::silent().await;
     let relay = Relay::start(RelayConfig::default()).await;
     let w = watched.port;
-    for target in [format!("http://127.0.0.1:{w}/"), format!("tcp://127.0.0.1:{w}"), "garbage".into()] {
+    for target in [
+        format!("http://127.0.0.1:{w}/"),
+        format!("tcp://127.0.0.1:{w}"),
+        "garbage".into(),
+    ] {
         match try_connect_header(relay.port, &HeaderAuth::new(ALICE_TOKEN, &target)).await {
             Ok(_) => panic!("target {target:?} accepted"),
             Err(r) => assert_refused(&r, 400, "bad_request"),
@@ -109,12 +137,39 @@ async fn auth_failed(v: Variant) {
     let target = Target::echo().await;
     let relay = Relay::start(v.config()).await;
     let wrong = "wrong-token-SECRET-4711";
-    expect_refused(v.auth, relay.port, wrong, &target.url("/"), "auth_failed", 1008, 401, STEP).await;
+    expect_refused(
+        v.auth,
+        relay.port,
+        wrong,
+        &target.url("/"),
+        "auth_failed",
+        1008,
+        401,
+        STEP,
+    )
+    .await;
     // A prefix of a real token is not a token.
-    expect_refused(v.auth, relay.port, &ALICE_TOKEN[..10], &target.url("/"), "auth_failed", 1008, 401, STEP).await;
-    assert_eq!(target.accepts(), 0, "the relay dialed the target before authenticating");
+    expect_refused(
+        v.auth,
+        relay.port,
+        &ALICE_TOKEN[..10],
+        &target.url("/"),
+        "auth_failed",
+        1008,
+        401,
+        STEP,
+    )
+    .await;
+    assert_eq!(
+        target.accepts(),
+        0,
+        "the relay dialed the target before authenticating"
+    );
     let log = relay.log();
-    assert!(!log.contains(wrong) && !log.contains(&ALICE_TOKEN[..10]), "a token was logged:\n{log}");
+    assert!(
+        !log.contains(wrong) && !log.contains(&ALICE_TOKEN[..10]),
+        "a token was logged:\n{log}"
+    );
 }
 
 async fn target_forbidden_private_addresses(v: Variant) {
@@ -139,7 +194,21 @@ async fn target_forbidden_private_addresses(v: Variant) {
         "ws://169.254.1.1/".into(),
     ] {
         let what = format!("target {target}");
-        within(STEP, &what, expect_refused(v.auth, relay.port, ALICE_TOKEN, &target, "target_forbidden", 1008, 403, STEP)).await;
+        within(
+            STEP,
+            &what,
+            expect_refused(
+                v.auth,
+                relay.port,
+                ALICE_TOKEN,
+                &target,
+                "target_forbidden",
+                1008,
+                403,
+                STEP,
+            ),
+        )
+        .await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(watched.accepts(), 0, "a forbidden target was connected to");
@@ -156,7 +225,17 @@ async fn target_forbidden_private_wss() {
     })
     .await;
     for mode in [AuthMode::FirstMessage, AuthMode::Header] {
-        expect_refused(mode, relay.port, ALICE_TOKEN, &format!("wss://127.0.0.1:{}/", watched.port), "target_forbidden", 1008, 403, STEP).await;
+        expect_refused(
+            mode,
+            relay.port,
+            ALICE_TOKEN,
+            &format!("wss://127.0.0.1:{}/", watched.port),
+            "target_forbidden",
+            1008,
+            403,
+            STEP,
+        )
+        .await;
     }
     assert_eq!(watched.accepts(), 0);
 }
@@ -170,7 +249,17 @@ async fn target_forbidden_ipv6_loopback() {
     })
     .await;
     for mode in [AuthMode::FirstMessage, AuthMode::Header] {
-        expect_refused(mode, relay.port, ALICE_TOKEN, "ws://[::1]:9/", "target_forbidden", 1008, 403, STEP).await;
+        expect_refused(
+            mode,
+            relay.port,
+            ALICE_TOKEN,
+            "ws://[::1]:9/",
+            "target_forbidden",
+            1008,
+            403,
+            STEP,
+        )
+        .await;
     }
 }
 
@@ -178,14 +267,18 @@ async fn target_forbidden_by_allow_list(v: Variant) {
     let mut target = Target::echo().await;
     let watched = Sink::silent().await;
     let e = target.port;
-    let relay = Relay::start(
-        v.config().with_users(vec![
-            UserSpec::alice().allowed(&[&format!("ws://127.0.0.1:{e}/allowed*")]),
-            UserSpec::bob().allowed(&[&format!("ws://127.0.0.1:{e}/exact")]),
-        ]),
+    let relay = Relay::start(v.config().with_users(vec![
+        UserSpec::alice().allowed(&[&format!("ws://127.0.0.1:{e}/allowed*")]),
+        UserSpec::bob().allowed(&[&format!("ws://127.0.0.1:{e}/exact")]),
+    ]))
+    .await;
+    let mut ok = connect(
+        v.auth,
+        relay.port,
+        ALICE_TOKEN,
+        &target.url("/allowed/deeper?x=1"),
     )
     .await;
-    let mut ok = connect(v.auth, relay.port, ALICE_TOKEN, &target.url("/allowed/deeper?x=1")).await;
     target.connected().await;
     close_and_expect_echo(&mut ok, 1000, "").await;
     let mut ok = connect(v.auth, relay.port, BOB_TOKEN, &target.url("/exact")).await;
@@ -200,17 +293,41 @@ async fn target_forbidden_by_allow_list(v: Variant) {
         (BOB_TOKEN, target.url("/exact/more")),
         (BOB_TOKEN, target.url("/allowed")),
     ] {
-        expect_refused(v.auth, relay.port, token, &url, "target_forbidden", 1008, 403, STEP).await;
+        expect_refused(
+            v.auth,
+            relay.port,
+            token,
+            &url,
+            "target_forbidden",
+            1008,
+            403,
+            STEP,
+        )
+        .await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(target.accepts(), accepted, "a forbidden target was connected to");
+    assert_eq!(
+        target.accepts(),
+        accepted,
+        "a forbidden target was connected to"
+    );
     assert_eq!(watched.accepts(), 0, "a forbidden target was connected to");
 }
 
 async fn target_unreachable_closed_port(v: Variant) {
     let relay = Relay::start(v.config()).await;
     let url = format!("ws://127.0.0.1:{}/", closed_port());
-    expect_refused(v.auth, relay.port, ALICE_TOKEN, &url, "target_unreachable", 1014, 502, STEP).await;
+    expect_refused(
+        v.auth,
+        relay.port,
+        ALICE_TOKEN,
+        &url,
+        "target_unreachable",
+        1014,
+        502,
+        STEP,
+    )
+    .await;
 }
 
 /// Connects that never complete (full accept queue) time out after
@@ -223,15 +340,38 @@ async fn target_connect_timeout(v: Variant) {
     })
     .await;
     let start = Instant::now();
-    expect_refused(v.auth, relay.port, ALICE_TOKEN, &hole.url("/"), "target_unreachable", 1014, 504, Duration::from_secs(8)).await;
+    expect_refused(
+        v.auth,
+        relay.port,
+        ALICE_TOKEN,
+        &hole.url("/"),
+        "target_unreachable",
+        1014,
+        504,
+        Duration::from_secs(8),
+    )
+    .await;
     let took = start.elapsed();
-    assert!(took >= Duration::from_millis(800), "refused after {took:?}, before the 1 s connect timeout");
+    assert!(
+        took >= Duration::from_millis(800),
+        "refused after {took:?}, before the 1 s connect timeout"
+    );
 }
 
 async fn target_handshake_failed_non_101(v: Variant) {
     let target = Sink::status(404).await;
     let relay = Relay::start(v.config()).await;
-    expect_refused(v.auth, relay.port, ALICE_TOKEN, &target.url("/"), "target_handshake_failed", 1014, 502, STEP).await;
+    expect_refused(
+        v.auth,
+        relay.port,
+        ALICE_TOKEN,
+        &target.url("/"),
+        "target_handshake_failed",
+        1014,
+        502,
+        STEP,
+    )
+    .await;
     assert_eq!(target.accepts(), 1);
 }
 
@@ -284,7 +424,17 @@ async fn over_capacity_max_connections(v: Variant) {
     // Several attempts: the kernel spreads them over both shards, and the
     // limit is for the whole process.
     for _ in 0..4 {
-        expect_refused(v.auth, relay.port, ALICE_TOKEN, &target.url("/"), "over_capacity", 1013, 503, STEP).await;
+        expect_refused(
+            v.auth,
+            relay.port,
+            ALICE_TOKEN,
+            &target.url("/"),
+            "over_capacity",
+            1013,
+            503,
+            STEP,
+        )
+        .await;
     }
     // The first session is unaffected, and its slot frees when it ends.
     send(&mut first, Message::text("still here")).await;
@@ -296,10 +446,30 @@ async fn over_capacity_max_connections(v: Variant) {
 
 async fn over_capacity_max_sessions(v: Variant) {
     let target = Target::echo().await;
-    let relay = Relay::start(v.config().with_users(vec![UserSpec::alice().max_sessions(1), UserSpec::bob()])).await;
-    let mut first = connect(AuthMode::FirstMessage, relay.port, ALICE_TOKEN, &target.url("/")).await;
+    let relay = Relay::start(
+        v.config()
+            .with_users(vec![UserSpec::alice().max_sessions(1), UserSpec::bob()]),
+    )
+    .await;
+    let mut first = connect(
+        AuthMode::FirstMessage,
+        relay.port,
+        ALICE_TOKEN,
+        &target.url("/"),
+    )
+    .await;
     for _ in 0..4 {
-        expect_refused(v.auth, relay.port, ALICE_TOKEN, &target.url("/"), "over_capacity", 1013, 503, STEP).await;
+        expect_refused(
+            v.auth,
+            relay.port,
+            ALICE_TOKEN,
+            &target.url("/"),
+            "over_capacity",
+            1013,
+            503,
+            STEP,
+        )
+        .await;
     }
     // Another user is not limited by alice's sessions.
     let mut bob = connect(v.auth, relay.port, BOB_TOKEN, &target.url("/")).await;
@@ -322,19 +492,41 @@ async fn auth_throttled_after_limit() {
     })
     .await;
     for i in 0..3 {
-        let mode = if i % 2 == 0 { AuthMode::FirstMessage } else { AuthMode::Header };
-        expect_refused(mode, relay.port, &format!("bad-token-{i}"), &target.url("/"), "auth_failed", 1008, 401, STEP).await;
+        let mode = if i % 2 == 0 {
+            AuthMode::FirstMessage
+        } else {
+            AuthMode::Header
+        };
+        expect_refused(
+            mode,
+            relay.port,
+            &format!("bad-token-{i}"),
+            &target.url("/"),
+            "auth_failed",
+            1008,
+            401,
+            STEP,
+        )
+        .await;
     }
     // Several attempts each, so both shards are asked: the limit is per IP.
     for _ in 0..3 {
-        match try_connect_header(relay.port, &HeaderAuth::new(ALICE_TOKEN, &target.url("/"))).await {
+        match try_connect_header(relay.port, &HeaderAuth::new(ALICE_TOKEN, &target.url("/"))).await
+        {
             Ok(_) => panic!("header-mode session accepted after 3 auth failures (limit 3/min)"),
             Err(r) => assert_refused(&r, 429, "auth_throttled"),
         }
-        let req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(relay.url("/")).unwrap();
+        let req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+            relay.url("/"),
+        )
+        .unwrap();
         match try_upgrade(relay.port, req).await {
             Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
-                assert_eq!(resp.status().as_u16(), 429, "first-message upgrade while throttled")
+                assert_eq!(
+                    resp.status().as_u16(),
+                    429,
+                    "first-message upgrade while throttled"
+                )
             }
             Err(e) => panic!("first-message upgrade while throttled: expected HTTP 429, got {e}"),
             Ok(_) => panic!("first-message upgrade accepted while throttled"),
@@ -370,7 +562,13 @@ async fn auth_timeout_does_not_apply_after_auth() {
         ..RelayConfig::default()
     })
     .await;
-    let mut fm = connect(AuthMode::FirstMessage, relay.port, ALICE_TOKEN, &target.url("/")).await;
+    let mut fm = connect(
+        AuthMode::FirstMessage,
+        relay.port,
+        ALICE_TOKEN,
+        &target.url("/"),
+    )
+    .await;
     let mut hd = connect(AuthMode::Header, relay.port, ALICE_TOKEN, &target.url("/")).await;
     tokio::time::sleep(Duration::from_millis(2500)).await;
     for ws in [&mut fm, &mut hd] {
@@ -392,10 +590,18 @@ async fn auth_timeout_slowloris_head() {
     // Stalled.
     let start = Instant::now();
     let mut tcp = TcpStream::connect(relay.addr()).await.unwrap();
-    tcp.write_all(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n").await.unwrap();
-    assert!(common::http::closed_within(&mut tcp, Duration::from_secs(4)).await, "stalled head not cut off within 4 s");
+    tcp.write_all(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        .await
+        .unwrap();
+    assert!(
+        common::http::closed_within(&mut tcp, Duration::from_secs(4)).await,
+        "stalled head not cut off within 4 s"
+    );
     let took = start.elapsed();
-    assert!(took <= Duration::from_millis(2500), "stalled head cut off only after {took:?} (auth_timeout_secs = 1)");
+    assert!(
+        took <= Duration::from_millis(2500),
+        "stalled head cut off only after {took:?} (auth_timeout_secs = 1)"
+    );
 
     // Dribbling: a byte every 150 ms must not extend the deadline.
     let start = Instant::now();
@@ -424,7 +630,10 @@ async fn auth_timeout_slowloris_head() {
     dribble.abort();
     assert!(closed);
     let took = start.elapsed();
-    assert!(took <= Duration::from_millis(2500), "dribbled head cut off only after {took:?} (auth_timeout_secs = 1)");
+    assert!(
+        took <= Duration::from_millis(2500),
+        "dribbled head cut off only after {took:?} (auth_timeout_secs = 1)"
+    );
 }
 
 /// Upgraded, then half an auth frame and silence: the auth timeout still fires.
@@ -437,8 +646,14 @@ async fn auth_timeout_partial_auth_frame() {
     .await;
     let start = Instant::now();
     let mut ws = upgrade(relay.port, "/").await;
-    let frame = client_frame(OP_TEXT, auth_json(ALICE_TOKEN, "ws://127.0.0.1:9/").as_bytes());
-    ws.get_mut().write_all(&frame[..frame.len() / 2]).await.unwrap();
+    let frame = client_frame(
+        OP_TEXT,
+        auth_json(ALICE_TOKEN, "ws://127.0.0.1:9/").as_bytes(),
+    );
+    ws.get_mut()
+        .write_all(&frame[..frame.len() / 2])
+        .await
+        .unwrap();
     loop {
         match try_next(&mut ws, Duration::from_secs(4)).await {
             Next::Msg(Message::Text(t)) => {
@@ -448,11 +663,17 @@ async fn auth_timeout_partial_auth_frame() {
             Next::Msg(Message::Close(_)) => assert_eq!(raw_close(&ws).code, Some(1008)),
             Next::Msg(other) => panic!("unexpected {}", describe(&other)),
             Next::End(_) => break,
-            Next::Timeout => panic!("partial auth frame: connection still open after {:?}", start.elapsed()),
+            Next::Timeout => panic!(
+                "partial auth frame: connection still open after {:?}",
+                start.elapsed()
+            ),
         }
     }
     let took = start.elapsed();
-    assert!(took <= Duration::from_secs(3), "cut off only after {took:?}");
+    assert!(
+        took <= Duration::from_secs(3),
+        "cut off only after {took:?}"
+    );
 }
 
 /// An auth message over the 64 KiB limit is refused without dialing.
@@ -463,7 +684,11 @@ async fn oversized_auth_message_refused() {
     let mut ws = upgrade(relay.port, "/").await;
     let msg = serde_json::json!({"token": ALICE_TOKEN, "target": watched.url("/"), "pad": "p".repeat(100 * 1024)});
     // The relay may close while we are still writing; that is fine.
-    let _ = tokio::time::timeout(STEP, futures_util::SinkExt::send(&mut ws, Message::text(msg.to_string()))).await;
+    let _ = tokio::time::timeout(
+        STEP,
+        futures_util::SinkExt::send(&mut ws, Message::text(msg.to_string())),
+    )
+    .await;
     let mut saw_close = false;
     loop {
         match try_next(&mut ws, Duration::from_secs(5)).await {
@@ -475,7 +700,10 @@ async fn oversized_auth_message_refused() {
             Next::Msg(Message::Close(_)) => {
                 saw_close = true;
                 let code = raw_close(&ws).code.unwrap_or(0);
-                assert!(code == 1008 || code == 1009, "close code {code} for an oversized auth message");
+                assert!(
+                    code == 1008 || code == 1009,
+                    "close code {code} for an oversized auth message"
+                );
             }
             Next::Msg(other) => panic!("unexpected {}", describe(&other)),
             Next::End(_) => break,

@@ -72,7 +72,10 @@ async fn expect_frames(ws: &mut Ws, from_target: bool) {
             Message::Ping(p) if from_target && p.as_ref() == b"p" => control = true,
             Message::Pong(p) if !from_target && p.as_ref() == b"p" => control = true,
             Message::Text(t) if t.as_str() == "frag-ment" => text = true,
-            other => panic!("expected the fragmented text and a control frame, got {}", describe(&other)),
+            other => panic!(
+                "expected the fragmented text and a control frame, got {}",
+                describe(&other)
+            ),
         }
     }
     expect_binary(ws, b"").await;
@@ -91,9 +94,15 @@ async fn target_frames_split_across_reads_then_target_vanishes(v: Variant) {
     }
     expect_frames(&mut ws, true).await;
     // Our automatic Pong goes out with the next read; let it reach the target.
-    within(STEP, "flush", futures_util::SinkExt::flush(&mut ws)).await.unwrap();
+    within(STEP, "flush", futures_util::SinkExt::flush(&mut ws))
+        .await
+        .unwrap();
     target
-        .wait_event("the client's Pong", STEP, |e| matches!(e, Ev::Msg { msg: Message::Pong(p), .. } if p.as_ref() == b"p"))
+        .wait_event(
+            "the client's Pong",
+            STEP,
+            |e| matches!(e, Ev::Msg { msg: Message::Pong(p), .. } if p.as_ref() == b"p"),
+        )
         .await;
     target.vanish(Some(conn));
     expect_close(&mut ws, 1014, Duration::from_secs(5)).await;
@@ -111,7 +120,9 @@ async fn client_frames_split_across_reads_then_idle_close(v: Variant) {
     let (conn, _) = target.connected().await;
     let (bytes, cuts) = frames(Some([0xa1, 0x00, 0xff, 0x5c]));
     for piece in pieces(&bytes, &cuts) {
-        within(STEP, "raw write", ws.get_mut().write_all(&piece)).await.unwrap();
+        within(STEP, "raw write", ws.get_mut().write_all(&piece))
+            .await
+            .unwrap();
         tokio::time::sleep(Duration::from_millis(8)).await;
     }
     expect_frames(&mut ws, false).await;
@@ -122,11 +133,20 @@ async fn client_frames_split_across_reads_then_idle_close(v: Variant) {
     expect_close(&mut ws, 1001, Duration::from_secs(6)).await;
     let ev = target
         .wait_event("Close 1001 at the target", Duration::from_secs(5), |e| {
-            matches!(e, Ev::Msg { msg: Message::Close(_), .. } | Ev::Ended { .. })
+            matches!(
+                e,
+                Ev::Msg {
+                    msg: Message::Close(_),
+                    ..
+                } | Ev::Ended { .. }
+            )
         })
         .await;
     match ev {
-        Ev::Msg { msg: Message::Close(Some(cf)), conn: c } => {
+        Ev::Msg {
+            msg: Message::Close(Some(cf)),
+            conn: c,
+        } => {
             assert_eq!(c, conn);
             assert_eq!(u16::from(cf.code), 1001);
         }

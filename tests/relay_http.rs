@@ -26,9 +26,16 @@ async fn health_ok() {
 #[tokio::test]
 async fn other_methods_are_405() {
     let relay = Relay::start(RelayConfig::default()).await;
-    for (method, path) in [("POST", "/health"), ("PUT", "/"), ("DELETE", "/health"), ("PATCH", "/")] {
+    for (method, path) in [
+        ("POST", "/health"),
+        ("PUT", "/"),
+        ("DELETE", "/health"),
+        ("PATCH", "/"),
+    ] {
         let raw = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-        let (resp, _) = within(STEP, method, request(relay.port, raw.as_bytes())).await.unwrap();
+        let (resp, _) = within(STEP, method, request(relay.port, raw.as_bytes()))
+            .await
+            .unwrap();
         assert_eq!(resp.status, 405, "{method} {path}: {}", resp.head);
     }
 }
@@ -52,7 +59,9 @@ async fn relay_path_without_upgrade_is_426() {
         ..RelayConfig::default()
     })
     .await;
-    let resp = within(STEP, "GET /relay", get(relay.port, "/relay")).await.unwrap();
+    let resp = within(STEP, "GET /relay", get(relay.port, "/relay"))
+        .await
+        .unwrap();
     assert_eq!(resp.status, 426, "{}", resp.head);
 }
 
@@ -61,12 +70,22 @@ async fn relay_path_without_upgrade_is_426() {
 async fn broken_upgrade_is_400() {
     let relay = Relay::start(RelayConfig::default()).await;
     let raw = "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\r\n";
-    let (resp, _) = within(STEP, "upgrade without key", request(relay.port, raw.as_bytes())).await.unwrap();
+    let (resp, _) = within(
+        STEP,
+        "upgrade without key",
+        request(relay.port, raw.as_bytes()),
+    )
+    .await
+    .unwrap();
     assert_eq!(resp.status, 400, "{}", resp.head);
 }
 
 fn oversized_head() -> Vec<u8> {
-    format!("GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: {}\r\n\r\n", "a".repeat(9 * 1024)).into_bytes()
+    format!(
+        "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(9 * 1024)
+    )
+    .into_bytes()
 }
 
 fn many_headers() -> Vec<u8> {
@@ -83,8 +102,17 @@ async fn expect_status_and_close(port: u16, what: &str, raw: &[u8], statuses: &[
     let (resp, mut stream) = within(STEP, what, request(port, raw))
         .await
         .unwrap_or_else(|e| panic!("{what}: no HTTP response: {e}"));
-    assert!(statuses.contains(&resp.status), "{what}: got {} (expected one of {statuses:?})\n{}", resp.status, resp.head);
-    assert!(closed_within(&mut stream, Duration::from_secs(3)).await, "{what}: connection not closed after {}", resp.status);
+    assert!(
+        statuses.contains(&resp.status),
+        "{what}: got {} (expected one of {statuses:?})\n{}",
+        resp.status,
+        resp.head
+    );
+    assert!(
+        closed_within(&mut stream, Duration::from_secs(3)).await,
+        "{what}: connection not closed after {}",
+        resp.status
+    );
 }
 
 #[tokio::test]
@@ -100,7 +128,9 @@ async fn too_many_headers_is_431_and_closed() {
 }
 
 fn garbage_inputs() -> Vec<(&'static str, Vec<u8>)> {
-    let mut tls = vec![0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03];
+    let mut tls = vec![
+        0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03,
+    ];
     tls.extend((0..64u8).map(|i| i.wrapping_mul(37)));
     tls.extend_from_slice(b"\r\n\r\n");
     vec![
@@ -108,7 +138,10 @@ fn garbage_inputs() -> Vec<(&'static str, Vec<u8>)> {
         ("words", b"HELLO WORLD\r\n\r\n".to_vec()),
         ("no request target", b"GET\r\n\r\n".to_vec()),
         ("NUL bytes", b"GET /\0\0 HTTP/1.1\r\n\r\n".to_vec()),
-        ("bad header line", b"GET / HTTP/1.1\r\nno colon here\r\n\r\n".to_vec()),
+        (
+            "bad header line",
+            b"GET / HTTP/1.1\r\nno colon here\r\n\r\n".to_vec(),
+        ),
     ]
 }
 
@@ -123,11 +156,19 @@ async fn garbage_is_400_and_closed() {
 }
 
 async fn malformed_requests_do_not_disturb_sessions(v: Variant) {
-    let target = Target::start(TargetOpts { report_msgs: false, ..TargetOpts::default() }).await;
+    let target = Target::start(TargetOpts {
+        report_msgs: false,
+        ..TargetOpts::default()
+    })
+    .await;
     let relay = Relay::start(v.config()).await;
     let mut sessions = Vec::new();
     for i in 0..4 {
-        let mode = if i % 2 == 0 { AuthMode::FirstMessage } else { AuthMode::Header };
+        let mode = if i % 2 == 0 {
+            AuthMode::FirstMessage
+        } else {
+            AuthMode::Header
+        };
         sessions.push(connect(mode, relay.port, ALICE_TOKEN, &target.url("/")).await);
     }
     for round in 0..3 {

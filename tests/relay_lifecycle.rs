@@ -28,10 +28,21 @@ async fn close_from_client_reaches_target(v: Variant) {
     expect_text(&mut ws, "before close").await;
     close_and_expect_echo(&mut ws, 4000, "client says bye").await;
     let ev = target
-        .wait_event("the client's Close", STEP, |e| matches!(e, Ev::Msg { msg: Message::Close(_), .. }))
+        .wait_event("the client's Close", STEP, |e| {
+            matches!(
+                e,
+                Ev::Msg {
+                    msg: Message::Close(_),
+                    ..
+                }
+            )
+        })
         .await;
     match ev {
-        Ev::Msg { msg: Message::Close(Some(cf)), conn: c } => {
+        Ev::Msg {
+            msg: Message::Close(Some(cf)),
+            conn: c,
+        } => {
             assert_eq!(c, conn);
             assert_eq!(u16::from(cf.code), 4000);
             assert_eq!(cf.reason.as_str(), "client says bye");
@@ -39,7 +50,11 @@ async fn close_from_client_reaches_target(v: Variant) {
         other => panic!("target got {other:?}"),
     }
     target
-        .wait_event("the target connection to end", Duration::from_secs(5), |e| matches!(e, Ev::Ended { .. }))
+        .wait_event(
+            "the target connection to end",
+            Duration::from_secs(5),
+            |e| matches!(e, Ev::Ended { .. }),
+        )
         .await;
     drop(relay);
 }
@@ -55,9 +70,21 @@ async fn close_from_target_reaches_client(v: Variant) {
     // Our automatic Close reply travels back to the target; then TCP ends.
     within(STEP, "flush close reply", ws.flush()).await.ok();
     let ev = target
-        .wait_event("the client's Close reply", STEP, |e| matches!(e, Ev::Msg { msg: Message::Close(_), .. }))
+        .wait_event("the client's Close reply", STEP, |e| {
+            matches!(
+                e,
+                Ev::Msg {
+                    msg: Message::Close(_),
+                    ..
+                }
+            )
+        })
         .await;
-    if let Ev::Msg { msg: Message::Close(Some(cf)), .. } = ev {
+    if let Ev::Msg {
+        msg: Message::Close(Some(cf)),
+        ..
+    } = ev
+    {
         assert_eq!(u16::from(cf.code), 4001, "close reply code");
     } else {
         panic!("close reply without a code: {ev:?}");
@@ -90,7 +117,9 @@ async fn target_vanishes_mid_session(v: Variant) {
         },
     }
     let log = relay
-        .wait_for_log("a session end line", Duration::from_secs(5), |l| l.contains("session end"))
+        .wait_for_log("a session end line", Duration::from_secs(5), |l| {
+            l.contains("session end")
+        })
         .await;
     assert!(!log.contains(ALICE_TOKEN));
 }
@@ -110,9 +139,11 @@ async fn client_vanishes_mid_session(v: Variant) {
         drop(tcp);
         let how = if rst { "RST" } else { "FIN" };
         target
-            .wait_event(&format!("the target's connection to end after the client's {how}"), Duration::from_secs(3), |e| {
-                matches!(e, Ev::Ended { conn: c, .. } if *c == conn)
-            })
+            .wait_event(
+                &format!("the target's connection to end after the client's {how}"),
+                Duration::from_secs(3),
+                |e| matches!(e, Ev::Ended { conn: c, .. } if *c == conn),
+            )
             .await;
     }
     drop(relay);
@@ -132,17 +163,29 @@ async fn idle_session_is_closed(v: Variant) {
         Forward::Copy => {
             expect_close(&mut ws, 1001, Duration::from_secs(6)).await;
             let took = start.elapsed();
-            assert!(took >= Duration::from_millis(800), "idle session closed after {took:?} (idle_timeout_secs = 1)");
+            assert!(
+                took >= Duration::from_millis(800),
+                "idle session closed after {took:?} (idle_timeout_secs = 1)"
+            );
             expect_end(&mut ws, Duration::from_secs(5)).await;
             // The target got a Close 1001 too, masked (the target's server-role
             // WebSocket reports an error for an unmasked frame instead).
             let ev = target
                 .wait_event("Close 1001 at the target", Duration::from_secs(5), |e| {
-                    matches!(e, Ev::Msg { msg: Message::Close(_), .. } | Ev::Ended { .. })
+                    matches!(
+                        e,
+                        Ev::Msg {
+                            msg: Message::Close(_),
+                            ..
+                        } | Ev::Ended { .. }
+                    )
                 })
                 .await;
             match ev {
-                Ev::Msg { msg: Message::Close(Some(cf)), conn: c } => {
+                Ev::Msg {
+                    msg: Message::Close(Some(cf)),
+                    conn: c,
+                } => {
                     assert_eq!(c, conn);
                     assert_eq!(u16::from(cf.code), 1001, "close code at the target");
                 }
@@ -159,18 +202,29 @@ async fn idle_session_is_closed(v: Variant) {
                 }
             }
             let took = start.elapsed();
-            assert!(took >= Duration::from_millis(800), "idle session closed after {took:?} (idle_timeout_secs = 1)");
+            assert!(
+                took >= Duration::from_millis(800),
+                "idle session closed after {took:?} (idle_timeout_secs = 1)"
+            );
         }
     }
     target
-        .wait_event("the target connection to end", Duration::from_secs(5), |e| matches!(e, Ev::Ended { conn: c, .. } if *c == conn))
+        .wait_event(
+            "the target connection to end",
+            Duration::from_secs(5),
+            |e| matches!(e, Ev::Ended { conn: c, .. } if *c == conn),
+        )
         .await;
 }
 
 /// Traffic in either direction alone keeps a session alive past the idle
 /// timeout (a true idle timer, not a lifetime), and it still closes once idle.
 async fn active_session_survives_idle_timeout(v: Variant) {
-    let mut target = Target::start(TargetOpts { echo: false, ..TargetOpts::default() }).await;
+    let mut target = Target::start(TargetOpts {
+        echo: false,
+        ..TargetOpts::default()
+    })
+    .await;
     let relay = Relay::start(RelayConfig {
         idle_timeout_secs: 1,
         ..v.config()
@@ -208,16 +262,25 @@ async fn active_session_survives_idle_timeout(v: Variant) {
 /// `connect_first_message` that must not succeed (relay shutting down).
 async fn assert_not_accepting(port: u16, target: &str) {
     let attempt = tokio::time::timeout(Duration::from_secs(1), async {
-        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
-        let (mut ws, _) = tokio_tungstenite::client_async(format!("ws://127.0.0.1:{port}/"), tcp).await.ok()?;
-        ws.send(Message::text(auth_json(ALICE_TOKEN, target))).await.ok()?;
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .ok()?;
+        let (mut ws, _) = tokio_tungstenite::client_async(format!("ws://127.0.0.1:{port}/"), tcp)
+            .await
+            .ok()?;
+        ws.send(Message::text(auth_json(ALICE_TOKEN, target)))
+            .await
+            .ok()?;
         match futures_util::StreamExt::next(&mut ws).await {
             Some(Ok(Message::Text(t))) if t.as_str() == CONNECTED => Some(()),
             _ => None,
         }
     })
     .await;
-    assert!(!matches!(attempt, Ok(Some(()))), "a new session was accepted after SIGTERM");
+    assert!(
+        !matches!(attempt, Ok(Some(()))),
+        "a new session was accepted after SIGTERM"
+    );
 }
 
 async fn sigterm_closes_sessions_after_grace(v: Variant) {
@@ -241,14 +304,22 @@ async fn sigterm_closes_sessions_after_grace(v: Variant) {
     // After the grace period: Close 1001 (copy mode) or TCP close (splice).
     loop {
         match try_next(&mut ws, Duration::from_secs(8)).await {
-            Next::Msg(Message::Close(_)) => assert_eq!(raw_close(&ws).code, Some(1001), "close code at shutdown"),
+            Next::Msg(Message::Close(_)) => {
+                assert_eq!(raw_close(&ws).code, Some(1001), "close code at shutdown")
+            }
             Next::Msg(other) => panic!("unexpected {}", describe(&other)),
             Next::End(_) => break,
-            Next::Timeout => panic!("session still open {:?} after SIGTERM (grace 2 s)", start.elapsed()),
+            Next::Timeout => panic!(
+                "session still open {:?} after SIGTERM (grace 2 s)",
+                start.elapsed()
+            ),
         }
     }
     let took = start.elapsed();
-    assert!(took >= Duration::from_millis(1500), "session closed {took:?} after SIGTERM, before the 2 s grace");
+    assert!(
+        took >= Duration::from_millis(1500),
+        "session closed {took:?} after SIGTERM, before the 2 s grace"
+    );
     if v.forward == Forward::Copy {
         let ev = target
             .wait_event("Close 1001 at the target", Duration::from_secs(5), |e| {
@@ -256,12 +327,22 @@ async fn sigterm_closes_sessions_after_grace(v: Variant) {
             })
             .await;
         match ev {
-            Ev::Msg { msg: Message::Close(Some(cf)), .. } => assert_eq!(u16::from(cf.code), 1001),
+            Ev::Msg {
+                msg: Message::Close(Some(cf)),
+                ..
+            } => assert_eq!(u16::from(cf.code), 1001),
             other => panic!("target saw {other:?} instead of a masked Close 1001"),
         }
     }
-    let status = relay.wait_exit(Duration::from_secs(6)).await.expect("relay still running 6 s after the grace period");
-    assert_eq!(status.code(), Some(0), "exit status after SIGTERM: {status}");
+    let status = relay
+        .wait_exit(Duration::from_secs(6))
+        .await
+        .expect("relay still running 6 s after the grace period");
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "exit status after SIGTERM: {status}"
+    );
 }
 
 /// Sessions that end by themselves let the process exit before the grace
@@ -279,9 +360,15 @@ async fn shutdown_exits_once_sessions_drain() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     send(&mut ws, Message::text("draining")).await;
     expect_text(&mut ws, "draining").await;
-    assert!(relay.wait_exit(Duration::from_millis(500)).await.is_none(), "exited with a live session");
+    assert!(
+        relay.wait_exit(Duration::from_millis(500)).await.is_none(),
+        "exited with a live session"
+    );
     close_and_expect_echo(&mut ws, 1000, "").await;
-    let status = relay.wait_exit(Duration::from_secs(5)).await.expect("relay still running 5 s after its last session ended");
+    let status = relay
+        .wait_exit(Duration::from_secs(5))
+        .await
+        .expect("relay still running 5 s after its last session ended");
     assert_eq!(status.code(), Some(0), "{status}");
 
     for sig in [libc::SIGTERM, libc::SIGINT] {
@@ -291,7 +378,10 @@ async fn shutdown_exits_once_sessions_drain() {
         })
         .await;
         relay.signal(sig);
-        let status = relay.wait_exit(Duration::from_secs(3)).await.unwrap_or_else(|| panic!("no exit within 3 s of signal {sig} with no sessions"));
+        let status = relay
+            .wait_exit(Duration::from_secs(3))
+            .await
+            .unwrap_or_else(|| panic!("no exit within 3 s of signal {sig} with no sessions"));
         assert_eq!(status.code(), Some(0), "signal {sig}: {status}");
     }
 }

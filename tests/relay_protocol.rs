@@ -24,7 +24,11 @@ async fn first_message_status_is_exact_and_extra_fields_ignored() {
     });
     send(&mut ws, Message::text(auth.to_string())).await;
     match next_msg(&mut ws, STEP).await {
-        Message::Text(t) => assert_eq!(t.as_bytes(), CONNECTED.as_bytes(), "status text, byte-exact"),
+        Message::Text(t) => assert_eq!(
+            t.as_bytes(),
+            CONNECTED.as_bytes(),
+            "status text, byte-exact"
+        ),
         other => panic!("expected the status text, got {}", describe(&other)),
     }
     target.connected().await;
@@ -47,7 +51,9 @@ async fn fragmented_auth_message() {
     raw.extend(encode_frame(true, OP_CONT, &b[20..], Some(MASK)));
     raw.extend(client_frame(OP_TEXT, b"right behind"));
     let mut ws = upgrade(relay.port, "/").await;
-    within(STEP, "raw write", ws.get_mut().write_all(&raw)).await.unwrap();
+    within(STEP, "raw write", ws.get_mut().write_all(&raw))
+        .await
+        .unwrap();
     expect_text(&mut ws, CONNECTED).await;
     expect_text(&mut ws, "right behind").await;
     close_and_expect_echo(&mut ws, 1000, "").await;
@@ -62,9 +68,17 @@ async fn target_path_and_query_are_forwarded() {
         let path = "/a/b/c?x=1&y=%20z&empty=";
         let mut ws = connect(mode, relay.port, ALICE_TOKEN, &target.url(path)).await;
         let (_, head) = target.connected().await;
-        assert_eq!(head_path(&head), path, "{mode:?}: target request head {head:?}");
+        assert_eq!(
+            head_path(&head),
+            path,
+            "{mode:?}: target request head {head:?}"
+        );
         let host = head_header(&head, "host").unwrap_or_default();
-        assert_eq!(host, format!("127.0.0.1:{}", target.port), "{mode:?}: Host header sent to the target");
+        assert_eq!(
+            host,
+            format!("127.0.0.1:{}", target.port),
+            "{mode:?}: Host header sent to the target"
+        );
         close_and_expect_echo(&mut ws, 1000, "").await;
     }
 }
@@ -79,9 +93,10 @@ async fn header_mode_sends_no_status() {
     })
     .await;
     let relay = Relay::start(RelayConfig::default()).await;
-    let (mut ws, resp) = try_connect_header(relay.port, &HeaderAuth::new(ALICE_TOKEN, &target.url("/")))
-        .await
-        .unwrap_or_else(|r| panic!("refused: {} {}", r.status, r.body));
+    let (mut ws, resp) =
+        try_connect_header(relay.port, &HeaderAuth::new(ALICE_TOKEN, &target.url("/")))
+            .await
+            .unwrap_or_else(|r| panic!("refused: {} {}", r.status, r.body));
     assert_eq!(resp.status().as_u16(), 101);
     expect_text(&mut ws, "target-first").await;
     close_and_expect_echo(&mut ws, 1000, "").await;
@@ -104,7 +119,10 @@ async fn header_mode_via_query_string() {
     send(&mut ws, Message::text("via query")).await;
     expect_text(&mut ws, "via query").await;
     close_and_expect_echo(&mut ws, 1000, "").await;
-    assert!(!relay.log().contains(ALICE_TOKEN), "the token from the query string was logged");
+    assert!(
+        !relay.log().contains(ALICE_TOKEN),
+        "the token from the query string was logged"
+    );
 }
 
 /// The client's offer reaches the target; the target's choice reaches the client.
@@ -127,22 +145,37 @@ async fn header_mode_negotiates_subprotocol_with_target() {
         .headers()
         .get("sec-websocket-protocol")
         .map(|v| v.to_str().unwrap().to_string());
-    assert_eq!(chosen.as_deref(), Some("chat.v2"), "protocol returned to the client");
+    assert_eq!(
+        chosen.as_deref(),
+        Some("chat.v2"),
+        "protocol returned to the client"
+    );
     let (_, head) = target.connected().await;
     let offer = head_header(&head, "sec-websocket-protocol").unwrap_or_default();
     let offered: Vec<&str> = offer.split(',').map(str::trim).collect();
-    assert_eq!(offered, ["chat.v1", "chat.v2"], "offer forwarded to the target: {head:?}");
+    assert_eq!(
+        offered,
+        ["chat.v1", "chat.v2"],
+        "offer forwarded to the target: {head:?}"
+    );
     send(&mut ws, Message::text("v2")).await;
     expect_text(&mut ws, "v2").await;
     close_and_expect_echo(&mut ws, 1000, "").await;
 
     // Without an offer, neither side sees a protocol header.
-    let (mut ws, resp) = try_connect_header(relay.port, &HeaderAuth::new(ALICE_TOKEN, &target.url("/chat")))
-        .await
-        .unwrap_or_else(|r| panic!("refused: {} {}", r.status, r.body));
+    let (mut ws, resp) = try_connect_header(
+        relay.port,
+        &HeaderAuth::new(ALICE_TOKEN, &target.url("/chat")),
+    )
+    .await
+    .unwrap_or_else(|r| panic!("refused: {} {}", r.status, r.body));
     assert!(resp.headers().get("sec-websocket-protocol").is_none());
     let (_, head) = target.connected().await;
-    assert_eq!(head_header(&head, "sec-websocket-protocol"), None, "{head:?}");
+    assert_eq!(
+        head_header(&head, "sec-websocket-protocol"),
+        None,
+        "{head:?}"
+    );
     close_and_expect_echo(&mut ws, 1000, "").await;
 }
 
@@ -153,7 +186,10 @@ async fn header_mode_negotiates_subprotocol_with_target() {
 async fn no_extension_is_negotiated() {
     let mut target = Target::echo().await;
     let relay = Relay::start(RelayConfig::default()).await;
-    let ext = ("Sec-WebSocket-Extensions".to_string(), "permessage-deflate; client_max_window_bits".to_string());
+    let ext = (
+        "Sec-WebSocket-Extensions".to_string(),
+        "permessage-deflate; client_max_window_bits".to_string(),
+    );
     let auth = HeaderAuth {
         extra: vec![ext.clone()],
         ..HeaderAuth::new(ALICE_TOKEN, &target.url("/"))
@@ -161,9 +197,16 @@ async fn no_extension_is_negotiated() {
     let (mut ws, resp) = try_connect_header(relay.port, &auth)
         .await
         .unwrap_or_else(|r| panic!("refused: {} {}", r.status, r.body));
-    assert!(resp.headers().get("sec-websocket-extensions").is_none(), "relay accepted an extension");
+    assert!(
+        resp.headers().get("sec-websocket-extensions").is_none(),
+        "relay accepted an extension"
+    );
     let (_, head) = target.connected().await;
-    assert_eq!(head_header(&head, "sec-websocket-extensions"), None, "extension offer forwarded: {head:?}");
+    assert_eq!(
+        head_header(&head, "sec-websocket-extensions"),
+        None,
+        "extension offer forwarded: {head:?}"
+    );
     close_and_expect_echo(&mut ws, 1000, "").await;
 
     // First-message mode: the upgrade answer carries no extension either.
@@ -171,12 +214,25 @@ async fn no_extension_is_negotiated() {
         extra: vec![ext],
         ..HeaderAuth::default()
     };
-    let (mut ws, resp) = try_upgrade(relay.port, auth.request(relay.port)).await.expect("plain upgrade");
-    assert!(resp.headers().get("sec-websocket-extensions").is_none(), "relay accepted an extension");
-    send(&mut ws, Message::text(auth_json(ALICE_TOKEN, &target.url("/")))).await;
+    let (mut ws, resp) = try_upgrade(relay.port, auth.request(relay.port))
+        .await
+        .expect("plain upgrade");
+    assert!(
+        resp.headers().get("sec-websocket-extensions").is_none(),
+        "relay accepted an extension"
+    );
+    send(
+        &mut ws,
+        Message::text(auth_json(ALICE_TOKEN, &target.url("/"))),
+    )
+    .await;
     expect_text(&mut ws, CONNECTED).await;
     let (_, head) = target.connected().await;
-    assert_eq!(head_header(&head, "sec-websocket-extensions"), None, "{head:?}");
+    assert_eq!(
+        head_header(&head, "sec-websocket-extensions"),
+        None,
+        "{head:?}"
+    );
     close_and_expect_echo(&mut ws, 1000, "").await;
 }
 
@@ -191,7 +247,11 @@ async fn custom_relay_path() {
     })
     .await;
     let mut ws = upgrade(relay.port, "/relay").await;
-    send(&mut ws, Message::text(auth_json(ALICE_TOKEN, &target.url("/")))).await;
+    send(
+        &mut ws,
+        Message::text(auth_json(ALICE_TOKEN, &target.url("/"))),
+    )
+    .await;
     expect_text(&mut ws, CONNECTED).await;
     close_and_expect_echo(&mut ws, 1000, "").await;
 
@@ -204,7 +264,10 @@ async fn custom_relay_path() {
         .unwrap_or_else(|r| panic!("refused: {} {}", r.status, r.body));
     close_and_expect_echo(&mut ws, 1000, "").await;
 
-    let req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(relay.url("/other")).unwrap();
+    let req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+        relay.url("/other"),
+    )
+    .unwrap();
     match try_upgrade(relay.port, req).await {
         Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
             assert_eq!(resp.status().as_u16(), 404, "upgrade on an unknown path")

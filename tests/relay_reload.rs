@@ -24,10 +24,16 @@ async fn eventually_connects(port: u16, token: &str, target: &str, limit: Durati
         match next_msg(&mut ws, STEP).await {
             Message::Text(t) if t.as_str() == CONNECTED => return ws,
             Message::Text(t) if Instant::now() < deadline => {
-                assert!(t.contains("auth_failed") || t.contains("over_capacity"), "unexpected refusal {t}");
+                assert!(
+                    t.contains("auth_failed") || t.contains("over_capacity"),
+                    "unexpected refusal {t}"
+                );
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            other => panic!("never accepted within {limit:?}: last answer {}", describe(&other)),
+            other => panic!(
+                "never accepted within {limit:?}: last answer {}",
+                describe(&other)
+            ),
         }
     }
 }
@@ -54,22 +60,34 @@ async fn echo_once(ws: &mut Ws, text: &str) {
 #[tokio::test]
 async fn reload_adds_and_removes_users_live_sessions_survive() {
     let target = Target::echo().await;
-    let mut relay = Relay::start(RelayConfig::default().with_users(vec![UserSpec::alice(), UserSpec::bob()])).await;
+    let mut relay =
+        Relay::start(RelayConfig::default().with_users(vec![UserSpec::alice(), UserSpec::bob()]))
+            .await;
     let url = target.url("/");
     let mut live_alice = connect(AuthMode::FirstMessage, relay.port, ALICE_TOKEN, &url).await;
     let mut live_bob = connect(AuthMode::Header, relay.port, BOB_TOKEN, &url).await;
 
-    let new_cfg = relay.cfg.clone().with_users(vec![UserSpec::bob(), UserSpec::carol()]);
+    let new_cfg = relay
+        .cfg
+        .clone()
+        .with_users(vec![UserSpec::bob(), UserSpec::carol()]);
     relay.write_config(new_cfg);
     let out = relay.reload_cli().await;
     assert_eq!(out.code, Some(0), "reload failed: {out:?}");
-    assert!(out.stdout.contains("reloaded: 2 users"), "reload output: {out:?}");
+    assert!(
+        out.stdout.contains("reloaded: 2 users"),
+        "reload output: {out:?}"
+    );
 
     echo_once(&mut live_alice, "alice after reload (removed user)").await;
     echo_once(&mut live_bob, "bob after reload").await;
     // Several attempts so both shards are exercised.
     for i in 0..6 {
-        let mode = if i % 2 == 0 { AuthMode::FirstMessage } else { AuthMode::Header };
+        let mode = if i % 2 == 0 {
+            AuthMode::FirstMessage
+        } else {
+            AuthMode::Header
+        };
         refused_auth(mode, relay.port, ALICE_TOKEN, &url).await;
         let mut carol = connect(mode, relay.port, CAROL_TOKEN, &url).await;
         echo_once(&mut carol, "carol").await;
@@ -85,11 +103,18 @@ async fn reload_adds_and_removes_users_live_sessions_survive() {
 #[tokio::test]
 async fn reload_keeps_session_limits() {
     let target = Target::echo().await;
-    let mut relay = Relay::start(RelayConfig::default().with_users(vec![UserSpec::alice().max_sessions(2)])).await;
+    let mut relay =
+        Relay::start(RelayConfig::default().with_users(vec![UserSpec::alice().max_sessions(2)]))
+            .await;
     let url = target.url("/");
     let mut a1 = connect_first_message(relay.port, ALICE_TOKEN, &url).await;
     let mut a2 = connect_first_message(relay.port, ALICE_TOKEN, &url).await;
-    relay.write_config(relay.cfg.clone().with_users(vec![UserSpec::alice().max_sessions(2), UserSpec::carol()]));
+    relay.write_config(
+        relay
+            .cfg
+            .clone()
+            .with_users(vec![UserSpec::alice().max_sessions(2), UserSpec::carol()]),
+    );
     let out = relay.reload_cli().await;
     assert_eq!(out.code, Some(0), "{out:?}");
     for mode in [AuthMode::FirstMessage, AuthMode::Header] {
@@ -99,15 +124,24 @@ async fn reload_keeps_session_limits() {
                 send(&mut ws, Message::text(auth_json(ALICE_TOKEN, &url))).await;
                 expect_ws_error(&mut ws, "over_capacity", 1013).await;
             }
-            AuthMode::Header => match try_connect_header(relay.port, &HeaderAuth::new(ALICE_TOKEN, &url)).await {
-                Ok(_) => panic!("third session accepted after reload (max_sessions = 2, two open)"),
-                Err(r) => assert_refused(&r, 503, "over_capacity"),
-            },
+            AuthMode::Header => {
+                match try_connect_header(relay.port, &HeaderAuth::new(ALICE_TOKEN, &url)).await {
+                    Ok(_) => {
+                        panic!("third session accepted after reload (max_sessions = 2, two open)")
+                    }
+                    Err(r) => assert_refused(&r, 503, "over_capacity"),
+                }
+            }
         }
     }
     // Lower the limit to 1: with one session left open, a new one is refused.
     close_and_expect_echo(&mut a2, 1000, "").await;
-    relay.write_config(relay.cfg.clone().with_users(vec![UserSpec::alice().max_sessions(1), UserSpec::carol()]));
+    relay.write_config(
+        relay
+            .cfg
+            .clone()
+            .with_users(vec![UserSpec::alice().max_sessions(1), UserSpec::carol()]),
+    );
     assert_eq!(relay.reload_cli().await.code, Some(0));
     tokio::time::sleep(Duration::from_millis(200)).await;
     let mut ws = upgrade(relay.port, "/").await;
@@ -138,24 +172,44 @@ async fn reload_with_broken_config_keeps_the_old_one() {
     let path = relay.config_path.display().to_string();
 
     // Duplicate token: the second user's token line is named.
-    let dup = relay.render(&relay.cfg.clone().with_users(vec![UserSpec::alice(), UserSpec::new("mallory", ALICE_TOKEN)]));
+    let dup = relay.render(&relay.cfg.clone().with_users(vec![
+        UserSpec::alice(),
+        UserSpec::new("mallory", ALICE_TOKEN),
+    ]));
     let dup_line = line_of(&dup, ALICE_TOKEN, 1);
     // TOML syntax error.
-    let mut syntax = relay.render(&relay.cfg.clone().with_users(vec![UserSpec::alice(), UserSpec::carol()]));
+    let mut syntax = relay.render(
+        &relay
+            .cfg
+            .clone()
+            .with_users(vec![UserSpec::alice(), UserSpec::carol()]),
+    );
     syntax.push_str("\n[[users]\nname = \"broken\"\n");
     let syntax_line = line_of(&syntax, "name = \"broken\"", 0) - 1;
     assert_eq!(syntax.lines().nth(syntax_line - 1), Some("[[users]"));
     // Unknown key.
-    let unknown = relay.render(&relay.cfg).replace("[server]\n", "[server]\nfrobnicate = 1\n");
+    let unknown = relay
+        .render(&relay.cfg)
+        .replace("[server]\n", "[server]\nfrobnicate = 1\n");
     let unknown_line = line_of(&unknown, "frobnicate", 0);
 
-    for (what, text, line) in [("duplicate token", dup, dup_line), ("TOML syntax error", syntax, syntax_line), ("unknown key", unknown, unknown_line)] {
+    for (what, text, line) in [
+        ("duplicate token", dup, dup_line),
+        ("TOML syntax error", syntax, syntax_line),
+        ("unknown key", unknown, unknown_line),
+    ] {
         relay.write_config_text(&text);
         let out = relay.reload_cli().await;
         assert_eq!(out.code, Some(1), "{what}: reload should fail: {out:?}");
         let all = out.all();
-        assert!(all.contains(&path), "{what}: error does not name the file {path}: {all}");
-        assert!(all.contains(&format!("{path}:{line}")), "{what}: error does not name line {line}: {all}");
+        assert!(
+            all.contains(&path),
+            "{what}: error does not name the file {path}: {all}"
+        );
+        assert!(
+            all.contains(&format!("{path}:{line}")),
+            "{what}: error does not name line {line}: {all}"
+        );
         // The old config is still in force.
         echo_once(&mut live, &format!("live after {what}")).await;
         let mut ws = connect_first_message(relay.port, ALICE_TOKEN, &url).await;
@@ -164,7 +218,12 @@ async fn reload_with_broken_config_keeps_the_old_one() {
     }
 
     // A good config afterwards still applies.
-    relay.write_config(relay.cfg.clone().with_users(vec![UserSpec::alice(), UserSpec::carol()]));
+    relay.write_config(
+        relay
+            .cfg
+            .clone()
+            .with_users(vec![UserSpec::alice(), UserSpec::carol()]),
+    );
     let out = relay.reload_cli().await;
     assert_eq!(out.code, Some(0), "{out:?}");
     assert!(out.stdout.contains("reloaded: 2 users"), "{out:?}");
@@ -195,22 +254,38 @@ async fn sighup_reloads() {
     let mut relay = Relay::start(RelayConfig::default()).await;
     let url = target.url("/");
     let mut live = connect_first_message(relay.port, ALICE_TOKEN, &url).await;
-    relay.write_config(relay.cfg.clone().with_users(vec![UserSpec::alice(), UserSpec::carol()]));
+    relay.write_config(
+        relay
+            .cfg
+            .clone()
+            .with_users(vec![UserSpec::alice(), UserSpec::carol()]),
+    );
     relay.signal(libc::SIGHUP);
-    let mut carol = eventually_connects(relay.port, CAROL_TOKEN, &url, Duration::from_secs(5)).await;
+    let mut carol =
+        eventually_connects(relay.port, CAROL_TOKEN, &url, Duration::from_secs(5)).await;
     echo_once(&mut carol, "carol via SIGHUP").await;
     close_and_expect_echo(&mut carol, 1000, "").await;
 
     // A broken config on SIGHUP: logged, ignored, process alive.
     let path = relay.config_path.display().to_string();
     let before = relay.log().matches(&path).count();
-    let dup = relay.render(&relay.cfg.clone().with_users(vec![UserSpec::alice(), UserSpec::new("mallory", ALICE_TOKEN)]));
+    let dup = relay.render(&relay.cfg.clone().with_users(vec![
+        UserSpec::alice(),
+        UserSpec::new("mallory", ALICE_TOKEN),
+    ]));
     relay.write_config_text(&dup);
     relay.signal(libc::SIGHUP);
     relay
-        .wait_for_log("the rejected config named in the log", Duration::from_secs(5), |l| l.matches(&path).count() > before)
+        .wait_for_log(
+            "the rejected config named in the log",
+            Duration::from_secs(5),
+            |l| l.matches(&path).count() > before,
+        )
         .await;
-    assert!(relay.wait_exit(Duration::from_millis(200)).await.is_none(), "relay exited on a broken config");
+    assert!(
+        relay.wait_exit(Duration::from_millis(200)).await.is_none(),
+        "relay exited on a broken config"
+    );
     echo_once(&mut live, "live after broken SIGHUP").await;
     let mut ws = connect_first_message(relay.port, CAROL_TOKEN, &url).await;
     close_and_expect_echo(&mut ws, 1000, "").await;
@@ -244,25 +319,52 @@ async fn session_end_is_logged_and_tokens_never_are() {
         close_and_expect_echo(&mut ws, 1000, "").await;
         let mut ws = connect_header(relay.port, ALICE_TOKEN, &url).await;
         close_and_expect_echo(&mut ws, 1000, "").await;
-        let q = HeaderAuth { query: true, ..HeaderAuth::new(ALICE_TOKEN, &url) };
-        let (mut ws, _) = try_connect_header(relay.port, &q).await.unwrap_or_else(|r| panic!("{r:?}"));
+        let q = HeaderAuth {
+            query: true,
+            ..HeaderAuth::new(ALICE_TOKEN, &url)
+        };
+        let (mut ws, _) = try_connect_header(relay.port, &q)
+            .await
+            .unwrap_or_else(|r| panic!("{r:?}"));
         close_and_expect_echo(&mut ws, 1000, "").await;
         refused_auth(AuthMode::FirstMessage, relay.port, wrong, &url).await;
         refused_auth(AuthMode::Header, relay.port, wrong, &url).await;
 
         let log = relay
-            .wait_for_log("three `session end` lines", Duration::from_secs(5), |l| l.matches("session end").count() >= 3)
+            .wait_for_log("three `session end` lines", Duration::from_secs(5), |l| {
+                l.matches("session end").count() >= 3
+            })
             .await;
         let ends: Vec<&str> = log.lines().filter(|l| l.contains("session end")).collect();
-        assert_eq!(ends.len(), 3, "[{level}] one session end line per session:\n{log}");
+        assert_eq!(
+            ends.len(),
+            3,
+            "[{level}] one session end line per session:\n{log}"
+        );
         for l in &ends {
-            assert!(l.contains("alice"), "[{level}] session end without the user: {l}");
-            assert!(l.contains("127.0.0.1"), "[{level}] session end without the target host: {l}");
-            assert!(l.contains(&format!("{}", target.port)) || l.contains("127.0.0.1"), "{l}");
+            assert!(
+                l.contains("alice"),
+                "[{level}] session end without the user: {l}"
+            );
+            assert!(
+                l.contains("127.0.0.1"),
+                "[{level}] session end without the target host: {l}"
+            );
+            assert!(
+                l.contains(&format!("{}", target.port)) || l.contains("127.0.0.1"),
+                "{l}"
+            );
         }
-        assert!(has_two_counts_at_least(ends[0], 5000), "[{level}] session end without bytes each way (≥ 5000): {}", ends[0]);
+        assert!(
+            has_two_counts_at_least(ends[0], 5000),
+            "[{level}] session end without bytes each way (≥ 5000): {}",
+            ends[0]
+        );
         for secret in [ALICE_TOKEN, wrong] {
-            assert!(!log.contains(secret), "[{level}] token {secret:?} appears in the log:\n{log}");
+            assert!(
+                !log.contains(secret),
+                "[{level}] token {secret:?} appears in the log:\n{log}"
+            );
         }
     }
 }

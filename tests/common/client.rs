@@ -36,7 +36,11 @@ pub enum AuthMode {
 }
 
 /// Awaits `fut`, panicking with `what` after `limit`.
-pub async fn within<T>(limit: Duration, what: &str, fut: impl std::future::Future<Output = T>) -> T {
+pub async fn within<T>(
+    limit: Duration,
+    what: &str,
+    fut: impl std::future::Future<Output = T>,
+) -> T {
     match tokio::time::timeout(limit, fut).await {
         Ok(v) => v,
         Err(_) => panic!("timed out after {limit:?}: {what}"),
@@ -49,7 +53,9 @@ pub fn auth_json(token: &str, target: &str) -> String {
 
 /// Plain WebSocket upgrade on `path`, no auth. Panics on failure.
 pub async fn upgrade(port: u16, path: &str) -> Ws {
-    let req = format!("ws://127.0.0.1:{port}{path}").into_client_request().unwrap();
+    let req = format!("ws://127.0.0.1:{port}{path}")
+        .into_client_request()
+        .unwrap();
     match try_upgrade(port, req).await {
         Ok((ws, _)) => ws,
         Err(e) => panic!("upgrade on {path} failed: {}", ws_error_text(&e)),
@@ -58,7 +64,9 @@ pub async fn upgrade(port: u16, path: &str) -> Ws {
 
 pub async fn try_upgrade(port: u16, req: Request) -> Result<(Ws, Response), WsError> {
     within(STEP, "TCP connect + WebSocket upgrade", async {
-        let tcp = TcpStream::connect(("127.0.0.1", port)).await.map_err(WsError::Io)?;
+        let tcp = TcpStream::connect(("127.0.0.1", port))
+            .await
+            .map_err(WsError::Io)?;
         let _ = tcp.set_nodelay(true);
         tokio_tungstenite::client_async(req, Tap::http(tcp)).await
     })
@@ -112,11 +120,16 @@ impl HeaderAuth {
                 path.push_str(&q.join("&"));
             }
         }
-        let mut req = format!("ws://127.0.0.1:{port}{path}").into_client_request().unwrap();
+        let mut req = format!("ws://127.0.0.1:{port}{path}")
+            .into_client_request()
+            .unwrap();
         let h = req.headers_mut();
         if !self.query {
             if let Some(t) = &self.token {
-                h.insert("Authorization", HeaderValue::from_str(&format!("Bearer {t}")).unwrap());
+                h.insert(
+                    "Authorization",
+                    HeaderValue::from_str(&format!("Bearer {t}")).unwrap(),
+                );
             }
             if let Some(t) = &self.target {
                 h.insert("X-Relay-Target", HeaderValue::from_str(t).unwrap());
@@ -193,7 +206,9 @@ pub async fn connect(mode: AuthMode, port: u16, token: &str, target: &str) -> Ws
 }
 
 pub async fn send(ws: &mut Ws, msg: Message) {
-    within(STEP, "send", ws.send(msg)).await.expect("send failed");
+    within(STEP, "send", ws.send(msg))
+        .await
+        .expect("send failed");
 }
 
 /// What the next read produced.
@@ -239,7 +254,11 @@ pub async fn expect_binary(ws: &mut Ws, expected: &[u8]) {
             expected.len(),
             b.iter().zip(expected).position(|(a, b)| a != b)
         ),
-        other => panic!("expected Binary({} bytes), got {}", expected.len(), describe(&other)),
+        other => panic!(
+            "expected Binary({} bytes), got {}",
+            expected.len(),
+            describe(&other)
+        ),
     }
 }
 
@@ -258,12 +277,19 @@ pub async fn expect_close(ws: &mut Ws, code: u16, limit: Duration) -> String {
         match try_next(ws, limit).await {
             Next::Msg(Message::Close(_)) => {
                 let rc = raw_close(ws);
-                assert_eq!(rc.code, Some(code), "close code on the wire (reason {:?})", rc.reason);
+                assert_eq!(
+                    rc.code,
+                    Some(code),
+                    "close code on the wire (reason {:?})",
+                    rc.reason
+                );
                 return rc.reason;
             }
             Next::Msg(Message::Pong(_)) => continue,
             Next::Msg(other) => panic!("expected Close({code}), got {}", describe(&other)),
-            Next::End(how) => panic!("expected Close({code}), the connection ended without one ({how})"),
+            Next::End(how) => {
+                panic!("expected Close({code}), the connection ended without one ({how})")
+            }
             Next::Timeout => panic!("expected Close({code}), nothing within {limit:?}"),
         }
     }
@@ -331,5 +357,7 @@ pub async fn close_and_expect_echo(ws: &mut Ws, code: u16, reason: &str) {
 
 /// Deterministic payload of `len` bytes.
 pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len).map(|i| (i as u32).wrapping_mul(31).wrapping_add(seed as u32) as u8).collect()
+    (0..len)
+        .map(|i| (i as u32).wrapping_mul(31).wrapping_add(seed as u32) as u8)
+        .collect()
 }

@@ -30,7 +30,11 @@ impl HttpResponse {
     /// The body parsed as JSON; panics with the raw response when it is not.
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!("response body is not JSON ({e}):\n{}\n{}", self.head, self.body_str())
+            panic!(
+                "response body is not JSON ({e}):\n{}\n{}",
+                self.head,
+                self.body_str()
+            )
         })
     }
 }

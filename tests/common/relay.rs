@@ -160,15 +160,27 @@ impl RelayConfig {
         s.push_str(&format!("forward = \"{}\"\n", self.forward.as_str()));
         s.push_str(&format!("auth_timeout_secs = {}\n", self.auth_timeout_secs));
         s.push_str(&format!("idle_timeout_secs = {}\n", self.idle_timeout_secs));
-        s.push_str(&format!("connect_timeout_secs = {}\n", self.connect_timeout_secs));
-        s.push_str(&format!("allow_private_targets = {}\n", self.allow_private_targets));
-        s.push_str(&format!("auth_fail_limit_per_min = {}\n", self.auth_fail_limit_per_min));
+        s.push_str(&format!(
+            "connect_timeout_secs = {}\n",
+            self.connect_timeout_secs
+        ));
+        s.push_str(&format!(
+            "allow_private_targets = {}\n",
+            self.allow_private_targets
+        ));
+        s.push_str(&format!(
+            "auth_fail_limit_per_min = {}\n",
+            self.auth_fail_limit_per_min
+        ));
         s.push_str(&format!("max_connections = {}\n", self.max_connections));
         s.push_str(&format!(
             "control_socket = {}\n",
             toml_str(&socket.display().to_string())
         ));
-        s.push_str(&format!("shutdown_grace_secs = {}\n", self.shutdown_grace_secs));
+        s.push_str(&format!(
+            "shutdown_grace_secs = {}\n",
+            self.shutdown_grace_secs
+        ));
         if let Some(p) = &self.relay_path {
             s.push_str(&format!("relay_path = {}\n", toml_str(p)));
         }
@@ -268,8 +280,11 @@ impl Relay {
         let mut last_err = String::new();
         for _attempt in 0..3 {
             relay.port = free_port();
-            std::fs::write(&relay.config_path, relay.cfg.render(relay.port, &relay.socket_path))
-                .expect("write config");
+            std::fs::write(
+                &relay.config_path,
+                relay.cfg.render(relay.port, &relay.socket_path),
+            )
+            .expect("write config");
             relay.spawn();
             match relay.wait_healthy(Duration::from_secs(10)).await {
                 Ok(()) => {
@@ -316,12 +331,16 @@ impl Relay {
                 _ => "legacy",
             };
             let got = line.split("driver=").nth(1).unwrap_or("");
-            assert!(got.trim_start_matches('"').starts_with(want), "asked for driver {want}, relay says: {line}");
+            assert!(
+                got.trim_start_matches('"').starts_with(want),
+                "asked for driver {want}, relay says: {line}"
+            );
         }
         if line.contains("forward=") {
             let got = line.split("forward=").nth(1).unwrap_or("");
             assert!(
-                got.trim_start_matches('"').starts_with(self.cfg.forward.as_str()),
+                got.trim_start_matches('"')
+                    .starts_with(self.cfg.forward.as_str()),
                 "asked for forward = {}, relay says: {line}",
                 self.cfg.forward.as_str()
             );
@@ -353,16 +372,25 @@ impl Relay {
         let deadline = Instant::now() + limit;
         let mut last: String;
         loop {
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 return Err(format!("relay exited during startup with {status}"));
             }
-            match tokio::time::timeout(Duration::from_secs(2), http::get(self.port, "/health")).await
+            match tokio::time::timeout(Duration::from_secs(2), http::get(self.port, "/health"))
+                .await
             {
                 Ok(Ok(resp)) => {
                     if resp.status == 200 && resp.body_str().trim() == r#"{"status":"ok"}"# {
                         return Ok(());
                     }
-                    last = format!("GET /health answered {}: {:?}", resp.status, resp.body_str());
+                    last = format!(
+                        "GET /health answered {}: {:?}",
+                        resp.status,
+                        resp.body_str()
+                    );
                 }
                 Ok(Err(e)) => last = format!("GET /health failed: {e}"),
                 Err(_) => last = "GET /health timed out (2 s)".into(),
@@ -380,7 +408,8 @@ impl Relay {
 
     /// Resident memory of the relay process, KiB.
     pub fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("read /proc/PID/status");
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("read /proc/PID/status");
         status
             .lines()
             .find_map(|l| l.strip_prefix("VmRSS:"))
@@ -404,7 +433,12 @@ impl Relay {
     }
 
     /// Polls the log until `pred` holds; panics after `limit`.
-    pub async fn wait_for_log(&self, what: &str, limit: Duration, pred: impl Fn(&str) -> bool) -> String {
+    pub async fn wait_for_log(
+        &self,
+        what: &str,
+        limit: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> String {
         let deadline = Instant::now() + limit;
         loop {
             let log = self.log();
@@ -449,7 +483,11 @@ impl Relay {
     pub async fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + limit;
         loop {
-            if let Some(st) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(st) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 return Some(st);
             }
             if Instant::now() >= deadline {

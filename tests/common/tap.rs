@@ -59,7 +59,10 @@ impl Tracker {
                 reason: String::from_utf8_lossy(&payload[2..]).into_owned(),
             }
         } else {
-            RawClose { code: None, reason: String::new() }
+            RawClose {
+                code: None,
+                reason: String::new(),
+            }
         };
         self.closes.push(rc);
     }
@@ -136,7 +139,10 @@ impl Tap {
     fn with(inner: TcpStream, st: St) -> Tap {
         Tap {
             inner,
-            tracker: Arc::new(Mutex::new(Tracker { st, closes: Vec::new() })),
+            tracker: Arc::new(Mutex::new(Tracker {
+                st,
+                closes: Vec::new(),
+            })),
         }
     }
 
@@ -164,7 +170,11 @@ impl Tap {
 }
 
 impl AsyncRead for Tap {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let res = Pin::new(&mut self.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = &res {
@@ -178,7 +188,11 @@ impl AsyncRead for Tap {
 }
 
 impl AsyncWrite for Tap {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

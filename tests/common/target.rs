@@ -179,7 +179,12 @@ impl Target {
 
     /// Skips events until `pred` matches; panics after `limit` with the
     /// events skipped.
-    pub async fn wait_event(&mut self, what: &str, limit: Duration, pred: impl Fn(&Ev) -> bool) -> Ev {
+    pub async fn wait_event(
+        &mut self,
+        what: &str,
+        limit: Duration,
+        pred: impl Fn(&Ev) -> bool,
+    ) -> Ev {
         let deadline = tokio::time::Instant::now() + limit;
         let mut skipped = Vec::new();
         loop {
@@ -198,7 +203,9 @@ impl Target {
     /// Waits for the next connection; returns (conn, request head).
     pub async fn connected(&mut self) -> (usize, String) {
         match self
-            .wait_event("a connection", Duration::from_secs(10), |e| matches!(e, Ev::Connected { .. }))
+            .wait_event("a connection", Duration::from_secs(10), |e| {
+                matches!(e, Ev::Connected { .. })
+            })
             .await
         {
             Ev::Connected { conn, head } => (conn, head),
@@ -259,7 +266,11 @@ pub fn describe(m: &Message) -> String {
         Message::Text(t) => {
             let s = t.as_str();
             if s.len() > 80 {
-                format!("Text({:?}.. {} bytes)", &s[..s.floor_char_boundary_compat(60)], s.len())
+                format!(
+                    "Text({:?}.. {} bytes)",
+                    &s[..s.floor_char_boundary_compat(60)],
+                    s.len()
+                )
             } else {
                 format!("Text({s:?})")
             }
@@ -267,7 +278,9 @@ pub fn describe(m: &Message) -> String {
         Message::Binary(b) => format!("Binary({} bytes)", b.len()),
         Message::Ping(b) => format!("Ping({:?})", String::from_utf8_lossy(b)),
         Message::Pong(b) => format!("Pong({:?})", String::from_utf8_lossy(b)),
-        Message::Close(Some(cf)) => format!("Close({}, {:?})", u16::from(cf.code), cf.reason.as_str()),
+        Message::Close(Some(cf)) => {
+            format!("Close({}, {:?})", u16::from(cf.code), cf.reason.as_str())
+        }
         Message::Close(None) => "Close(no code)".into(),
         Message::Frame(f) => format!("Frame({:?})", f.header().opcode),
     }
@@ -310,7 +323,9 @@ async fn read_head(tcp: &mut TcpStream) -> std::io::Result<(Vec<u8>, Vec<u8>)> {
 pub fn head_header(head: &str, name: &str) -> Option<String> {
     head.split("\r\n").skip(1).find_map(|l| {
         let (n, v) = l.split_once(':')?;
-        n.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+        n.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| v.trim().to_string())
     })
 }
 
@@ -330,7 +345,9 @@ async fn server_handshake(
     let head = String::from_utf8_lossy(&head).into_owned();
     let Some(key) = head_header(&head, "sec-websocket-key") else {
         let _ = tcp
-            .write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            .write_all(
+                b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            )
             .await;
         return Err(format!("no Sec-WebSocket-Key in {head:?}"));
     };
@@ -338,7 +355,10 @@ async fn server_handshake(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n",
         derive_accept_key(key.as_bytes())
     );
-    if let (Some(chosen), Some(offer)) = (&opts.subprotocol, head_header(&head, "sec-websocket-protocol")) {
+    if let (Some(chosen), Some(offer)) = (
+        &opts.subprotocol,
+        head_header(&head, "sec-websocket-protocol"),
+    ) {
         if offer.split(',').any(|p| p.trim() == chosen) {
             resp.push_str(&format!("Sec-WebSocket-Protocol: {chosen}\r\n"));
         }
@@ -351,7 +371,9 @@ async fn server_handshake(
             Greeting::Binary(b) => out.extend(server_frame(OP_BINARY, b)),
         }
     }
-    tcp.write_all(&out).await.map_err(|e| format!("writing 101: {e}"))?;
+    tcp.write_all(&out)
+        .await
+        .map_err(|e| format!("writing 101: {e}"))?;
     Ok((head, rest))
 }
 
@@ -373,7 +395,8 @@ async fn serve_conn(
             return;
         }
     };
-    let mut ws: ServerWs = WebSocketStream::from_partially_read(tcp, rest, Role::Server, None).await;
+    let mut ws: ServerWs =
+        WebSocketStream::from_partially_read(tcp, rest, Role::Server, None).await;
     let _ = ev.send(Ev::Connected { conn, head });
     loop {
         tokio::select! {
@@ -429,18 +452,37 @@ async fn serve_conn(
 
 /// Echo behaviour. Text starting with `FRAG:` is answered with the rest split
 /// into three fragments; `PING:` makes the target send a Ping with the rest.
-async fn echo(ws: &mut ServerWs, msg: Message) -> Result<(), tokio_tungstenite::tungstenite::Error> {
+async fn echo(
+    ws: &mut ServerWs,
+    msg: Message,
+) -> Result<(), tokio_tungstenite::tungstenite::Error> {
     match msg {
         Message::Text(t) => {
             if let Some(rest) = t.as_str().strip_prefix("FRAG:") {
                 let b = rest.as_bytes();
                 let (a, rest2) = b.split_at(b.len() / 3);
                 let (m, z) = rest2.split_at(rest2.len() / 2);
-                ws.feed(Message::Frame(Frame::message(Bytes::copy_from_slice(a), OpCode::Data(Data::Text), false))).await?;
-                ws.feed(Message::Frame(Frame::message(Bytes::copy_from_slice(m), OpCode::Data(Data::Continue), false))).await?;
-                ws.send(Message::Frame(Frame::message(Bytes::copy_from_slice(z), OpCode::Data(Data::Continue), true))).await
+                ws.feed(Message::Frame(Frame::message(
+                    Bytes::copy_from_slice(a),
+                    OpCode::Data(Data::Text),
+                    false,
+                )))
+                .await?;
+                ws.feed(Message::Frame(Frame::message(
+                    Bytes::copy_from_slice(m),
+                    OpCode::Data(Data::Continue),
+                    false,
+                )))
+                .await?;
+                ws.send(Message::Frame(Frame::message(
+                    Bytes::copy_from_slice(z),
+                    OpCode::Data(Data::Continue),
+                    true,
+                )))
+                .await
             } else if let Some(rest) = t.as_str().strip_prefix("PING:") {
-                ws.send(Message::Ping(Bytes::copy_from_slice(rest.as_bytes()))).await
+                ws.send(Message::Ping(Bytes::copy_from_slice(rest.as_bytes())))
+                    .await
             } else {
                 ws.send(Message::Text(t)).await
             }
@@ -515,7 +557,11 @@ impl Sink {
                 }
             }
         });
-        Sink { port, accepts, task }
+        Sink {
+            port,
+            accepts,
+            task,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -564,7 +610,12 @@ impl Blackhole {
         let mut fillers = Vec::new();
         let mut full = false;
         for _ in 0..32 {
-            match tokio::time::timeout(Duration::from_millis(300), TcpStream::connect(("127.0.0.1", port))).await {
+            match tokio::time::timeout(
+                Duration::from_millis(300),
+                TcpStream::connect(("127.0.0.1", port)),
+            )
+            .await
+            {
                 Ok(Ok(s)) => fillers.push(s),
                 Ok(Err(e)) => panic!("blackhole filler connect failed: {e}"),
                 Err(_) => {
