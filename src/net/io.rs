@@ -11,11 +11,11 @@ use std::os::fd::{AsRawFd, RawFd};
 
 use monoio::net::TcpStream;
 
-/// One non-blocking `recv`. `Ok(None)` = would block.
-pub fn try_recv(fd: RawFd, buf: &mut [u8]) -> io::Result<Option<usize>> {
+/// Runs a non-blocking syscall returning a byte count: retries `EINTR`,
+/// maps `EAGAIN` to `Ok(None)`.
+pub fn nonblocking(mut call: impl FnMut() -> isize) -> io::Result<Option<usize>> {
     loop {
-        // SAFETY: `buf` is valid for writes of `buf.len()` bytes.
-        let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+        let n = call();
         if n >= 0 {
             return Ok(Some(n as usize));
         }
@@ -27,27 +27,19 @@ pub fn try_recv(fd: RawFd, buf: &mut [u8]) -> io::Result<Option<usize>> {
     }
 }
 
+/// One non-blocking `recv`. `Ok(None)` = would block.
+pub fn try_recv(fd: RawFd, buf: &mut [u8]) -> io::Result<Option<usize>> {
+    // SAFETY: `buf` is valid for writes of `buf.len()` bytes.
+    nonblocking(|| unsafe {
+        libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT)
+    })
+}
+
 /// One non-blocking `send`. `Ok(None)` = would block.
 pub fn try_send(fd: RawFd, buf: &[u8]) -> io::Result<Option<usize>> {
-    loop {
-        // SAFETY: `buf` is valid for reads of `buf.len()` bytes.
-        let n = unsafe {
-            libc::send(
-                fd,
-                buf.as_ptr().cast(),
-                buf.len(),
-                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-            )
-        };
-        if n >= 0 {
-            return Ok(Some(n as usize));
-        }
-        match io::Error::last_os_error() {
-            e if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
-            e if e.kind() == io::ErrorKind::Interrupted => continue,
-            e => return Err(e),
-        }
-    }
+    let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
+    // SAFETY: `buf` is valid for reads of `buf.len()` bytes.
+    nonblocking(|| unsafe { libc::send(fd, buf.as_ptr().cast(), buf.len(), flags) })
 }
 
 /// Writes all of `buf`, waiting for writability whenever the socket is full.

@@ -13,33 +13,17 @@ use std::time::Instant;
 use monoio::net::TcpStream;
 
 use super::{Direction, PumpEnd};
+use crate::net::io::nonblocking;
 use crate::net::pool::PipePool;
 
 /// Bytes asked for per splice; the default pipe capacity.
 const CHUNK: usize = 64 * 1024;
 
 fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<Option<usize>> {
-    loop {
-        // SAFETY: no memory is passed; both descriptors are owned and open.
-        let n = unsafe {
-            libc::splice(
-                from,
-                std::ptr::null_mut(),
-                to,
-                std::ptr::null_mut(),
-                len,
-                libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
-            )
-        };
-        if n >= 0 {
-            return Ok(Some(n as usize));
-        }
-        match io::Error::last_os_error() {
-            e if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
-            e if e.kind() == io::ErrorKind::Interrupted => continue,
-            e => return Err(e),
-        }
-    }
+    let flags = libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK;
+    let null = std::ptr::null_mut();
+    // SAFETY: no memory is passed; both descriptors are owned and open.
+    nonblocking(|| unsafe { libc::splice(from, null, to, null, len, flags) })
 }
 
 pub async fn pump(
