@@ -16,7 +16,8 @@ use super::UserConfig;
 /// One authenticated principal.
 pub struct User {
     pub name: String,
-    token: Box<[u8]>,
+    /// SHA-256 of the token: the table never keeps the token itself.
+    digest: TokenDigest,
     /// `None` = any target the private-address rule allows.
     pub allowed_targets: Option<Vec<TargetPattern>>,
     pub max_sessions: usize,
@@ -107,9 +108,26 @@ impl Drop for SessionSlot {
 
 /// All users. Cloning is cheap (users are shared `Arc`s); each shard keeps its
 /// own clone and replaces it whole on reload.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct UserTable {
     users: Vec<Arc<User>>,
+    by_digest: HashMap<TokenDigest, Arc<User>>,
+}
+
+impl fmt::Debug for UserTable {
+    // Lists users only: token digests stay out of logs too.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(&self.users).finish()
+    }
+}
+
+type TokenDigest = [u8; 32];
+
+fn digest(token: &[u8]) -> TokenDigest {
+    let d = ring::digest::digest(&ring::digest::SHA256, token);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
 }
 
 impl UserTable {
@@ -148,7 +166,7 @@ impl UserTable {
             }
             users.push(Arc::new(User {
                 name: name.to_string(),
-                token: token.as_bytes().into(),
+                digest: digest(token.as_bytes()),
                 allowed_targets: u
                     .allowed_targets
                     .as_ref()
@@ -157,32 +175,39 @@ impl UserTable {
                 sessions: Arc::new(AtomicUsize::new(0)),
             }));
         }
-        Ok(UserTable { users })
+        Ok(UserTable::indexed(users))
+    }
+
+    fn indexed(users: Vec<Arc<User>>) -> UserTable {
+        let by_digest = users.iter().map(|u| (u.digest, u.clone())).collect();
+        UserTable { users, by_digest }
     }
 
     /// Carries live session counters over from `old` for users that keep
     /// their name, so limits hold across a reload.
     pub fn inherit_counters(&mut self, old: &UserTable) {
+        let counters: HashMap<&str, &Arc<AtomicUsize>> = old
+            .users
+            .iter()
+            .map(|u| (u.name.as_str(), &u.sessions))
+            .collect();
+        self.by_digest.clear();
         for user in &mut self.users {
-            if let Some(prev) = old.users.iter().find(|u| u.name == user.name) {
-                if let Some(u) = Arc::get_mut(user) {
-                    u.sessions = prev.sessions.clone();
-                }
+            if let (Some(prev), Some(u)) = (counters.get(user.name.as_str()), Arc::get_mut(user)) {
+                u.sessions = Arc::clone(prev);
             }
         }
+        *self = UserTable::indexed(std::mem::take(&mut self.users));
     }
 
-    /// Finds the user owning `token`. Every entry is compared in constant time
-    /// and the scan never stops early, so timing reveals neither which token
-    /// matched nor how much of it.
+    /// Finds the user owning `token`, in time independent of the table
+    /// size. The map is keyed by the token's SHA-256, so lookup timing can
+    /// only reveal digest bytes, which say nothing usable about a token; the
+    /// final comparison is constant-time all the same.
     pub fn authenticate(&self, token: &[u8]) -> Option<Arc<User>> {
-        let mut found = None;
-        for user in &self.users {
-            if bool::from(user.token.as_ref().ct_eq(token)) {
-                found = Some(user.clone());
-            }
-        }
-        found
+        let wanted = digest(token);
+        let user = self.by_digest.get(&wanted)?;
+        bool::from(user.digest.ct_eq(&wanted)).then(|| user.clone())
     }
 
     pub fn len(&self) -> usize {

@@ -1,0 +1,10 @@
+//! The WebSocket protocol pieces shared by the client and the echo server:
+//! frame headers and masking, the HTTP upgrade, URLs.
+
+pub mod frame;
+pub mod handshake;
+pub mod url;
+
+pub use frame::{FrameError, FrameHeader, OpCode};
+pub use handshake::HandshakeError;
+pub use url::{UrlError, WsUrl};
