@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Instructions the relay executes per relayed 64-byte round trip, counted by
+# callgrind: repeatable on a noisy machine, unlike timings.
+#
+#   benches/instructions.sh              # copy mode, first-message auth
+#   FORWARD=splice AUTH=header benches/instructions.sh
+#
+# The relay runs under valgrind twice, for N_SMALL and N_LARGE pings on one
+# session; the difference divided by (N_LARGE - N_SMALL) cancels start-up,
+# handshakes and shutdown. Counts user-space instructions only (kernel work in
+# recv/send/splice is not included). Needs valgrind and a release build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+N_SMALL=${N_SMALL:-1000}
+N_LARGE=${N_LARGE:-5000}
+FORWARD=${FORWARD:-copy}
+AUTH=${AUTH:-first-message}
+DRIVER=${DRIVER:-io_uring}
+
+command -v valgrind >/dev/null || { echo "valgrind not found (apt-get install valgrind)" >&2; exit 1; }
+[ -x target/release/ws-relay-core ] && [ -x target/release/loadgen ] || cargo build --release -q
+
+tmp=$(mktemp -d)
+cleanup() { kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; [ -n "${KEEP:-}" ] || rm -rf "$tmp"; }
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+target_port=$(free_port)
+target/release/loadgen echo-server --listen "127.0.0.1:$target_port" --threads 1 >"$tmp/echo.log" 2>&1 &
+
+wait_port() {
+    for _ in $(seq 1 300); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+        sleep 0.1
+    done
+    echo "nothing listening on $1" >&2
+    return 1
+}
+wait_port "$target_port"
+
+# Runs the relay under callgrind for $1 pings; prints the instruction total.
+count() {
+    local n=$1 port out
+    port=$(free_port)
+    out="$tmp/callgrind.$n"
+    cat >"$tmp/relay.toml" <<TOML
+[server]
+host = "127.0.0.1"
+port = $port
+enable_tls = false
+workers = 1
+forward = "$FORWARD"
+allow_private_targets = true
+shutdown_grace_secs = 0
+control_socket = "$tmp/relay.sock"
+[[users]]
+name = "bench"
+token = "bench-token"
+[logging]
+level = "warn"
+directory = ""
+TOML
+    WS_RELAY_DRIVER=$DRIVER valgrind --tool=callgrind --callgrind-out-file="$out" \
+        target/release/ws-relay-core --config "$tmp/relay.toml" >"$tmp/relay.$n.log" 2>&1 &
+    local pid=$!
+    wait_port "$port"
+    target/release/loadgen ping --relay "ws://127.0.0.1:$port/" --token bench-token --auth "$AUTH" \
+        -n "$n" --warmup 0 --threads 1 "ws://127.0.0.1:$target_port/" >"$tmp/ping.$n.log" 2>&1 \
+        || { cat "$tmp/ping.$n.log" >&2; exit 1; }
+    kill -TERM "$pid"
+    wait "$pid" || true
+    # callgrind writes "summary: N" (or "totals: N") with the Ir count.
+    grep -E '^(summary|totals):' "$out" | head -1 | awk '{print $2}'
+}
+
+small=$(count "$N_SMALL")
+large=$(count "$N_LARGE")
+per=$(( (large - small) / (N_LARGE - N_SMALL) ))
+echo "forward=$FORWARD auth=$AUTH driver=$DRIVER"
+echo "relay instructions: $small for $N_SMALL pings, $large for $N_LARGE pings"
+echo "instructions per relayed 64-byte round trip: $per"
