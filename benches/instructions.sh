@@ -70,6 +70,14 @@ TOML
         -n "$n" --warmup 0 --threads 1 "ws://127.0.0.1:$target_port/" >"$tmp/ping.$n.log" 2>&1 \
         || { cat "$tmp/ping.$n.log" >&2; exit 1; }
     kill -TERM "$pid"
+    # valgrind does not always deliver io_uring's cross-thread wake-up, so a
+    # relay under it may miss its shutdown message: give up loudly, not hang.
+    for _ in $(seq 1 200); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    if kill -0 "$pid" 2>/dev/null; then
+        kill -KILL "$pid"
+        echo "relay under valgrind did not exit after SIGTERM; rerun (or DRIVER=legacy)" >&2
+        exit 1
+    fi
     wait "$pid" || true
     # callgrind writes "summary: N" (or "totals: N") with the Ir count.
     grep -E '^(summary|totals):' "$out" | head -1 | awk '{print $2}'
