@@ -10,6 +10,7 @@
 # cross-thread wake-up that shutdown relies on.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/lib.sh
 
 N_SMALL=${N_SMALL:-500}
 N_LARGE=${N_LARGE:-2500}
@@ -20,19 +21,9 @@ command -v valgrind >/dev/null || { echo "valgrind not found (apt-get install va
 tmp=$(mktemp -d)
 cleanup() { kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$tmp"; }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() {
-    for _ in $(seq 1 300); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-        sleep 0.1
-    done
-    echo "nothing listening on $1" >&2
-    return 1
-}
 
-target_port=$(free_port)
-target/release/loadgen echo-server --listen "127.0.0.1:$target_port" --threads 1 >"$tmp/echo.log" 2>&1 &
-wait_port "$target_port"
+start_echo "$tmp"
+target_port=$ECHO_PORT
 
 # Prints the number of heap blocks the relay allocated for $2 pings ($1: plain|tls).
 blocks() {
@@ -63,10 +54,7 @@ TOML
     target/release/loadgen ping --relay "$scheme://127.0.0.1:$port/" --insecure --token bench-token \
         -n "$n" --warmup 0 --threads 1 "ws://127.0.0.1:$target_port/" >"$tmp/ping.$mode.$n.log" 2>&1 \
         || { cat "$tmp/ping.$mode.$n.log" >&2; exit 1; }
-    kill -TERM "$pid"
-    for _ in $(seq 1 200); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -0 "$pid" 2>/dev/null && { kill -KILL "$pid"; echo "relay did not exit after SIGTERM" >&2; exit 1; }
-    wait "$pid" || true
+    stop_relay "$pid"
     grep -oE 'Total: +[0-9,]+ bytes in [0-9,]+ blocks' "$tmp/relay.$mode.$n.log" | awk '{print $5}' | tr -d ,
 }
 

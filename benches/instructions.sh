@@ -11,6 +11,7 @@
 # recv/send/splice is not included). Needs valgrind and a release build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/lib.sh
 
 N_SMALL=${N_SMALL:-1000}
 N_LARGE=${N_LARGE:-5000}
@@ -25,20 +26,8 @@ tmp=$(mktemp -d)
 cleanup() { kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; [ -n "${KEEP:-}" ] || rm -rf "$tmp"; }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
-target_port=$(free_port)
-target/release/loadgen echo-server --listen "127.0.0.1:$target_port" --threads 1 >"$tmp/echo.log" 2>&1 &
-
-wait_port() {
-    for _ in $(seq 1 300); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-        sleep 0.1
-    done
-    echo "nothing listening on $1" >&2
-    return 1
-}
-wait_port "$target_port"
+start_echo "$tmp"
+target_port=$ECHO_PORT
 
 # Runs the relay under callgrind for $1 pings; prints the instruction total.
 count() {
@@ -69,16 +58,7 @@ TOML
     target/release/loadgen ping --relay "ws://127.0.0.1:$port/" --token bench-token --auth "$AUTH" \
         -n "$n" --warmup 0 --threads 1 "ws://127.0.0.1:$target_port/" >"$tmp/ping.$n.log" 2>&1 \
         || { cat "$tmp/ping.$n.log" >&2; exit 1; }
-    kill -TERM "$pid"
-    # valgrind does not always deliver io_uring's cross-thread wake-up, so a
-    # relay under it may miss its shutdown message: give up loudly, not hang.
-    for _ in $(seq 1 200); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    if kill -0 "$pid" 2>/dev/null; then
-        kill -KILL "$pid"
-        echo "relay under valgrind did not exit after SIGTERM; rerun (or DRIVER=legacy)" >&2
-        exit 1
-    fi
-    wait "$pid" || true
+    stop_relay "$pid"
     # callgrind writes "summary: N" (or "totals: N") with the Ir count.
     grep -E '^(summary|totals):' "$out" | head -1 | awk '{print $2}'
 }
