@@ -30,23 +30,7 @@ blocks() {
     local mode=$1 n=$2 port scheme tls pid
     port=$(free_port)
     [ "$mode" = tls ] && { tls=true; scheme=wss; } || { tls=false; scheme=ws; }
-    cat >"$tmp/relay.toml" <<TOML
-[server]
-host = "127.0.0.1"
-port = $port
-enable_tls = $tls
-tls_self_signed = true
-workers = 1
-allow_private_targets = true
-shutdown_grace_secs = 0
-control_socket = "$tmp/relay.sock"
-[[users]]
-name = "bench"
-token = "bench-token"
-[logging]
-level = "warn"
-directory = ""
-TOML
+    write_relay_config "$tmp/relay.toml" "$port" $tls copy "$tmp"
     WS_RELAY_DRIVER=legacy valgrind --tool=dhat --dhat-out-file="$tmp/dhat.$mode.$n" \
         target/release/ws-relay-core --config "$tmp/relay.toml" >"$tmp/relay.$mode.$n.log" 2>&1 &
     pid=$!

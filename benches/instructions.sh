@@ -34,23 +34,7 @@ count() {
     local n=$1 port out
     port=$(free_port)
     out="$tmp/callgrind.$n"
-    cat >"$tmp/relay.toml" <<TOML
-[server]
-host = "127.0.0.1"
-port = $port
-enable_tls = false
-workers = 1
-forward = "$FORWARD"
-allow_private_targets = true
-shutdown_grace_secs = 0
-control_socket = "$tmp/relay.sock"
-[[users]]
-name = "bench"
-token = "bench-token"
-[logging]
-level = "warn"
-directory = ""
-TOML
+    write_relay_config "$tmp/relay.toml" "$port" false $FORWARD "$tmp"
     WS_RELAY_DRIVER=$DRIVER valgrind --tool=callgrind --callgrind-out-file="$out" \
         target/release/ws-relay-core --config "$tmp/relay.toml" >"$tmp/relay.$n.log" 2>&1 &
     local pid=$!

@@ -31,3 +31,26 @@ start_echo() {
     target/release/loadgen echo-server --listen "127.0.0.1:$ECHO_PORT" --threads 1 >"$1/echo.log" 2>&1 &
     wait_port "$ECHO_PORT"
 }
+
+# Writes a one-shard relay config for user "bench" / token "bench-token".
+# Usage: write_relay_config FILE PORT TLS(true|false) FORWARD(copy|splice) DIR
+write_relay_config() {
+    cat >"$1" <<TOML
+[server]
+host = "127.0.0.1"
+port = $2
+enable_tls = $3
+tls_self_signed = true
+workers = 1
+forward = "$4"
+allow_private_targets = true
+shutdown_grace_secs = 0
+control_socket = "$5/relay.sock"
+[[users]]
+name = "bench"
+token = "bench-token"
+[logging]
+level = "warn"
+directory = ""
+TOML
+}

@@ -85,7 +85,6 @@ fn target_patterns() {
     let exact = TargetPattern::parse("ws://h:1/x");
     assert!(exact.matches("ws://h:1/x"));
     assert!(!exact.matches("ws://h:1/xy"));
-    assert!(TargetPattern::parse("tcp://10.0.0.5:22").names_scheme("tcp"));
 }
 
 #[test]

@@ -65,12 +65,6 @@ impl TargetPattern {
             target.starts_with(&self.prefix)
         }
     }
-
-    /// Tunnel (`tcp://`) targets must be listed explicitly; a pattern only
-    /// admits schemes it names.
-    pub fn names_scheme(&self, scheme: &str) -> bool {
-        self.prefix.starts_with(scheme) && self.prefix[scheme.len()..].starts_with("://")
-    }
 }
 
 impl User {

@@ -30,10 +30,6 @@ impl Event {
         }
     }
 
-    pub fn is_fired(&self) -> bool {
-        self.fired.get()
-    }
-
     pub fn wait(&self) -> Wait<'_> {
         Wait {
             event: self,
@@ -116,6 +112,10 @@ mod tests {
         assert_eq!(ev.slots.borrow().len(), 1, "slot reused");
         ev.fire();
         assert!(b.as_mut().poll(&mut cx).is_ready());
-        assert!(ev.wait().event.is_fired());
+        let mut late = Box::pin(ev.wait());
+        assert!(
+            late.as_mut().poll(&mut cx).is_ready(),
+            "waits after fire are ready at once"
+        );
     }
 }

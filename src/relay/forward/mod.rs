@@ -115,6 +115,13 @@ pub struct ForwardCtx<'a> {
     pub close_all: &'a Event,
 }
 
+impl ForwardCtx<'_> {
+    /// `splice` applies only between two plain TCP sockets.
+    fn splices(&self, a: &Endpoint, b: &Endpoint) -> bool {
+        self.mode == ForwardMode::Splice && !a.is_tls() && !b.is_tls()
+    }
+}
+
 enum First {
     Up(PumpEnd),
     Down(PumpEnd),
@@ -132,7 +139,7 @@ pub async fn passthrough(
     up_seen: Vec<u8>,
     down_seen: Vec<u8>,
 ) -> Outcome {
-    let splice = ctx.mode == ForwardMode::Splice && !client.is_tls() && !target.is_tls();
+    let splice = ctx.splices(client, target);
     let track = !splice;
     let first_close = Cell::new(None);
     let up = Direction::new(track, "client", &first_close);
@@ -245,7 +252,7 @@ async fn end_side(
     if clean {
         // Half-close: the peer's reply Close may still be in flight.
         peer.shutdown_write().await;
-        let splice = ctx.mode == ForwardMode::Splice && !peer.is_tls() && !gone.is_tls();
+        let splice = ctx.splices(peer, gone);
         let rest = pump(ctx, splice, peer, gone, other, clock);
         let _ = monoio::time::timeout(LINGER, rest).await;
         return;
