@@ -210,17 +210,7 @@ pub async fn secure(
     let failed = |d: String| RelayError::new(ErrorCode::TargetHandshakeFailed, d);
     let name = crate::tls::target::server_name(&url.host)
         .ok_or_else(|| failed(format!("{} is not a valid TLS server name", url.host)))?;
-    let mut conn =
-        rustls::ClientConnection::new(config, name).map_err(|e| failed(e.to_string()))?;
-    let early = match conn.early_data() {
-        Some(mut ed) => std::io::Write::write(&mut ed, &request.bytes).unwrap_or(0),
-        None => 0,
-    };
-    let handshake = async {
-        let ep = Endpoint::tls(tcp, conn.into()).await?;
-        let accepted = early == request.bytes.len() && ep.early_data_accepted();
-        Ok::<_, std::io::Error>((ep, accepted))
-    };
+    let handshake = Endpoint::tls_client(tcp, config, name, &request.bytes);
     match monoio::time::timeout(timeout, handshake).await {
         Err(_) => Err(failed(format!(
             "TLS handshake with {} timed out after {timeout:?}",

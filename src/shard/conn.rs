@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use monoio::net::TcpStream;
-use tracing::{debug, warn};
+use tracing::debug;
 
 use super::Shard;
 use crate::http::head::{parse_request_head, HeadError, RequestHead};
@@ -126,14 +126,7 @@ async fn accept_tls(
     let Some(config) = shard.listener_tls() else {
         return Some(Endpoint::plain(tcp));
     };
-    let conn = match rustls::ServerConnection::new(config) {
-        Ok(c) => c,
-        Err(e) => {
-            warn!(shard = shard.id, "cannot start a TLS session: {e}");
-            return None;
-        }
-    };
-    match monoio::time::timeout_at(deadline.into(), Endpoint::tls(tcp, conn.into())).await {
+    match monoio::time::timeout_at(deadline.into(), Endpoint::tls_server(tcp, config)).await {
         Ok(Ok(ep)) => Some(ep),
         Ok(Err(e)) => {
             debug!(peer = %peer.ip(), "TLS handshake failed: {e}");

@@ -184,5 +184,7 @@ pub fn build_server_config(
     config.session_storage = cache;
     config.ticketer = ticketer;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // The relay protects records itself after the handshake (tls::stream).
+    config.enable_secret_extraction = true;
     Ok(Arc::new(config))
 }

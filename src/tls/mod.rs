@@ -5,7 +5,11 @@
 //! receive finished configs. Must not: log key material; generate a
 //! certificate unless `tls_self_signed = true` allows it.
 
+pub mod buffered;
+pub mod handshake;
 pub mod listener;
+pub mod record;
+pub mod stream;
 pub mod target;
 
 use std::sync::Arc;

@@ -90,6 +90,8 @@ impl TargetTrust {
         config.resumption = rustls::client::Resumption::in_memory_sessions(RESUMPTION_SESSIONS);
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         config.enable_early_data = self.early_data;
+        // The relay protects records itself after the handshake (tls::stream).
+        config.enable_secret_extraction = true;
         Ok(Arc::new(config))
     }
 }
