@@ -357,21 +357,43 @@ phase() {
             done
         done
     done
-    # the 48 ms scenario runs in the same-core phase, through its relay-copy
-    if [ "$CASE" = same-core ] && [ $SKIP_DELAY = 0 ] && [ -n "${SUT_PID[relay-copy]:-}" ]; then
-        local plain_echo=$ECHO_PID plain_port=$ECHO_PORT per=$(((DELAY_PINGS + ROUNDS - 1) / ROUNDS))
-        start_echo "$CASE-echo-delay48" 48
-        log "  48 ms target: $ROUNDS rounds x $per pings, direct vs relay-copy (first-message)"
-        for r in $(seq "$ROUNDS"); do
-            local order=(direct relay-copy-fm)
-            [ $((r % 2)) = 0 ] && order=(relay-copy-fm direct)
-            for s in "${order[@]}"; do run_lg delay48 "$s" "$r" ping --size 64 -n "$per" --warmup 5 --timeout-ms 10000; done
-        done
-        stop_pid "$ECHO_PID"
-        ECHO_PID=$plain_echo ECHO_PORT=$plain_port
-    fi
+    # the 48 ms scenario runs in the same-core phase
+    if [ "$CASE" = same-core ] && [ $SKIP_DELAY = 0 ]; then delay_phase; fi
     for p in $(needed_procs); do stop_sut "$p"; done
     stop_pid "$ECHO_PID"
+}
+
+# The original README's scenario: a target answering 48 ms late, direct vs
+# each hop, in two variants: "delay48" with CPU 0 idle between pings (its
+# vCPU halts, as on a quiet host) and "delay48-awake" with a SCHED_IDLE
+# spinner keeping CPU 0 busy (it yields at once to any real work), which
+# separates the hop's own cost from the VM's wake-up and cold-cache cost.
+delay_phase() {
+    local plain_echo=$ECHO_PID plain_port=$ECHO_PORT per=$(((DELAY_PINGS + ROUNDS - 1) / ROUNDS))
+    local sys=() s p r i spin
+    for s in direct forwarder relay-copy-fm relay-splice-fm nginx; do want "$s" && sys+=("$s"); done
+    start_echo "$CASE-echo-delay48" 48
+    # the forwarder and nginx have a fixed upstream: point them at the slow target
+    for p in forwarder nginx; do
+        [ -n "${SUT_PID[$p]:-}" ] && { stop_sut "$p"; start_sut "$p" 0 || die "$p did not restart"; }
+    done
+    for variant in delay48 delay48-awake; do
+        spin=""
+        if [ "$variant" = delay48-awake ]; then
+            chrt -i 0 taskset -c 0 bash -c 'while :; do :; done' &
+            spin=$!; CHILDREN+=("$spin")
+        fi
+        log "  48 ms target ($variant): $ROUNDS rounds x $per pings: ${sys[*]}"
+        for r in $(seq "$ROUNDS"); do
+            for i in $(seq 0 $((${#sys[@]} - 1))); do
+                s=${sys[$(((i + r - 1) % ${#sys[@]}))]}
+                run_lg "$variant" "$s" "$r" ping --size 64 -n "$per" --warmup 5 --timeout-ms 10000
+            done
+        done
+        [ -n "$spin" ] && stop_pid "$spin"
+    done
+    stop_pid "$ECHO_PID"
+    ECHO_PID=$plain_echo ECHO_PORT=$plain_port
 }
 
 idle_phase() {

@@ -361,25 +361,32 @@ def summarize(outdir):
         p("")
 
     # ---- delay
-    if any(r["test"] == "delay48" for r in rows):
+    variants = [("delay48", "CPU 0 idle between pings (its vCPU halts, as on a quiet host)"),
+                ("delay48-awake", "CPU 0 kept awake by a SCHED_IDLE spinner (yields at once to real work)")]
+    if any(r["test"].startswith("delay48") for r in rows):
         p("## A target 48 ms away (the original README's scenario)")
         p("")
-        p("`loadgen echo-server --delay-ms 48`, ping 64 B, direct vs through ws-relay-core (`copy`,"
-          " first-message auth), same-core, rounds alternating; medians of the rounds.")
-        p("")
-        p("| route | pings | p50 | p99 | mean |")
-        p("|---|---:|---:|---:|---:|")
-        vals = {}
-        for s in ("direct", "relay-copy-fm"):
-            rs = runs("same-core", "delay48", s)
-            n = sum(run_of(r)["latency_us"]["count"] for r in rs if run_of(r) and run_of(r)["latency_us"])
-            vals[s] = [lat("same-core", "delay48", s, k) for k in ("p50", "p99", "mean")]
-            p(f"| {labels.get(s, s)} | {n:,} | " + " | ".join(fmt_us(v) for v in vals[s]) + " |")
-        d, r_ = vals["direct"], vals["relay-copy-fm"]
-        over = []
-        for a, b in zip(r_, d):
-            over.append("–" if a is None or b is None else f"{(a - b) / 1000:+.3f} ms ({(a - b) / b * 100:+.2f}%)")
-        p("| **overhead** | | " + " | ".join(over) + " |")
+        p("`loadgen echo-server --delay-ms 48`, ping 64 B, direct vs each hop, same-core, rounds"
+          " rotating; medians of the rounds. Overhead = route − direct in the same variant.")
+        for test, what in variants:
+            present = [s for s in ("direct", "forwarder", "relay-copy-fm", "relay-splice-fm", "nginx")
+                       if runs("same-core", test, s)]
+            if "direct" not in present:
+                continue
+            p("")
+            p(f"**{test}**: {what}.")
+            p("")
+            p("| route | pings | p50 | p99 | mean | overhead p50 | overhead p99 | overhead mean |")
+            p("|---|---:|---:|---:|---:|---:|---:|---:|")
+            d = [lat("same-core", test, "direct", k) for k in ("p50", "p99", "mean")]
+            for s in present:
+                rs = runs("same-core", test, s)
+                n = sum(run_of(r)["latency_us"]["count"] for r in rs if run_of(r) and run_of(r)["latency_us"])
+                v = [lat("same-core", test, s, k) for k in ("p50", "p99", "mean")]
+                over = ["–" if s == "direct" or a is None or b is None else f"{(a - b) / 1000:+.3f} ms"
+                        for a, b in zip(v, d)]
+                p(f"| {labels.get(s, s)} | {n:,} | " + " | ".join(fmt_us(x) for x in v) + " | "
+                  + " | ".join(over) + " |")
         p("")
 
     # ---- failures
@@ -407,13 +414,14 @@ def summarize(outdir):
     p("| case | test | system | median | command |")
     p("|---|---|---|---|---|")
     names = {"ping": "ping 64 B", "tput64": "throughput 64 B, 1 conn", "tput16k": "throughput 16 KiB, 1 conn",
-             "agg100": "throughput 64 B, 100 conns", "delay48": "ping 64 B, 48 ms target"}
-    for test in ("ping", "tput64", "tput16k", "agg100", "delay48"):
+             "agg100": "throughput 64 B, 100 conns", "delay48": "ping 64 B, 48 ms target",
+             "delay48-awake": "ping 64 B, 48 ms target, CPU kept awake"}
+    for test in ("ping", "tput64", "tput16k", "agg100", "delay48", "delay48-awake"):
         for case in ("same-core", "cross-core"):
             for s in systems:
                 if not runs(case, test, s):
                     continue
-                if test in ("ping", "delay48"):
+                if test in ("ping", "delay48", "delay48-awake"):
                     fig = f"p50 {fmt_us(lat(case, test, s, 'p50'))}, p99 {fmt_us(lat(case, test, s, 'p99'))}"
                 elif test == "tput16k":
                     v = thr(case, test, s, "mb_per_s")

@@ -105,7 +105,7 @@ impl Default for ServerConfig {
             workers: 0,
             driver: DriverChoice::Auto,
             backlog: 4096,
-            forward: ForwardMode::Copy,
+            forward: ForwardMode::Splice,
             relay_path: "/".into(),
             connect_timeout_secs: 10,
             allow_private_targets: false,

@@ -78,6 +78,9 @@ pub struct ControlPlane {
     senders: Vec<flume::Sender<ShardMsg>>,
 }
 
+/// How long `reload` waits for every shard to switch to the new snapshot.
+const RELOAD_CONFIRM_WAIT: Duration = Duration::from_secs(5);
+
 impl ControlPlane {
     /// Re-reads the config file and the certificate files it names; on
     /// success every shard gets the new user table, session settings and TLS
@@ -93,12 +96,25 @@ impl ControlPlane {
         };
         next.users.inherit_counters(&current.users);
         warn_restart_only_changes(&current, &next);
+        let (applied, confirmations) = flume::bounded(self.senders.len());
+        let mut sent = 0;
         for tx in &self.senders {
-            let _ = tx.send(ShardMsg::Reload {
+            let msg = ShardMsg::Reload {
                 users: next.users.clone(),
                 server: Box::new(next.server.clone()),
                 tls: tls.clone(),
-            });
+                applied: applied.clone(),
+            };
+            sent += usize::from(tx.send(msg).is_ok());
+        }
+        // A shard that drops the message unanswered ends the wait at once.
+        drop(applied);
+        // Control-plane thread: waiting here blocks no shard.
+        for _ in 0..sent {
+            if confirmations.recv_timeout(RELOAD_CONFIRM_WAIT).is_err() {
+                warn!("a shard did not confirm the reload within {RELOAD_CONFIRM_WAIT:?}");
+                break;
+            }
         }
         let n = next.users.len();
         info!(users = n, "configuration reloaded");

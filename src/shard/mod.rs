@@ -50,6 +50,9 @@ pub enum ShardMsg {
         users: UserTable,
         server: Box<ServerConfig>,
         tls: TlsMaterial,
+        /// Told once the shard uses the new snapshot, so that a `reload`
+        /// that answered "ok" means new connections see the new config.
+        applied: flume::Sender<()>,
     },
     /// Stop accepting, drain for `grace`, then close what is left with 1001.
     Shutdown { grace: Duration },
@@ -287,7 +290,12 @@ impl ShardInit {
         monoio::spawn(accept_loop(shard.clone(), listener));
         while let Ok(msg) = self.rx.recv_async().await {
             match msg {
-                ShardMsg::Reload { users, server, tls } => {
+                ShardMsg::Reload {
+                    users,
+                    server,
+                    tls,
+                    applied,
+                } => {
                     // The control plane built the same configs once already,
                     // so this only fails on resource exhaustion.
                     if let Err(e) = shard.tls.borrow_mut().apply(&tls) {
@@ -296,6 +304,7 @@ impl ShardInit {
                     *shard.users.borrow_mut() = users;
                     *shard.settings.borrow_mut() = Rc::new(*server);
                     debug!(shard = shard.id, "reload applied");
+                    let _ = applied.send(());
                 }
                 ShardMsg::Shutdown { grace } => {
                     drain(&shard, grace).await;
