@@ -26,7 +26,6 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
-use futures_util::{SinkExt, StreamExt};
 use tls_support::*;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
@@ -212,28 +211,6 @@ impl ZeroRttTarget {
 impl Drop for ZeroRttTarget {
     fn drop(&mut self) {
         self.task.abort();
-    }
-}
-
-/// WebSocket accept, then echo data messages until Close or EOF.
-async fn echo_ws<S: Io>(s: S) {
-    let Ok(mut ws) = tokio_tungstenite::accept_async(s).await else {
-        return;
-    };
-    while let Some(Ok(m)) = ws.next().await {
-        match m {
-            Message::Text(_) | Message::Binary(_) => {
-                let sent = ws.send(m).await;
-                if sent.is_err() {
-                    return;
-                }
-            }
-            Message::Close(_) => {
-                let _ = ws.flush().await;
-                return;
-            }
-            _ => {}
-        }
     }
 }
 

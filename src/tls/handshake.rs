@@ -14,7 +14,10 @@ use rustls::client::{ClientConnectionData, UnbufferedClientConnection};
 use rustls::kernel::KernelConnection;
 use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
 use rustls::unbuffered::{ConnectionState, EncodeError, EncodeTlsData, UnbufferedStatus};
-use rustls::{ExtractedSecrets, HandshakeKind, ProtocolVersion, SupportedCipherSuite};
+use rustls::{
+    ConnectionTrafficSecrets, ExtractedSecrets, HandshakeKind, ProtocolVersion,
+    SupportedCipherSuite,
+};
 
 use super::record::Version;
 use crate::net::io::{send_all, try_recv, try_send};
@@ -24,6 +27,24 @@ use crate::net::io::{send_all, try_recv, try_send};
 pub enum Kernel {
     Client(KernelConnection<ClientConnectionData>),
     Server(KernelConnection<ServerConnectionData>),
+}
+
+impl Kernel {
+    /// The next sending key (TLS 1.3 key update), sequence number restarting.
+    pub fn next_tx_secret(&mut self) -> Result<(u64, ConnectionTrafficSecrets), rustls::Error> {
+        match self {
+            Kernel::Client(k) => k.update_tx_secret(),
+            Kernel::Server(k) => k.update_tx_secret(),
+        }
+    }
+
+    /// The next receiving key, after the peer's KeyUpdate.
+    pub fn next_rx_secret(&mut self) -> Result<(u64, ConnectionTrafficSecrets), rustls::Error> {
+        match self {
+            Kernel::Client(k) => k.update_rx_secret(),
+            Kernel::Server(k) => k.update_rx_secret(),
+        }
+    }
 }
 
 /// A finished handshake, ready for the record layer.

@@ -210,11 +210,7 @@ impl RecordStream {
                         [1] => true,
                         _ => return Err(self.fatal_msg(fd, DECODE_ERROR, "malformed KeyUpdate")),
                     };
-                    let (seq, secrets) = match kernel {
-                        Kernel::Client(k) => k.update_rx_secret(),
-                        Kernel::Server(k) => k.update_rx_secret(),
-                    }
-                    .map_err(tls_error)?;
+                    let (seq, secrets) = kernel.next_rx_secret().map_err(tls_error)?;
                     *self.rx.borrow_mut() =
                         Keys::new(self.version, seq, secrets).map_err(record_error)?;
                     if requested {
@@ -290,11 +286,11 @@ impl RecordStream {
         let n = tx
             .seal(HANDSHAKE, &[KEY_UPDATE, 0, 0, 1, 0], out)
             .map_err(record_error)?;
-        let (seq, secrets) = match &mut *self.kernel.borrow_mut() {
-            Kernel::Client(k) => k.update_tx_secret(),
-            Kernel::Server(k) => k.update_tx_secret(),
-        }
-        .map_err(tls_error)?;
+        let (seq, secrets) = self
+            .kernel
+            .borrow_mut()
+            .next_tx_secret()
+            .map_err(tls_error)?;
         *tx = Keys::new(self.version, seq, secrets).map_err(record_error)?;
         self.update_owed.set(false);
         Ok(n)

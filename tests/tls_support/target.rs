@@ -91,7 +91,7 @@ impl Drop for EchoTarget {
 }
 
 /// WebSocket accept, then echo every data message until Close or EOF.
-async fn echo_ws<S>(s: S)
+pub async fn echo_ws<S>(s: S)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
