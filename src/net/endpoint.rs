@@ -45,11 +45,17 @@ impl Endpoint {
     pub async fn tls_server(stream: TcpStream, config: Arc<ServerConfig>) -> io::Result<Endpoint> {
         let conn = UnbufferedServerConnection::new(config).map_err(tls_error)?;
         let est = handshake::server(&stream, conn).await?;
-        let records = RecordStream::new(est)?;
-        Ok(Endpoint {
+        Ok(Endpoint::with_tls(
             stream,
-            tls: Some(Box::new(Tls::Records(records))),
-        })
+            Tls::Records(RecordStream::new(est)?),
+        ))
+    }
+
+    fn with_tls(stream: TcpStream, tls: Tls) -> Endpoint {
+        Endpoint {
+            stream,
+            tls: Some(Box::new(tls)),
+        }
     }
 
     /// Completes a TLS handshake toward a target. With early data enabled
@@ -65,11 +71,7 @@ impl Endpoint {
         if !config.enable_early_data {
             let conn = UnbufferedClientConnection::new(config, name).map_err(tls_error)?;
             let est = handshake::client(&stream, conn).await?;
-            let records = RecordStream::new(est)?;
-            let ep = Endpoint {
-                stream,
-                tls: Some(Box::new(Tls::Records(records))),
-            };
+            let ep = Endpoint::with_tls(stream, Tls::Records(RecordStream::new(est)?));
             return Ok((ep, false));
         }
         let mut conn = ClientConnection::new(config, name).map_err(tls_error)?;
@@ -83,11 +85,10 @@ impl Endpoint {
         };
         let buffered = BufferedStream::handshake(&stream, conn).await?;
         let accepted = sent == early.len() && buffered.early_data_accepted();
-        let ep = Endpoint {
-            stream,
-            tls: Some(Box::new(Tls::Buffered(buffered))),
-        };
-        Ok((ep, accepted))
+        Ok((
+            Endpoint::with_tls(stream, Tls::Buffered(buffered)),
+            accepted,
+        ))
     }
 
     pub fn stream(&self) -> &TcpStream {

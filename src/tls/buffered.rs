@@ -16,7 +16,7 @@ use std::time::Duration;
 use monoio::net::TcpStream;
 use rustls::{ClientConnection, HandshakeKind};
 
-use super::handshake::tls_error;
+use super::handshake::{closed_mid_handshake, tls_error};
 use crate::net::io::{try_recv, try_send};
 
 pub struct BufferedStream {
@@ -83,14 +83,9 @@ impl BufferedStream {
     fn read_tls_once(&self, fd: RawFd) -> io::Result<bool> {
         let mut conn = self.conn.borrow_mut();
         match conn.read_tls(&mut FdIo(fd)) {
-            Ok(0) if conn.is_handshaking() => {
-                // rustls would keep asking to read: without this the
-                // handshake loop would spin on EOF and starve the shard.
-                Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "peer closed the connection during the TLS handshake",
-                ))
-            }
+            // rustls would keep asking to read: without this the handshake
+            // loop would spin on EOF and starve the shard.
+            Ok(0) if conn.is_handshaking() => Err(closed_mid_handshake()),
             // `Ok(0)` is EOF: rustls notes it and the next read reports it.
             Ok(_) => {
                 if let Err(e) = conn.process_new_packets() {

@@ -260,14 +260,14 @@ fn confidentiality_limit(suite: SupportedCipherSuite) -> u64 {
     }
 }
 
-fn closed_mid_handshake() -> io::Error {
+pub(super) fn closed_mid_handshake() -> io::Error {
     io::Error::new(
         io::ErrorKind::UnexpectedEof,
         "peer closed the connection during the TLS handshake",
     )
 }
 
-fn invalid(msg: &str) -> io::Error {
+pub(super) fn invalid(msg: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg.to_string())
 }
 

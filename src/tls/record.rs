@@ -57,6 +57,12 @@ pub enum RecordError {
     Exhausted,
 }
 
+impl From<RecordError> for std::io::Error {
+    fn from(e: RecordError) -> Self {
+        std::io::Error::new(std::io::ErrorKind::InvalidData, e)
+    }
+}
+
 /// Checks a record header; returns the whole record's length.
 pub fn record_len(header: &[u8; HEADER_LEN]) -> Result<usize, RecordError> {
     if !(CHANGE_CIPHER_SPEC..=APPLICATION_DATA).contains(&header[0]) {

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use monoio::net::TcpStream;
 
-use super::handshake::{tls_error, Established, Kernel};
+use super::handshake::{invalid, tls_error, Established, Kernel};
 use super::record::{
     record_len, Keys, RecordError, Version, ALERT, APPLICATION_DATA, HANDSHAKE, HEADER_LEN,
     MAX_BODY, MAX_PLAINTEXT,
@@ -82,8 +82,8 @@ impl RecordStream {
             inbound.end = n;
         }
         Ok(RecordStream {
-            tx: RefCell::new(Keys::new(est.version, tx_seq, tx).map_err(record_error)?),
-            rx: RefCell::new(Keys::new(est.version, rx_seq, rx).map_err(record_error)?),
+            tx: RefCell::new(Keys::new(est.version, tx_seq, tx)?),
+            rx: RefCell::new(Keys::new(est.version, rx_seq, rx)?),
             kernel: RefCell::new(est.kernel),
             inbound: RefCell::new(inbound),
             handshake_plaintext: RefCell::new(est.plaintext),
@@ -123,7 +123,7 @@ impl RecordStream {
                 break;
             }
             if let Some(len) = inb.complete_record() {
-                let len = len.map_err(|e| self.fatal(fd, RECORD_OVERFLOW, e))?;
+                let len = len.map_err(|e| self.fatal(fd, RECORD_OVERFLOW, e.into()))?;
                 self.open_next(fd, &mut inb, len)?;
                 continue;
             }
@@ -169,14 +169,18 @@ impl RecordStream {
             return Ok(());
         };
         let opened = self.rx.borrow_mut().open(&mut buf.0[at.clone()]);
-        let (typ, content) = opened.map_err(|e| self.fatal(fd, BAD_RECORD_MAC, e))?;
+        let (typ, content) = opened.map_err(|e| self.fatal(fd, BAD_RECORD_MAC, e.into()))?;
         let content = at.start + content.start..at.start + content.end;
         match typ {
             APPLICATION_DATA => inb.plain = content,
             HANDSHAKE => self.post_handshake(fd, &buf.0[content])?,
             ALERT => inb.closed = self.alert(&buf.0[content])?,
             other => {
-                return Err(self.fatal(fd, UNEXPECTED_MESSAGE, RecordError::UnexpectedType(other)))
+                return Err(self.fatal(
+                    fd,
+                    UNEXPECTED_MESSAGE,
+                    RecordError::UnexpectedType(other).into(),
+                ))
             }
         }
         Ok(())
@@ -188,14 +192,18 @@ impl RecordStream {
     fn post_handshake(&self, fd: RawFd, mut msgs: &[u8]) -> io::Result<()> {
         while !msgs.is_empty() {
             let Some((&[typ, a, b, c], rest)) = msgs.split_first_chunk::<4>() else {
-                return Err(self.fatal_msg(fd, DECODE_ERROR, "truncated post-handshake message"));
+                return Err(self.fatal(
+                    fd,
+                    DECODE_ERROR,
+                    invalid("truncated post-handshake message"),
+                ));
             };
             let len = u32::from_be_bytes([0, a, b, c]) as usize;
             if rest.len() < len {
-                return Err(self.fatal_msg(
+                return Err(self.fatal(
                     fd,
                     UNEXPECTED_MESSAGE,
-                    "post-handshake message split across records",
+                    invalid("post-handshake message split across records"),
                 ));
             }
             let (body, rest) = rest.split_at(len);
@@ -208,11 +216,16 @@ impl RecordStream {
                     let requested = match body {
                         [0] => false,
                         [1] => true,
-                        _ => return Err(self.fatal_msg(fd, DECODE_ERROR, "malformed KeyUpdate")),
+                        _ => {
+                            return Err(self.fatal(
+                                fd,
+                                DECODE_ERROR,
+                                invalid("malformed KeyUpdate"),
+                            ))
+                        }
                     };
                     let (seq, secrets) = kernel.next_rx_secret().map_err(tls_error)?;
-                    *self.rx.borrow_mut() =
-                        Keys::new(self.version, seq, secrets).map_err(record_error)?;
+                    *self.rx.borrow_mut() = Keys::new(self.version, seq, secrets)?;
                     if requested {
                         self.update_owed.set(true);
                     }
@@ -222,7 +235,7 @@ impl RecordStream {
                 (HELLO_REQUEST, Kernel::Client(_)) if self.version == Version::Tls12 => {}
                 (typ, _) => {
                     let what = format!("unexpected post-handshake message type {typ}");
-                    return Err(self.fatal_msg(fd, UNEXPECTED_MESSAGE, &what));
+                    return Err(self.fatal(fd, UNEXPECTED_MESSAGE, invalid(&what)));
                 }
             }
         }
@@ -267,9 +280,7 @@ impl RecordStream {
                 break;
             }
             let n = data.len().min(MAX_PLAINTEXT).min(room - reserve);
-            len += tx
-                .seal(APPLICATION_DATA, &data[..n], &mut out[len..])
-                .map_err(record_error)?;
+            len += tx.seal(APPLICATION_DATA, &data[..n], &mut out[len..])?;
             *data = &data[n..];
         }
         Ok(len)
@@ -283,15 +294,13 @@ impl RecordStream {
                 "TLS 1.2 session reached its cipher's record limit (TLS 1.2 cannot rekey)",
             ));
         }
-        let n = tx
-            .seal(HANDSHAKE, &[KEY_UPDATE, 0, 0, 1, 0], out)
-            .map_err(record_error)?;
+        let n = tx.seal(HANDSHAKE, &[KEY_UPDATE, 0, 0, 1, 0], out)?;
         let (seq, secrets) = self
             .kernel
             .borrow_mut()
             .next_tx_secret()
             .map_err(tls_error)?;
-        *tx = Keys::new(self.version, seq, secrets).map_err(record_error)?;
+        *tx = Keys::new(self.version, seq, secrets)?;
         self.update_owed.set(false);
         Ok(n)
     }
@@ -306,15 +315,11 @@ impl RecordStream {
         }
     }
 
-    /// Best effort: tells the peer why before the session ends.
-    fn fatal(&self, fd: RawFd, desc: u8, e: RecordError) -> io::Error {
+    /// Best effort: tells the peer why (alert `desc`) before the session
+    /// ends with `e`.
+    fn fatal(&self, fd: RawFd, desc: u8, e: io::Error) -> io::Error {
         self.send_alert(fd, desc);
-        record_error(e)
-    }
-
-    fn fatal_msg(&self, fd: RawFd, desc: u8, msg: &str) -> io::Error {
-        self.send_alert(fd, desc);
-        invalid(msg)
+        e
     }
 
     fn send_alert(&self, fd: RawFd, desc: u8) {
@@ -408,12 +413,4 @@ impl Drop for RecordBuf {
             }
         });
     }
-}
-
-fn record_error(e: RecordError) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, e)
-}
-
-fn invalid(msg: &str) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, msg.to_string())
 }

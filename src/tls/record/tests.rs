@@ -39,6 +39,13 @@ fn cases() -> Vec<(&'static str, SupportedCipherSuite, Version)> {
     ]
 }
 
+/// TLS 1.2 splits `IV` into the fixed part and the explicit-nonce seed.
+fn tls12_iv(s: &rustls::Tls12CipherSuite) -> (&'static [u8], &'static [u8]) {
+    let shape = s.aead_alg.key_block_shape();
+    let (fixed, rest) = IV.split_at(shape.fixed_iv_len);
+    (fixed, &rest[..shape.explicit_nonce_len])
+}
+
 fn secrets(suite: SupportedCipherSuite) -> ConnectionTrafficSecrets {
     match suite {
         SupportedCipherSuite::Tls13(s) => s
@@ -46,9 +53,7 @@ fn secrets(suite: SupportedCipherSuite) -> ConnectionTrafficSecrets {
             .extract_keys(AeadKey::from(KEY), Iv::from(IV))
             .unwrap(),
         SupportedCipherSuite::Tls12(s) => {
-            let shape = s.aead_alg.key_block_shape();
-            let fixed = &IV[..shape.fixed_iv_len];
-            let explicit = &IV[shape.fixed_iv_len..][..shape.explicit_nonce_len];
+            let (fixed, explicit) = tls12_iv(s);
             s.aead_alg
                 .extract_keys(AeadKey::from(KEY), fixed, explicit)
                 .unwrap()
@@ -64,12 +69,8 @@ fn rustls_encrypter(suite: SupportedCipherSuite) -> Box<dyn MessageEncrypter> {
     match suite {
         SupportedCipherSuite::Tls13(s) => s.aead_alg.encrypter(AeadKey::from(KEY), Iv::from(IV)),
         SupportedCipherSuite::Tls12(s) => {
-            let shape = s.aead_alg.key_block_shape();
-            s.aead_alg.encrypter(
-                AeadKey::from(KEY),
-                &IV[..shape.fixed_iv_len],
-                &IV[shape.fixed_iv_len..][..shape.explicit_nonce_len],
-            )
+            let (fixed, explicit) = tls12_iv(s);
+            s.aead_alg.encrypter(AeadKey::from(KEY), fixed, explicit)
         }
     }
 }
@@ -77,11 +78,7 @@ fn rustls_encrypter(suite: SupportedCipherSuite) -> Box<dyn MessageEncrypter> {
 fn rustls_decrypter(suite: SupportedCipherSuite) -> Box<dyn MessageDecrypter> {
     match suite {
         SupportedCipherSuite::Tls13(s) => s.aead_alg.decrypter(AeadKey::from(KEY), Iv::from(IV)),
-        SupportedCipherSuite::Tls12(s) => {
-            let shape = s.aead_alg.key_block_shape();
-            s.aead_alg
-                .decrypter(AeadKey::from(KEY), &IV[..shape.fixed_iv_len])
-        }
+        SupportedCipherSuite::Tls12(s) => s.aead_alg.decrypter(AeadKey::from(KEY), tls12_iv(s).0),
     }
 }
 
