@@ -17,6 +17,7 @@ pub mod doctor;
 pub mod http;
 pub mod logging;
 pub mod net;
+pub mod proxy;
 pub mod relay;
 pub mod shard;
 pub mod tls;

@@ -5,13 +5,18 @@
 //! touch sockets, or log token values.
 
 mod model;
+mod routes;
 mod users;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 pub use model::{
     ConfigFile, DriverChoice, ForwardMode, LoggingConfig, Rotation, ServerConfig, TlsRoots,
     UserConfig,
+};
+pub use routes::{
+    HealthCheck, HostRule, RouteAuth, RouteConfig, RouteSlot, RouteSpec, RouteTable, Upstream,
 };
 pub use users::{SessionSlot, TargetPattern, User, UserTable};
 
@@ -22,6 +27,7 @@ pub struct Config {
     pub server: ServerConfig,
     pub logging: LoggingConfig,
     pub users: UserTable,
+    pub routes: RouteTable,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -69,7 +75,16 @@ impl Config {
         let mut server = file.server;
         validate_server(&server).map_err(|m| invalid(find_key(text, m.0), m.1))?;
         let users = UserTable::from_config(&file.users).map_err(|(o, m)| invalid(o, m))?;
+        let reserved = routes::Reserved {
+            relay_path: &server.relay_path,
+        };
+        let mut routes =
+            RouteTable::from_config(&file.routes, &reserved).map_err(|(o, m)| invalid(o, m))?;
+        check_user_routes(&file.users, &routes).map_err(|(o, m)| invalid(o, m))?;
         let base = path.parent().unwrap_or(Path::new("."));
+        for route in routes.routes.iter_mut().filter_map(Arc::get_mut) {
+            route.ca_file = route.ca_file.as_deref().map(|ca| resolve(base, ca));
+        }
         server.control_socket = resolve(base, &server.control_socket);
         if let Some(cert) = &server.tls_cert {
             server.tls_cert = Some(resolve(base, cert));
@@ -85,6 +100,7 @@ impl Config {
             server,
             logging: file.logging,
             users,
+            routes,
         })
     }
 
@@ -96,6 +112,21 @@ impl Config {
     pub fn dir(&self) -> &Path {
         self.path.parent().unwrap_or(Path::new("."))
     }
+}
+
+/// Every name in a user's `routes = [...]` must be a route.
+fn check_user_routes(users: &[UserConfig], routes: &RouteTable) -> Result<(), (usize, String)> {
+    for (i, u) in users.iter().enumerate() {
+        for name in u.routes.iter().flatten() {
+            if !routes.routes.iter().any(|r| &r.name == name.get_ref()) {
+                return Err((
+                    name.span().start,
+                    format!("users[{i}].routes: no route named {:?}", name.get_ref()),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Semantic checks on `[server]`; returns (key, message) on failure.

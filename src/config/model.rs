@@ -17,6 +17,8 @@ pub struct ConfigFile {
     #[serde(default)]
     pub users: Vec<UserConfig>,
     #[serde(default)]
+    pub routes: Vec<super::routes::RouteConfig>,
+    #[serde(default)]
     pub logging: LoggingConfig,
 }
 
@@ -135,6 +137,10 @@ pub struct UserConfig {
     /// Concurrent sessions across all shards; 0 = unlimited.
     #[serde(default)]
     pub max_sessions: usize,
+    /// Names of the `[[routes]]` with `auth = "token"` this user may use;
+    /// absent = all of them.
+    #[serde(default)]
+    pub routes: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -21,6 +21,8 @@ pub struct User {
     /// `None` = any target the private-address rule allows.
     pub allowed_targets: Option<Vec<TargetPattern>>,
     pub max_sessions: usize,
+    /// Route names this user may use; `None` = every token route.
+    pub routes: Option<Vec<String>>,
     /// Open sessions across every shard. Shared by name across reloads so a
     /// reload cannot reset a user's limit.
     pub sessions: Arc<AtomicUsize>,
@@ -73,6 +75,12 @@ impl User {
             None => true,
             Some(patterns) => patterns.iter().any(|p| p.matches(target)),
         }
+    }
+
+    pub fn may_use_route(&self, route: &str) -> bool {
+        self.routes
+            .as_ref()
+            .is_none_or(|names| names.iter().any(|n| n == route))
     }
 
     /// Claims one session slot; `None` when `max_sessions` is reached.
@@ -166,6 +174,10 @@ impl UserTable {
                     .as_ref()
                     .map(|v| v.iter().map(|p| TargetPattern::parse(p)).collect()),
                 max_sessions: u.max_sessions,
+                routes: u
+                    .routes
+                    .as_ref()
+                    .map(|v| v.iter().map(|n| n.get_ref().clone()).collect()),
                 sessions: Arc::new(AtomicUsize::new(0)),
             }));
         }

@@ -17,6 +17,8 @@ pub use socket::{request_reload, ControlError};
 
 use crate::config::{Config, ConfigError};
 use crate::logging;
+use crate::proxy::health::{CheckedRoute, HealthChecker};
+use crate::proxy::table::RouteTrust;
 use crate::shard::{self, driver, ShardMsg, Shards, TlsMaterial};
 use crate::tls::listener::load_identity;
 use crate::tls::target::TargetTrust;
@@ -56,7 +58,15 @@ pub fn load_tls(config: &Config, generate: bool) -> Result<TlsMaterial, TlsError
         None
     };
     let trust = TargetTrust::load(&config.server)?;
-    Ok(TlsMaterial { identity, trust })
+    let mut routes = RouteTrust::new();
+    for r in config.routes.routes.iter().filter(|r| r.overrides_trust()) {
+        routes.insert(r.name.clone(), TargetTrust::for_route(&config.server, r)?);
+    }
+    Ok(TlsMaterial {
+        identity,
+        trust,
+        routes,
+    })
 }
 
 /// A config and its TLS material, or the first reason they are unusable.
@@ -76,6 +86,7 @@ pub fn load_all(
 pub struct ControlPlane {
     config: Mutex<Config>,
     senders: Vec<flume::Sender<ShardMsg>>,
+    health: HealthChecker,
 }
 
 /// How long `reload` waits for every shard to switch to the new snapshot.
@@ -95,12 +106,14 @@ impl ControlPlane {
             }
         };
         next.users.inherit_counters(&current.users);
+        next.routes.inherit_counters(&current.routes);
         warn_restart_only_changes(&current, &next);
         let (applied, confirmations) = flume::bounded(self.senders.len());
         let mut sent = 0;
         for tx in &self.senders {
             let msg = ShardMsg::Reload {
                 users: next.users.clone(),
+                routes: next.routes.clone(),
                 server: Box::new(next.server.clone()),
                 tls: tls.clone(),
                 applied: applied.clone(),
@@ -116,11 +129,29 @@ impl ControlPlane {
                 break;
             }
         }
+        match checked_routes(&next, &tls) {
+            Ok(routes) => self.health.update(routes),
+            Err(e) => warn!("health checks keep the previous routes: {e}"),
+        }
         let n = next.users.len();
-        info!(users = n, "configuration reloaded");
+        info!(users = n, routes = next.routes.routes.len(), "configuration reloaded");
         *current = next;
         Ok(n)
     }
+}
+
+/// What the health checker needs: each route with the trust its
+/// `wss://` upstreams are checked with.
+fn checked_routes(config: &Config, tls: &TlsMaterial) -> Result<Vec<CheckedRoute>, TlsError> {
+    let mut out = Vec::new();
+    for spec in &config.routes.routes {
+        let trust = tls.routes.get(&spec.name).unwrap_or(&tls.trust);
+        out.push(CheckedRoute {
+            spec: spec.clone(),
+            tls: trust.client_config()?,
+        });
+    }
+    Ok(out)
 }
 
 fn warn_restart_only_changes(old: &Config, new: &Config) {
@@ -177,7 +208,8 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
         warn!("io_uring unavailable, using the epoll driver: {why}");
     }
     let control = socket::ControlSocket::bind(&config.control_socket())?;
-    let (shards, addr) = shard::spawn_all(&config.server, &config.users, &tls, drv)?;
+    let (shards, addr) =
+        shard::spawn_all(&config.server, &config.users, &config.routes, &tls, drv)?;
     info!(
         %addr,
         shards = shards.senders.len(),
@@ -185,13 +217,16 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
         forward = ?config.server.forward,
         tls = config.server.enable_tls,
         users = config.users.len(),
+        routes = config.routes.routes.len(),
         "ws-relay-core listening"
     );
+    let health = HealthChecker::spawn(checked_routes(&config, &tls)?, shards.senders.clone());
     let grace = Duration::from_secs(config.server.shutdown_grace_secs);
     let Shards { senders, threads } = shards;
     let plane = Arc::new(ControlPlane {
         config: Mutex::new(config),
         senders,
+        health,
     });
     control.serve_in_background(plane.clone());
     let mut signals = Signals::new([SIGHUP, SIGTERM, SIGINT]).map_err(ServeError::Signals)?;

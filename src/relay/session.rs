@@ -167,6 +167,7 @@ async fn relay_opened(
         idle_timeout: (cfg.idle_timeout_secs > 0)
             .then(|| std::time::Duration::from_secs(cfg.idle_timeout_secs)),
         close_all: &shard.close_all,
+        reserved_bits: false,
     };
     let out = passthrough(&ctx, &client, &o.stream, client_early, target_early).await;
     let tls_kind = |ep: &Endpoint| match ep.tls_resumed() {
@@ -266,7 +267,7 @@ fn log_refusal(shard: &Shard, peer: SocketAddr, e: &RelayError) {
 }
 
 /// Refuses before the upgrade: an HTTP error with the JSON error object.
-async fn refuse_http(shard: &Shard, client: &Endpoint, peer: SocketAddr, e: &RelayError) {
+pub(crate) async fn refuse_http(shard: &Shard, client: &Endpoint, peer: SocketAddr, e: &RelayError) {
     log_refusal(shard, peer, e);
     let body = response::error_json(e.code.http_status(), e.code.as_str(), &e.detail);
     close_after(shard, client, &body).await;

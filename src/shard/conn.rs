@@ -1,5 +1,6 @@
 //! The front door of every accepted connection: read the request head within
-//! the auth deadline, answer plain requests, hand upgrades to the relay.
+//! the auth deadline, answer plain requests, hand upgrades to the relay or to
+//! a `[[routes]]` entry. `route()` is the one place that decides.
 //!
 //! Must not: wait without a deadline, or answer anything but
 //! `Connection: close` responses (no keep-alive on the relay port).
@@ -18,6 +19,9 @@ use crate::http::head::{parse_request_head, HeadError, RequestHead};
 use crate::http::response;
 use crate::net::endpoint::Endpoint;
 use crate::net::sockopt::tune_stream;
+use crate::proxy;
+use crate::proxy::session::RouteRequest;
+use crate::proxy::table::ShardRoutes;
 use crate::relay::session::{self, close_after, UpgradeRequest};
 
 /// Counts a connection on its shard and process-wide while it lives.
@@ -75,8 +79,9 @@ pub async fn handle(shard: Rc<Shard>, tcp: TcpStream, peer: SocketAddr) {
     // Keep only what followed the head; the head buffer itself must not
     // live as long as the session.
     let rest = buf[head.len..].to_vec();
-    drop(buf);
-    let answer = match route(&head, &cfg.relay_path) {
+    buf.truncate(head.len);
+    let routes = shard.routes.borrow().clone();
+    let answer = match route(&head, &cfg.relay_path, &routes) {
         Route::Relay => {
             let req = UpgradeRequest {
                 client: stream,
@@ -86,7 +91,21 @@ pub async fn handle(shard: Rc<Shard>, tcp: TcpStream, peer: SocketAddr) {
                 deadline,
                 over_capacity,
             };
+            drop(buf);
             return session::run(&shard, cfg.clone(), req).await;
+        }
+        Route::Proxy(index) => {
+            let req = RouteRequest {
+                client: stream,
+                peer,
+                head,
+                raw_head: buf,
+                rest,
+                over_capacity,
+                routes,
+                index,
+            };
+            return proxy::session::run(&shard, cfg.clone(), req).await;
         }
         Route::Health => response::health(),
         Route::Status(status, msg) => response::error_json(status, "bad_request", msg),
@@ -96,22 +115,30 @@ pub async fn handle(shard: Rc<Shard>, tcp: TcpStream, peer: SocketAddr) {
 
 enum Route {
     Relay,
+    /// `[[routes]]` entry by index in the shard's route table.
+    Proxy(usize),
     Health,
     Status(u16, &'static str),
 }
 
-fn route(head: &RequestHead, relay_path: &str) -> Route {
+/// The one routing point. Exact engine paths first (`/health`, then the
+/// relay path), then `[[routes]]` by host and longest prefix, else 404.
+fn route(head: &RequestHead, relay_path: &str, routes: &ShardRoutes) -> Route {
     let upgrade = head.is_websocket_upgrade();
     let get = head.method == "GET";
+    let needs_upgrade = |to: Route| match (get, upgrade) {
+        (true, true) => to,
+        (true, false) => Route::Status(426, "this endpoint needs a WebSocket upgrade"),
+        (false, _) => Route::Status(405, "method not allowed"),
+    };
     match head.path() {
         "/health" if !upgrade && (get || head.method == "HEAD") => Route::Health,
         "/health" if !upgrade => Route::Status(405, "method not allowed"),
-        p if p == relay_path => match (get, upgrade) {
-            (true, true) => Route::Relay,
-            (true, false) => Route::Status(426, "this endpoint needs a WebSocket upgrade"),
-            (false, _) => Route::Status(405, "method not allowed"),
+        p if p == relay_path => needs_upgrade(Route::Relay),
+        _ => match routes.find(head) {
+            Some(i) => needs_upgrade(Route::Proxy(i)),
+            None => Route::Status(404, "not found"),
         },
-        _ => Route::Status(404, "not found"),
     }
 }
 

@@ -24,7 +24,8 @@ use monoio::net::TcpListener;
 use monoio::{IoUringDriver, LegacyDriver, RuntimeBuilder};
 use tracing::{debug, info, warn};
 
-use crate::config::{ServerConfig, UserTable};
+use crate::config::{RouteTable, ServerConfig, UserTable};
+use crate::proxy::table::{RouteTrust, ShardRoutes};
 use crate::net::dns::DnsCache;
 use crate::net::pool::{BufferPool, PipePool};
 use crate::relay::policy::AuthThrottle;
@@ -48,11 +49,18 @@ pub enum ShardMsg {
     /// certificate (when TLS is on) and target trust.
     Reload {
         users: UserTable,
+        routes: RouteTable,
         server: Box<ServerConfig>,
         tls: TlsMaterial,
         /// Told once the shard uses the new snapshot, so that a `reload`
         /// that answered "ok" means new connections see the new config.
         applied: flume::Sender<()>,
+    },
+    /// The active health check's verdict on one upstream changed.
+    UpstreamHealth {
+        route: Arc<str>,
+        upstream: Arc<str>,
+        up: bool,
     },
     /// Stop accepting, drain for `grace`, then close what is left with 1001.
     Shutdown { grace: Duration },
@@ -65,6 +73,8 @@ pub struct TlsMaterial {
     /// `None` when the listener is plain.
     pub identity: Option<Arc<Identity>>,
     pub trust: TargetTrust,
+    /// Trust of routes that set their own `ca_file`/`insecure_skip_verify`.
+    pub routes: RouteTrust,
 }
 
 /// A shard's TLS configs. The session cache survives reloads; the ticket key
@@ -110,6 +120,8 @@ pub struct Shard {
     pub id: usize,
     settings: RefCell<Rc<ServerConfig>>,
     pub users: RefCell<UserTable>,
+    /// Swapped whole on reload; sessions keep the `Rc` they started with.
+    pub routes: RefCell<Rc<ShardRoutes>>,
     pub buffers: BufferPool,
     pub pipes: PipePool,
     pub dns: DnsCache,
@@ -164,6 +176,7 @@ pub enum ShardError {
 pub fn spawn_all(
     server: &ServerConfig,
     users: &UserTable,
+    routes: &RouteTable,
     tls: &TlsMaterial,
     driver: Driver,
 ) -> Result<(Shards, SocketAddr), ShardError> {
@@ -189,6 +202,7 @@ pub fn spawn_all(
             core: (!cores.is_empty()).then(|| cores[id % cores.len()]),
             server: server.clone(),
             users: users.clone(),
+            routes: routes.clone(),
             tls: tls.clone(),
             ticketer: ticketer.clone(),
             shared: shared.clone(),
@@ -221,6 +235,7 @@ struct ShardInit {
     core: Option<core_affinity::CoreId>,
     server: ServerConfig,
     users: UserTable,
+    routes: RouteTable,
     tls: TlsMaterial,
     ticketer: Arc<dyn rustls::server::ProducesTickets>,
     shared: Arc<Shared>,
@@ -273,6 +288,13 @@ impl ShardInit {
                 return;
             }
         };
+        let routes = match ShardRoutes::build(&self.routes, &self.tls.routes, &ShardRoutes::default()) {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = self.ready.send(Err(e.into()));
+                return;
+            }
+        };
         let shard = Rc::new(Shard {
             id: self.id,
             buffers: BufferPool::new(self.server.buffer_size, 1024),
@@ -281,6 +303,7 @@ impl ShardInit {
             tls: RefCell::new(tls),
             settings: RefCell::new(Rc::new(self.server)),
             users: RefCell::new(self.users),
+            routes: RefCell::new(Rc::new(routes)),
             shared: self.shared,
             stop_accepting: Event::default(),
             close_all: Event::default(),
@@ -292,6 +315,7 @@ impl ShardInit {
             match msg {
                 ShardMsg::Reload {
                     users,
+                    routes,
                     server,
                     tls,
                     applied,
@@ -301,10 +325,22 @@ impl ShardInit {
                     if let Err(e) = shard.tls.borrow_mut().apply(&tls) {
                         warn!(shard = shard.id, "keeping the previous TLS config: {e}");
                     }
+                    let old = shard.routes.borrow().clone();
+                    match ShardRoutes::build(&routes, &tls.routes, &old) {
+                        Ok(r) => *shard.routes.borrow_mut() = Rc::new(r),
+                        Err(e) => warn!(shard = shard.id, "keeping the previous routes: {e}"),
+                    }
                     *shard.users.borrow_mut() = users;
                     *shard.settings.borrow_mut() = Rc::new(*server);
                     debug!(shard = shard.id, "reload applied");
                     let _ = applied.send(());
+                }
+                ShardMsg::UpstreamHealth {
+                    route,
+                    upstream,
+                    up,
+                } => {
+                    shard.routes.borrow().set_checked(&route, &upstream, up);
                 }
                 ShardMsg::Shutdown { grace } => {
                     drain(&shard, grace).await;

@@ -19,13 +19,13 @@ use rustls::crypto::CryptoProvider;
 /// Why TLS could not be set up. Each names the config key and file involved.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("server.{key}: cannot read {path}: {source}")]
+    #[error("{}: cannot read {path}: {source}", qualified(key))]
     Read {
         key: &'static str,
         path: String,
         source: std::io::Error,
     },
-    #[error("server.{key}: {path}: {problem}")]
+    #[error("{}: {path}: {problem}", qualified(key))]
     Pem {
         key: &'static str,
         path: String,
@@ -39,6 +39,14 @@ pub enum TlsError {
     SystemRoots(String),
     #[error("TLS setup failed: {0}")]
     Rustls(#[from] rustls::Error),
+}
+
+/// `ca_file` belongs to a `[[routes]]` entry; every other key to `[server]`.
+fn qualified(key: &str) -> String {
+    match key {
+        "ca_file" => "routes.ca_file".to_string(),
+        k => format!("server.{k}"),
+    }
 }
 
 impl TlsError {

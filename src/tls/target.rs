@@ -13,7 +13,7 @@ use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 use tracing::warn;
 
 use super::{provider, TlsError};
-use crate::config::{ServerConfig, TlsRoots};
+use crate::config::{RouteSpec, ServerConfig, TlsRoots};
 
 /// Sessions remembered per shard toward targets.
 const RESUMPTION_SESSIONS: usize = 256;
@@ -29,6 +29,38 @@ pub struct TargetTrust {
 impl TargetTrust {
     /// Loads roots (file I/O: control plane only).
     pub fn load(server: &ServerConfig) -> Result<TargetTrust, TlsError> {
+        let ca = server.target_ca_file.as_deref().map(|p| ("target_ca_file", p));
+        let trust = Self::build(server, ca, server.insecure_skip_verify)?;
+        if trust.skip_verify {
+            warn!("insecure_skip_verify = true: target certificates are NOT verified");
+        }
+        Ok(trust)
+    }
+
+    /// Trust toward one route's `wss://` upstreams: its own `ca_file` and
+    /// `insecure_skip_verify` where set, the server's otherwise.
+    pub fn for_route(server: &ServerConfig, route: &RouteSpec) -> Result<TargetTrust, TlsError> {
+        let ca = match &route.ca_file {
+            Some(p) => Some(("ca_file", p.as_str())),
+            None => server.target_ca_file.as_deref().map(|p| ("target_ca_file", p)),
+        };
+        let skip = route
+            .insecure_skip_verify
+            .unwrap_or(server.insecure_skip_verify);
+        let mut trust = Self::build(server, ca, skip)?;
+        // 0-RTT needs the buffered rustls client; routes never use it.
+        trust.early_data = false;
+        if skip {
+            warn!(route = %route.name, "insecure_skip_verify: upstream certificates are NOT verified");
+        }
+        Ok(trust)
+    }
+
+    fn build(
+        server: &ServerConfig,
+        ca_file: Option<(&'static str, &str)>,
+        skip_verify: bool,
+    ) -> Result<TargetTrust, TlsError> {
         let mut roots = RootCertStore::empty();
         match server.tls_roots {
             TlsRoots::Bundled => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
@@ -44,15 +76,15 @@ impl TargetTrust {
                 }
             }
         }
-        if let Some(path) = &server.target_ca_file {
+        if let Some((key, path)) = ca_file {
             let pem = |problem: String| TlsError::Pem {
-                key: "target_ca_file",
-                path: path.clone(),
+                key,
+                path: path.to_string(),
                 problem,
             };
             let bytes = std::fs::read(path).map_err(|source| TlsError::Read {
-                key: "target_ca_file",
-                path: path.clone(),
+                key,
+                path: path.to_string(),
                 source,
             })?;
             let certs = CertificateDer::pem_slice_iter(&bytes)
@@ -63,12 +95,9 @@ impl TargetTrust {
                 return Err(pem("no usable CA certificate".into()));
             }
         }
-        if server.insecure_skip_verify {
-            warn!("insecure_skip_verify = true: target certificates are NOT verified");
-        }
         Ok(TargetTrust {
             roots: Arc::new(roots),
-            skip_verify: server.insecure_skip_verify,
+            skip_verify,
             early_data: server.target_early_data,
         })
     }

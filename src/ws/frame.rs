@@ -187,9 +187,20 @@ pub struct FrameTracker {
     saw_close: bool,
     /// The stream stopped parsing as WebSocket; never inject into it.
     lost: bool,
+    /// An extension was negotiated (routes): RSV bits are its business.
+    allow_reserved: bool,
 }
 
 impl FrameTracker {
+    /// A tracker for a stream whose ends negotiated an extension (such as
+    /// `permessage-deflate`, which sets RSV1), so reserved bits are legal.
+    pub fn allowing_reserved_bits() -> FrameTracker {
+        FrameTracker {
+            allow_reserved: true,
+            ..FrameTracker::default()
+        }
+    }
+
     pub fn observe(&mut self, mut bytes: &[u8]) {
         while !bytes.is_empty() && !self.lost {
             if self.remaining > 0 {
@@ -201,6 +212,10 @@ impl FrameTracker {
             let have = self.header_have as usize;
             let take = (MAX_HEADER_LEN - have).min(bytes.len());
             self.header[have..have + take].copy_from_slice(&bytes[..take]);
+            if self.allow_reserved {
+                // Only the tracker's copy: the forwarded bytes are untouched.
+                self.header[0] &= !0x70;
+            }
             match parse_header(&self.header[..have + take]) {
                 Ok(None) => {
                     self.header_have += take as u8;

@@ -41,7 +41,7 @@ pub struct Direction<'a> {
 
 impl<'a> Direction<'a> {
     fn new(
-        track_frames: bool,
+        tracker: Option<FrameTracker>,
         source: &'static str,
         first_close: &'a Cell<Option<&'static str>>,
     ) -> Self {
@@ -49,7 +49,7 @@ impl<'a> Direction<'a> {
             source,
             bytes: Cell::new(0),
             mid_write: Cell::new(false),
-            tracker: track_frames.then(Default::default),
+            tracker: tracker.map(RefCell::new),
             first_close,
         }
     }
@@ -113,6 +113,9 @@ pub struct ForwardCtx<'a> {
     pub idle_timeout: Option<Duration>,
     /// Fired when the shard's shutdown grace is over.
     pub close_all: &'a Event,
+    /// The two ends negotiated an extension (routes only; the relay
+    /// negotiates none), so frames may carry RSV bits.
+    pub reserved_bits: bool,
 }
 
 impl ForwardCtx<'_> {
@@ -140,10 +143,15 @@ pub async fn passthrough(
     down_seen: Vec<u8>,
 ) -> Outcome {
     let splice = ctx.splices(client, target);
-    let track = !splice;
+    let tracker = || {
+        (!splice).then(|| match ctx.reserved_bits {
+            true => FrameTracker::allowing_reserved_bits(),
+            false => FrameTracker::default(),
+        })
+    };
     let first_close = Cell::new(None);
-    let up = Direction::new(track, "client", &first_close);
-    let down = Direction::new(track, "target", &first_close);
+    let up = Direction::new(tracker(), "client", &first_close);
+    let down = Direction::new(tracker(), "target", &first_close);
     let clock = Cell::new(Instant::now());
     up.passed(&up_seen, &clock);
     down.passed(&down_seen, &clock);
