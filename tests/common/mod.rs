@@ -18,12 +18,14 @@ pub mod http;
 pub mod relay;
 pub mod tap;
 pub mod target;
+pub mod upstream;
 
 pub use client::*;
 pub use frame::*;
 pub use relay::*;
 pub use tap::*;
 pub use target::*;
+pub use upstream::*;
 
 /// One cell of the test matrix.
 #[derive(Clone, Copy, Debug)]

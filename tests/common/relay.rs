@@ -56,6 +56,8 @@ pub struct UserSpec {
     pub token: String,
     pub allowed_targets: Option<Vec<String>>,
     pub max_sessions: Option<usize>,
+    /// `routes = [...]`: the token routes this user may use.
+    pub routes: Option<Vec<String>>,
 }
 
 impl UserSpec {
@@ -65,6 +67,7 @@ impl UserSpec {
             token: token.into(),
             allowed_targets: None,
             max_sessions: None,
+            routes: None,
         }
     }
     pub fn alice() -> UserSpec {
@@ -82,6 +85,10 @@ impl UserSpec {
     }
     pub fn max_sessions(mut self, n: usize) -> UserSpec {
         self.max_sessions = Some(n);
+        self
+    }
+    pub fn routes(mut self, names: &[&str]) -> UserSpec {
+        self.routes = Some(names.iter().map(|p| p.to_string()).collect());
         self
     }
 }
@@ -107,6 +114,8 @@ pub struct RelayConfig {
     pub users: Vec<UserSpec>,
     /// Raw `key = value` lines appended to `[server]`.
     pub extra_server: Vec<String>,
+    /// Raw TOML appended after `[[users]]` (e.g. `[[routes]]` tables).
+    pub extra_toml: String,
 }
 
 impl Default for RelayConfig {
@@ -126,6 +135,7 @@ impl Default for RelayConfig {
             log_level: "info".into(),
             users: vec![UserSpec::alice()],
             extra_server: Vec::new(),
+            extra_toml: String::new(),
         }
     }
 }
@@ -199,7 +209,13 @@ impl RelayConfig {
             if let Some(n) = u.max_sessions {
                 s.push_str(&format!("max_sessions = {n}\n"));
             }
+            if let Some(routes) = &u.routes {
+                let list: Vec<String> = routes.iter().map(|t| toml_str(t)).collect();
+                s.push_str(&format!("routes = [{}]\n", list.join(", ")));
+            }
         }
+        s.push('\n');
+        s.push_str(&self.extra_toml);
         s.push_str("\n[logging]\n");
         s.push_str(&format!("level = {}\n", toml_str(&self.log_level)));
         s.push_str("directory = \"\"\n");

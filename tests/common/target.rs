@@ -300,7 +300,7 @@ impl FloorBoundary for str {
 }
 
 /// Reads a request head; returns (head, bytes read past it).
-async fn read_head(tcp: &mut TcpStream) -> std::io::Result<(Vec<u8>, Vec<u8>)> {
+pub async fn read_head(tcp: &mut TcpStream) -> std::io::Result<(Vec<u8>, Vec<u8>)> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
