@@ -15,6 +15,7 @@
 pub mod client;
 pub mod frame;
 pub mod http;
+pub mod python;
 pub mod relay;
 pub mod tap;
 pub mod target;
