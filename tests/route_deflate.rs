@@ -53,15 +53,31 @@ async fn permessage_deflate_is_negotiated_and_used_end_to_end() {
         let url = format!("ws://127.0.0.1:{}/deflate", relay.port);
         let out = tokio::task::spawn_blocking({
             let python = python.clone();
-            move || Command::new(python).args([PEER, "client", &url, "20"]).output()
+            move || {
+                Command::new(python)
+                    .args([PEER, "client", &url, "20"])
+                    .output()
+            }
         })
         .await
         .unwrap()
         .unwrap();
-        assert!(out.status.success(), "client failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "client failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        assert_eq!(v["client_extensions"], serde_json::json!(["permessage-deflate"]), "{v}");
-        assert_eq!(v["server_extensions"], serde_json::json!(["permessage-deflate"]), "{v}");
+        assert_eq!(
+            v["client_extensions"],
+            serde_json::json!(["permessage-deflate"]),
+            "{v}"
+        );
+        assert_eq!(
+            v["server_extensions"],
+            serde_json::json!(["permessage-deflate"]),
+            "{v}"
+        );
         let payload = v["payload_bytes"].as_u64().unwrap();
         let log = relay
             .wait_for_log("session end", STEP, |l| l.contains("route=deflate"))

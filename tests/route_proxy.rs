@@ -255,8 +255,14 @@ async fn hop_by_hop_headers_are_removed_and_forwarding_headers_set() {
     let mut own = open(relay.port, "/own", "Public.Example", &[]).await;
     greeting(own.ws()).await;
     let head = &a.heads()[1];
-    assert!(head.contains(&format!("Host: 127.0.0.1:{}\r\n", a.port)), "{head}");
-    assert!(head.contains("X-Forwarded-Host: Public.Example\r\n"), "{head}");
+    assert!(
+        head.contains(&format!("Host: 127.0.0.1:{}\r\n", a.port)),
+        "{head}"
+    );
+    assert!(
+        head.contains("X-Forwarded-Host: Public.Example\r\n"),
+        "{head}"
+    );
 }
 
 #[tokio::test]
@@ -270,7 +276,10 @@ async fn subprotocol_is_negotiated_by_the_two_ends() {
         &["Sec-WebSocket-Protocol: v9.unknown, superchat, chat"],
     )
     .await;
-    assert_eq!(ans.header("sec-websocket-protocol").as_deref(), Some("superchat"));
+    assert_eq!(
+        ans.header("sec-websocket-protocol").as_deref(),
+        Some("superchat")
+    );
     assert!(a.heads()[0].contains("Sec-WebSocket-Protocol: v9.unknown, superchat, chat\r\n"));
     greeting(ans.ws()).await;
     echo(ans.ws(), "negotiated").await;
@@ -293,10 +302,18 @@ async fn non_101_answers_come_back_as_sent() {
     let ans = open(relay.port, "/plain", "h", &[]).await;
     assert_eq!(ans.status, 200, "{}", ans.head);
     assert_eq!(ans.header("transfer-encoding").as_deref(), Some("chunked"));
-    assert!(ans.body.contains("hello from a") && ans.body.ends_with("0\r\n\r\n"), "{:?}", ans.body);
+    assert!(
+        ans.body.contains("hello from a") && ans.body.ends_with("0\r\n\r\n"),
+        "{:?}",
+        ans.body
+    );
     // The upstream keeps both connections open; the relay ended them at the
     // body's end, not at the upstream's leisure.
-    assert!(started.elapsed() < Duration::from_secs(4), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
     log_line(&relay, "upstream answered without upgrading").await;
 }
 
@@ -305,7 +322,12 @@ async fn round_robin_and_passive_failover_then_recovery() {
     let a = Upstream::start("a").await;
     let mut b = Upstream::start("b").await;
     // One shard, so one round-robin cursor decides.
-    let routes = route("pool", "/pool", &[a.url(""), b.url("")], "fail_timeout_secs = 1");
+    let routes = route(
+        "pool",
+        "/pool",
+        &[a.url(""), b.url("")],
+        "fail_timeout_secs = 1",
+    );
     let relay = relay_with(routes, |c| RelayConfig { workers: 1, ..c }).await;
     let mut seen = Vec::new();
     for _ in 0..4 {
@@ -374,13 +396,20 @@ async fn log_line(relay: &Relay, needle: &str) -> String {
     let log = relay
         .wait_for_log(needle, STEP, |l| l.contains(needle))
         .await;
-    log.lines().find(|l| l.contains(needle)).unwrap().to_string()
+    log.lines()
+        .find(|l| l.contains(needle))
+        .unwrap()
+        .to_string()
 }
 
 async fn wait_log_count(relay: &Relay, needle: &str, n: usize) {
     let deadline = Instant::now() + STEP;
     while relay.log().matches(needle).count() < n {
-        assert!(Instant::now() < deadline, "never saw {needle:?} {n} times:\n{}", relay.log());
+        assert!(
+            Instant::now() < deadline,
+            "never saw {needle:?} {n} times:\n{}",
+            relay.log()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -389,8 +418,18 @@ async fn wait_log_count(relay: &Relay, needle: &str, n: usize) {
 async fn all_upstreams_down_is_502_and_a_silent_one_is_504() {
     let hole = Blackhole::start().await;
     let routes = [
-        route("dead", "/dead", &[format!("ws://127.0.0.1:{}", closed_port())], ""),
-        route("hole", "/hole", &[format!("ws://127.0.0.1:{}", hole.port)], ""),
+        route(
+            "dead",
+            "/dead",
+            &[format!("ws://127.0.0.1:{}", closed_port())],
+            "",
+        ),
+        route(
+            "hole",
+            "/hole",
+            &[format!("ws://127.0.0.1:{}", hole.port)],
+            "",
+        ),
     ]
     .concat();
     let relay = relay_with(routes, |c| RelayConfig {
@@ -423,30 +462,51 @@ async fn token_auth_in_all_three_places_and_never_forwarded() {
     let mut ans = open(relay.port, "/secure", "h", &[&bearer]).await;
     assert_eq!(ans.status, 101, "{}", ans.body);
     echo_after_greeting(ans.ws()).await;
-    let mut ans = open(relay.port, &format!("/secure?room=1&token={ALICE_TOKEN}"), "h", &[]).await;
+    let mut ans = open(
+        relay.port,
+        &format!("/secure?room=1&token={ALICE_TOKEN}"),
+        "h",
+        &[],
+    )
+    .await;
     assert_eq!(ans.status, 101, "{}", ans.body);
     echo_after_greeting(ans.ws()).await;
     let proto = format!("Sec-WebSocket-Protocol: chat, bearer.{ALICE_TOKEN}");
     let mut ans = open(relay.port, "/secure", "h", &[&proto]).await;
     assert_eq!(ans.status, 101, "{}", ans.body);
-    assert_eq!(ans.header("sec-websocket-protocol").as_deref(), Some("chat"));
+    assert_eq!(
+        ans.header("sec-websocket-protocol").as_deref(),
+        Some("chat")
+    );
     echo_after_greeting(ans.ws()).await;
     // A browser offering only the credential gets it named back.
     let only = format!("Sec-WebSocket-Protocol: bearer.{ALICE_TOKEN}");
     let mut ans = open(relay.port, "/secure", "h", &[&only]).await;
     let named = format!("bearer.{ALICE_TOKEN}");
-    assert_eq!(ans.header("sec-websocket-protocol").as_deref(), Some(named.as_str()));
+    assert_eq!(
+        ans.header("sec-websocket-protocol").as_deref(),
+        Some(named.as_str())
+    );
     echo_after_greeting(ans.ws()).await;
     let heads = a.heads().join("\n");
     assert_eq!(a.upgrades(), 4);
-    assert!(!heads.contains(ALICE_TOKEN), "token reached the upstream:\n{heads}");
+    assert!(
+        !heads.contains(ALICE_TOKEN),
+        "token reached the upstream:\n{heads}"
+    );
     assert!(heads.contains("GET /secure?room=1 HTTP/1.1"), "{heads}");
     assert!(!relay.log().contains(ALICE_TOKEN), "token logged");
 
     let ans = open(relay.port, "/secure", "h", &[]).await;
     assert_eq!(ans.status, 401);
     assert_error_json(&ans.json(), "auth_failed");
-    let ans = open(relay.port, "/secure", "h", &["Authorization: Bearer wrong-token"]).await;
+    let ans = open(
+        relay.port,
+        "/secure",
+        "h",
+        &["Authorization: Bearer wrong-token"],
+    )
+    .await;
     assert_eq!(ans.status, 401);
     assert_error_json(&ans.json(), "auth_failed");
     let bob = format!("Authorization: Bearer {BOB_TOKEN}");
@@ -456,7 +516,11 @@ async fn token_auth_in_all_three_places_and_never_forwarded() {
     let mut ans = open(relay.port, "/other", "h", &[&bob]).await;
     assert_eq!(ans.status, 101);
     echo_after_greeting(ans.ws()).await;
-    assert_eq!(a.upgrades(), 5, "refused requests never reached the upstream");
+    assert_eq!(
+        a.upgrades(),
+        5,
+        "refused requests never reached the upstream"
+    );
 }
 
 async fn echo_after_greeting(ws: &mut Client) {
@@ -477,7 +541,13 @@ async fn auth_failures_are_throttled_on_routes() {
         let ans = open(relay.port, "/secure?token=nope", "h", &[]).await;
         assert_eq!(ans.status, 401);
     }
-    let ans = open(relay.port, &format!("/secure?token={ALICE_TOKEN}"), "h", &[]).await;
+    let ans = open(
+        relay.port,
+        &format!("/secure?token={ALICE_TOKEN}"),
+        "h",
+        &[],
+    )
+    .await;
     assert_eq!(ans.status, 429);
     assert_error_json(&ans.json(), "auth_throttled");
 }
@@ -513,7 +583,10 @@ async fn max_connections_gives_503_and_frees_the_slot() {
 async fn splice_and_copy_both_carry_routed_sessions() {
     let a = Upstream::start("a").await;
     for forward in [Forward::Copy, Forward::Splice] {
-        let relay = relay_with(route("app", "/app", &[a.url("")], ""), |c| c.with_forward(forward)).await;
+        let relay = relay_with(route("app", "/app", &[a.url("")], ""), |c| {
+            c.with_forward(forward)
+        })
+        .await;
         let mut ans = open(relay.port, "/app", "h", &[]).await;
         greeting(ans.ws()).await;
         let big = "x".repeat(300_000);

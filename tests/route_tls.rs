@@ -7,8 +7,8 @@ mod tls_support;
 
 use common::*;
 use futures_util::{SinkExt, StreamExt};
-use tokio_tungstenite::tungstenite::Message;
 use tls_support::{Ca, EchoTarget, LOCAL_NAMES};
+use tokio_tungstenite::tungstenite::Message;
 
 fn routes(upstream: &str, ca_file: &str) -> String {
     format!(

@@ -129,22 +129,52 @@ fn routes_parse_with_defaults() {
     assert_eq!(r.max_connections, 0);
     assert!(!r.upstream_host);
     let h = r.health_check.as_ref().unwrap();
-    assert_eq!((h.path.as_str(), h.interval_secs, h.timeout_secs), ("/up", 5, 2));
+    assert_eq!(
+        (h.path.as_str(), h.interval_secs, h.timeout_secs),
+        ("/up", 5, 2)
+    );
     assert!(r.host.matches(Some("a.example.com")));
 }
 
 #[test]
 fn route_errors_name_line_and_key() {
     let cases = [
-        ("path = \"/a\"\nupstream = [\"http://h/\"]\n", ":7: routes[0].upstream"),
-        ("path = \"/a\"\nupstream = [\"tcp://h:22\"]\n", ":7: routes[0].upstream"),
-        ("path = \"/a\"\nupstream = []\n", ":7: routes[0].upstream: needs at least one"),
-        ("path = \"/relay\"\nupstream = [\"ws://h/\"]\n", ":6: routes[0].path: \"/relay\" is server.relay_path"),
-        ("path = \"/health\"\nupstream = [\"ws://h/\"]\n", ":6: routes[0].path"),
-        ("path = \"a\"\nupstream = [\"ws://h/\"]\n", ":6: routes[0].path: must start with '/'"),
-        ("path = \"/a\"\nhost = \"h:80\"\nupstream = [\"ws://h/\"]\n", ":7: routes[0].host"),
-        ("path = \"/a\"\nupstream = [\"ws://h/\"]\nauth = \"basic\"\n", ":8:"),
-        ("path = \"/a\"\nupstream = [\"ws://h/\"]\nbogus = 1\n", ":8:"),
+        (
+            "path = \"/a\"\nupstream = [\"http://h/\"]\n",
+            ":7: routes[0].upstream",
+        ),
+        (
+            "path = \"/a\"\nupstream = [\"tcp://h:22\"]\n",
+            ":7: routes[0].upstream",
+        ),
+        (
+            "path = \"/a\"\nupstream = []\n",
+            ":7: routes[0].upstream: needs at least one",
+        ),
+        (
+            "path = \"/relay\"\nupstream = [\"ws://h/\"]\n",
+            ":6: routes[0].path: \"/relay\" is server.relay_path",
+        ),
+        (
+            "path = \"/health\"\nupstream = [\"ws://h/\"]\n",
+            ":6: routes[0].path",
+        ),
+        (
+            "path = \"a\"\nupstream = [\"ws://h/\"]\n",
+            ":6: routes[0].path: must start with '/'",
+        ),
+        (
+            "path = \"/a\"\nhost = \"h:80\"\nupstream = [\"ws://h/\"]\n",
+            ":7: routes[0].host",
+        ),
+        (
+            "path = \"/a\"\nupstream = [\"ws://h/\"]\nauth = \"basic\"\n",
+            ":8:",
+        ),
+        (
+            "path = \"/a\"\nupstream = [\"ws://h/\"]\nbogus = 1\n",
+            ":8:",
+        ),
     ];
     for (body, want) in cases {
         let e = err_of(&with_route(body));
@@ -161,14 +191,20 @@ fn duplicate_routes_are_rejected() {
         )
     };
     let e = err_of(&two("", ""));
-    assert!(e.contains(":10: routes[1].path: routes[0] already has this host and path"), "{e}");
+    assert!(
+        e.contains(":10: routes[1].path: routes[0] already has this host and path"),
+        "{e}"
+    );
     let e = err_of(&two("host = \"H.example\"\n", "host = \"h.EXAMPLE\"\n"));
     assert!(e.contains("routes[1].path"), "{e}");
     assert!(parse(&two("host = \"a.example\"\n", "")).is_ok());
     let e = err_of(&format!(
         "{ROUTE_BASE}[[routes]]\nname = \"a\"\npath = \"/x\"\nupstream = [\"ws://h/\"]\n[[routes]]\nname = \"a\"\npath = \"/y\"\nupstream = [\"ws://h/\"]\n"
     ));
-    assert!(e.contains(":9: routes[1].name: duplicate route name"), "{e}");
+    assert!(
+        e.contains(":9: routes[1].name: duplicate route name"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -178,5 +214,8 @@ fn user_routes_must_name_existing_routes() {
         with_route("path = \"/a\"\nupstream = [\"ws://h/\"]\n")
     );
     let e = err_of(&text);
-    assert!(e.contains(":11: users[0].routes: no route named \"nope\""), "{e}");
+    assert!(
+        e.contains(":11: users[0].routes: no route named \"nope\""),
+        "{e}"
+    );
 }

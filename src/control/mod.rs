@@ -134,7 +134,11 @@ impl ControlPlane {
             Err(e) => warn!("health checks keep the previous routes: {e}"),
         }
         let n = next.users.len();
-        info!(users = n, routes = next.routes.routes.len(), "configuration reloaded");
+        info!(
+            users = n,
+            routes = next.routes.routes.len(),
+            "configuration reloaded"
+        );
         *current = next;
         Ok(n)
     }

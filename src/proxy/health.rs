@@ -79,8 +79,12 @@ fn run(rx: flume::Receiver<Vec<CheckedRoute>>, shards: Vec<flume::Sender<ShardMs
             }
             p.up = up;
             match &verdict {
-                Ok(status) => info!(route = %p.route.name, upstream = %p.upstream.url, status, "upstream is up (health check)"),
-                Err(why) => warn!(route = %p.route.name, upstream = %p.upstream.url, "upstream is down (health check): {why}"),
+                Ok(status) => {
+                    info!(route = %p.route.name, upstream = %p.upstream.url, status, "upstream is up (health check)")
+                }
+                Err(why) => {
+                    warn!(route = %p.route.name, upstream = %p.upstream.url, "upstream is down (health check): {why}")
+                }
             }
             let (route, upstream): (Arc<str>, Arc<str>) =
                 (p.route.name.as_str().into(), p.upstream.url.as_str().into());

@@ -282,7 +282,10 @@ mod tests {
     #[test]
     fn token_sources_in_order() {
         let h = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
-            pairs.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect()
+            pairs
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect()
         };
         let all = h(&[
             ("authorization", "Bearer a"),

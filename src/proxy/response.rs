@@ -254,7 +254,11 @@ mod tests {
         for split in 0..stream.len() {
             let mut c = ChunkedEnd::default();
             let a = c.feed(&stream[..split]);
-            let b = if c.done() { 0 } else { c.feed(&stream[split..]) };
+            let b = if c.done() {
+                0
+            } else {
+                c.feed(&stream[split..])
+            };
             assert!(c.done(), "split {split}");
             assert_eq!(a + b, body.len(), "split {split}");
         }
@@ -273,13 +277,17 @@ mod tests {
             out,
             "HTTP/1.1 403 Forbidden\r\nContent-Length: 4\r\nX-App: 1\r\nConnection: close\r\n\r\n"
         );
-        let h = parse_response_head(b"HTTP/1.1 204 No Content\r\n\r\n").unwrap().unwrap();
+        let h = parse_response_head(b"HTTP/1.1 204 No Content\r\n\r\n")
+            .unwrap()
+            .unwrap();
         assert_eq!(body_end(&h), BodyEnd::None);
         let h = parse_response_head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
             .unwrap()
             .unwrap();
         assert_eq!(body_end(&h), BodyEnd::Chunked);
-        let h = parse_response_head(b"HTTP/1.1 200 OK\r\n\r\n").unwrap().unwrap();
+        let h = parse_response_head(b"HTTP/1.1 200 OK\r\n\r\n")
+            .unwrap()
+            .unwrap();
         assert_eq!(body_end(&h), BodyEnd::Close);
     }
 }

@@ -134,12 +134,19 @@ fn admit(
     let spec = &route.spec;
     let ip = req.peer.ip();
     if req.over_capacity {
-        return Err((Rejection::Capacity, capacity("server is at max_connections")));
+        return Err((
+            Rejection::Capacity,
+            capacity("server is at max_connections"),
+        ));
     }
     let (user, user_slot) = match spec.auth {
         RouteAuth::None => (None, None),
         RouteAuth::Token => {
-            if shard.shared.throttle.is_blocked(ip, cfg.auth_fail_limit_per_min) {
+            if shard
+                .shared
+                .throttle
+                .is_blocked(ip, cfg.auth_fail_limit_per_min)
+            {
                 let e = RelayError::new(
                     ErrorCode::AuthThrottled,
                     "too many failed authentications; retry later",
@@ -156,7 +163,10 @@ fn admit(
             let found = shard.users.borrow().authenticate(token.as_bytes());
             let Some(user) = found else {
                 shard.shared.throttle.record_failure(ip);
-                return Err((Rejection::Auth, RelayError::new(ErrorCode::AuthFailed, "unknown token")));
+                return Err((
+                    Rejection::Auth,
+                    RelayError::new(ErrorCode::AuthFailed, "unknown token"),
+                ));
             };
             if !user.may_use_route(&spec.name) {
                 let e = RelayError::new(

@@ -270,10 +270,19 @@ upstream = ["ws://127.0.0.1:5"]
         assert_eq!(name_for(&t, "x", "/other").as_deref(), Some("root"));
         assert_eq!(name_for(&t, "x", "/chat?room=1").as_deref(), Some("chat"));
         assert_eq!(name_for(&t, "x", "/chat/v2/a").as_deref(), Some("chat-v2"));
-        assert_eq!(name_for(&t, "a.tenant.example", "/chat").as_deref(), Some("tenant"));
-        assert_eq!(name_for(&t, "VIP.tenant.example:443", "/chat/x").as_deref(), Some("vip"));
+        assert_eq!(
+            name_for(&t, "a.tenant.example", "/chat").as_deref(),
+            Some("tenant")
+        );
+        assert_eq!(
+            name_for(&t, "VIP.tenant.example:443", "/chat/x").as_deref(),
+            Some("vip")
+        );
         // The longer path beats a more specific host.
-        assert_eq!(name_for(&t, "vip.tenant.example", "/chat/v2").as_deref(), Some("chat-v2"));
+        assert_eq!(
+            name_for(&t, "vip.tenant.example", "/chat/v2").as_deref(),
+            Some("chat-v2")
+        );
     }
 
     #[test]
@@ -291,7 +300,7 @@ upstream = ["ws://127.0.0.1:5"]
         r.mark_failed(0);
         assert_eq!(r.candidates(Instant::now()).len(), 2);
         r.mark_succeeded(0);
-        assert!(t.set_checked("r", "ws://127.0.0.1:2", true) == false);
+        assert!(!t.set_checked("r", "ws://127.0.0.1:2", true));
         assert!(t.set_checked("r", "ws://127.0.0.1:2", false));
         assert_eq!(r.candidates(Instant::now()), vec![0]);
     }

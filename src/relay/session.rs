@@ -267,7 +267,12 @@ fn log_refusal(shard: &Shard, peer: SocketAddr, e: &RelayError) {
 }
 
 /// Refuses before the upgrade: an HTTP error with the JSON error object.
-pub(crate) async fn refuse_http(shard: &Shard, client: &Endpoint, peer: SocketAddr, e: &RelayError) {
+pub(crate) async fn refuse_http(
+    shard: &Shard,
+    client: &Endpoint,
+    peer: SocketAddr,
+    e: &RelayError,
+) {
     log_refusal(shard, peer, e);
     let body = response::error_json(e.code.http_status(), e.code.as_str(), &e.detail);
     close_after(shard, client, &body).await;

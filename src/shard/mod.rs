@@ -25,9 +25,9 @@ use monoio::{IoUringDriver, LegacyDriver, RuntimeBuilder};
 use tracing::{debug, info, warn};
 
 use crate::config::{RouteTable, ServerConfig, UserTable};
-use crate::proxy::table::{RouteTrust, ShardRoutes};
 use crate::net::dns::DnsCache;
 use crate::net::pool::{BufferPool, PipePool};
+use crate::proxy::table::{RouteTrust, ShardRoutes};
 use crate::relay::policy::AuthThrottle;
 use crate::tls::listener::{build_server_config, Identity};
 use crate::tls::target::TargetTrust;
@@ -288,13 +288,14 @@ impl ShardInit {
                 return;
             }
         };
-        let routes = match ShardRoutes::build(&self.routes, &self.tls.routes, &ShardRoutes::default()) {
-            Ok(r) => r,
-            Err(e) => {
-                let _ = self.ready.send(Err(e.into()));
-                return;
-            }
-        };
+        let routes =
+            match ShardRoutes::build(&self.routes, &self.tls.routes, &ShardRoutes::default()) {
+                Ok(r) => r,
+                Err(e) => {
+                    let _ = self.ready.send(Err(e.into()));
+                    return;
+                }
+            };
         let shard = Rc::new(Shard {
             id: self.id,
             buffers: BufferPool::new(self.server.buffer_size, 1024),

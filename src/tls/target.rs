@@ -29,7 +29,10 @@ pub struct TargetTrust {
 impl TargetTrust {
     /// Loads roots (file I/O: control plane only).
     pub fn load(server: &ServerConfig) -> Result<TargetTrust, TlsError> {
-        let ca = server.target_ca_file.as_deref().map(|p| ("target_ca_file", p));
+        let ca = server
+            .target_ca_file
+            .as_deref()
+            .map(|p| ("target_ca_file", p));
         let trust = Self::build(server, ca, server.insecure_skip_verify)?;
         if trust.skip_verify {
             warn!("insecure_skip_verify = true: target certificates are NOT verified");
@@ -42,7 +45,10 @@ impl TargetTrust {
     pub fn for_route(server: &ServerConfig, route: &RouteSpec) -> Result<TargetTrust, TlsError> {
         let ca = match &route.ca_file {
             Some(p) => Some(("ca_file", p.as_str())),
-            None => server.target_ca_file.as_deref().map(|p| ("target_ca_file", p)),
+            None => server
+                .target_ca_file
+                .as_deref()
+                .map(|p| ("target_ca_file", p)),
         };
         let skip = route
             .insecure_skip_verify

@@ -24,7 +24,9 @@ pub fn python_with(modules: &[&str]) -> Option<String> {
     if std::env::var("CI").as_deref() == Ok("true") {
         panic!("CI must run every test, but {why} (does .ci/run set WS_RELAY_PYTHON?)");
     }
-    skip(&format!("{why}; set WS_RELAY_PYTHON to a Python that has them"));
+    skip(&format!(
+        "{why}; set WS_RELAY_PYTHON to a Python that has them"
+    ));
     None
 }
 

@@ -44,7 +44,9 @@ impl Drop for Upstream {
 
 impl Upstream {
     pub async fn start(name: &str) -> Upstream {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind upstream");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind upstream");
         let mut up = Upstream {
             name: name.to_string(),
             port: listener.local_addr().unwrap().port(),
@@ -139,9 +141,18 @@ impl Conn {
         if path.starts_with("/health") {
             *self.checks.lock().unwrap() += 1;
             let ok = self.healthy.load(Ordering::SeqCst);
-            let status = if ok { "200 OK" } else { "503 Service Unavailable" };
+            let status = if ok {
+                "200 OK"
+            } else {
+                "503 Service Unavailable"
+            };
             let _ = tcp
-                .write_all(format!("HTTP/1.1 {status}\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok").as_bytes())
+                .write_all(
+                    format!(
+                        "HTTP/1.1 {status}\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+                    )
+                    .as_bytes(),
+                )
                 .await;
             return;
         }
@@ -189,17 +200,13 @@ impl Conn {
             return;
         }
         while let Some(Ok(msg)) = ws.next().await {
-            match msg {
-                Message::Text(_) | Message::Binary(_) => {
-                    if ws.send(msg).await.is_err() {
-                        return;
-                    }
-                }
-                Message::Close(_) => {
-                    let _ = ws.close(None).await;
-                    return;
-                }
-                _ => {}
+            if let Message::Close(_) = msg {
+                let _ = ws.close(None).await;
+                return;
+            }
+            let data = matches!(msg, Message::Text(_) | Message::Binary(_));
+            if data && ws.send(msg).await.is_err() {
+                return;
             }
         }
     }
