@@ -447,6 +447,31 @@ async fn all_upstreams_down_is_502_and_a_silent_one_is_504() {
 }
 
 #[tokio::test]
+async fn a_silent_upstream_leaves_time_for_the_next_one() {
+    let hole = Blackhole::start().await;
+    let live = Upstream::start("live").await;
+    let routes = route(
+        "mixed",
+        "/mixed",
+        &[format!("ws://127.0.0.1:{}", hole.port), live.url("")],
+        "",
+    );
+    let relay = relay_with(routes, |c| RelayConfig {
+        connect_timeout_secs: 2,
+        workers: 1,
+        ..c
+    })
+    .await;
+    // The round-robin cursor starts at the black hole for the first session.
+    let started = Instant::now();
+    let mut ans = open(relay.port, "/mixed", "h", &[]).await;
+    assert_eq!(ans.status, 101, "{}", ans.body);
+    assert_eq!(greeting(ans.ws()).await, "live");
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(900) && took < Duration::from_millis(1900), "{took:?}");
+}
+
+#[tokio::test]
 async fn token_auth_in_all_three_places_and_never_forwarded() {
     let a = Upstream::start("a").await;
     let routes = [

@@ -254,8 +254,9 @@ async fn reach_upstream<'r>(
     client_tls: bool,
 ) -> Result<Reached<'r>, (Rejection, RelayError)> {
     let deadline = Instant::now() + Duration::from_secs(cfg.connect_timeout_secs);
+    let candidates = route.candidates(Instant::now());
     let mut last = None;
-    for i in route.candidates(Instant::now()) {
+    for (n, &i) in candidates.iter().enumerate() {
         let upstream = &route.spec.upstreams[i];
         let request = request_for(route, upstream, &req.raw_head, req.peer, client_tls)
             .map_err(|e| (Rejection::Unavailable, e))?;
@@ -263,9 +264,12 @@ async fn reach_upstream<'r>(
         if left.is_zero() {
             break;
         }
+        // A silent upstream gets its share of the connect timeout, not all
+        // of it, so the next one is still tried in time.
+        let budget = left / (candidates.len() - n) as u32;
         let started = Instant::now();
         let attempt = try_upstream(shard, route, upstream, &request.bytes, &req.rest);
-        match monoio::time::timeout(left, attempt).await {
+        let detail = match monoio::time::timeout(budget, attempt).await {
             Ok(Ok((stream, answer))) => {
                 route.mark_succeeded(i);
                 return Ok(Reached {
@@ -275,34 +279,25 @@ async fn reach_upstream<'r>(
                     setup: started.elapsed(),
                 });
             }
-            Ok(Err(detail)) => {
-                route.mark_failed(i);
-                warn!(shard = shard.id, route = %route.spec.name, upstream = %upstream.url, "upstream failed, marked down on this shard: {detail}");
-                last = Some(detail);
-            }
-            Err(_) => {
-                route.mark_failed(i);
-                warn!(shard = shard.id, route = %route.spec.name, upstream = %upstream.url, "upstream did not answer within connect_timeout_secs");
-                let e = RelayError::new(
-                    ErrorCode::TargetTimeout,
-                    format!("no upstream of route {} answered in time", route.spec.name),
-                );
-                return Err((Rejection::Timeout, e));
-            }
-        }
+            Ok(Err(detail)) => detail,
+            Err(_) => format!("no answer within {budget:?}"),
+        };
+        route.mark_failed(i);
+        warn!(shard = shard.id, route = %route.spec.name, upstream = %upstream.url, "upstream failed, marked down on this shard: {detail}");
+        last = Some(detail);
     }
+    let name = &route.spec.name;
     if Instant::now() >= deadline {
         let e = RelayError::new(
             ErrorCode::TargetTimeout,
-            format!("no upstream of route {} answered in time", route.spec.name),
+            format!("no upstream of route {name} answered within connect_timeout_secs"),
         );
         return Err((Rejection::Timeout, e));
     }
     let e = RelayError::new(
         ErrorCode::TargetUnreachable,
         format!(
-            "no upstream of route {} answered ({})",
-            route.spec.name,
+            "no upstream of route {name} answered ({})",
             last.unwrap_or_default()
         ),
     );
