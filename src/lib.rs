@@ -21,4 +21,5 @@ pub mod proxy;
 pub mod relay;
 pub mod shard;
 pub mod tls;
+pub mod tunnel;
 pub mod ws;

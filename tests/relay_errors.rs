@@ -80,10 +80,6 @@ async fn bad_request_first_message() {
             "http:// target",
             auth_json(ALICE_TOKEN, &format!("http://127.0.0.1:{w}/")),
         ),
-        (
-            "tcp:// target (no tcp allowance)",
-            auth_json(ALICE_TOKEN, &format!("tcp://127.0.0.1:{w}")),
-        ),
         ("garbage target", auth_json(ALICE_TOKEN, "garbage")),
         (
             "scheme-less target",
@@ -119,11 +115,7 @@ async fn bad_request_header_mode() {
     let watched = Sink::silent().await;
     let relay = Relay::start(RelayConfig::default()).await;
     let w = watched.port;
-    for target in [
-        format!("http://127.0.0.1:{w}/"),
-        format!("tcp://127.0.0.1:{w}"),
-        "garbage".into(),
-    ] {
+    for target in [format!("http://127.0.0.1:{w}/"), "garbage".into()] {
         match try_connect_header(relay.port, &HeaderAuth::new(ALICE_TOKEN, &target)).await {
             Ok(_) => panic!("target {target:?} accepted"),
             Err(r) => assert_refused(&r, 400, "bad_request"),

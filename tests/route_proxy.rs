@@ -468,7 +468,10 @@ async fn a_silent_upstream_leaves_time_for_the_next_one() {
     assert_eq!(ans.status, 101, "{}", ans.body);
     assert_eq!(greeting(ans.ws()).await, "live");
     let took = started.elapsed();
-    assert!(took >= Duration::from_millis(900) && took < Duration::from_millis(1900), "{took:?}");
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_millis(1900),
+        "{took:?}"
+    );
 }
 
 #[tokio::test]

@@ -295,6 +295,11 @@ fn validate_route(
         let at = |m: String| (u.span().start, format!("routes[{i}].upstream: {m}"));
         let url = u.get_ref().trim();
         let target = parse_target(url).map_err(|e| at(format!("{url:?}: {}", e.detail)))?;
+        if target.tcp {
+            return Err(at(format!(
+                "{url:?}: routes proxy WebSocket upstreams: use ws:// or wss://"
+            )));
+        }
         if upstreams.iter().any(|x: &Upstream| x.url == url) {
             return Err(at(format!("{url:?} is listed twice")));
         }

@@ -70,10 +70,18 @@ impl TargetPattern {
 }
 
 impl User {
+    /// WebSocket targets: any pattern, or none listed. `tcp://` targets
+    /// only through a pattern that itself starts with `tcp://`, so no
+    /// wildcard and no absent list ever grants raw TCP.
     pub fn may_reach(&self, target: &str) -> bool {
+        let tcp = target
+            .get(..6)
+            .is_some_and(|s| s.eq_ignore_ascii_case("tcp://"));
         match &self.allowed_targets {
-            None => true,
-            Some(patterns) => patterns.iter().any(|p| p.matches(target)),
+            None => !tcp,
+            Some(patterns) => patterns
+                .iter()
+                .any(|p| p.matches(target) && (!tcp || p.prefix.starts_with("tcp://"))),
         }
     }
 

@@ -155,8 +155,10 @@ async fn relay_opened(
     started: Instant,
 ) {
     let target_early = std::mem::take(&mut o.upgrade.early);
-    if o.stream.write_all(&client_early).await.is_err()
-        || client.write_all(&target_early).await.is_err()
+    // A tcp:// target gets the client's frames decoded by the bridge.
+    if !o.url.tcp
+        && (o.stream.write_all(&client_early).await.is_err()
+            || client.write_all(&target_early).await.is_err())
     {
         return;
     }
@@ -169,7 +171,11 @@ async fn relay_opened(
         close_all: &shard.close_all,
         reserved_bits: false,
     };
-    let out = passthrough(&ctx, &client, &o.stream, client_early, target_early).await;
+    let out = if o.url.tcp {
+        crate::tunnel::bridge::bridge(&ctx, &client, &o.stream, client_early).await
+    } else {
+        passthrough(&ctx, &client, &o.stream, client_early, target_early).await
+    };
     let tls_kind = |ep: &Endpoint| match ep.tls_resumed() {
         None => "none",
         Some(true) => "resumed",
@@ -181,6 +187,7 @@ async fn relay_opened(
         client_tls = tls_kind(&client),
         target_tls = tls_kind(&o.stream),
         target = %o.url.host_header,
+        tcp = o.url.tcp,
         target_setup_us = o.setup.as_micros() as u64,
         duration_ms = started.elapsed().as_millis() as u64,
         bytes_up = out.bytes_up,
@@ -225,6 +232,20 @@ async fn open_target(
     let dial_started = Instant::now();
     let tls = url.secure.then(|| shard.target_tls());
     let tcp = target::connect(&shard.dns, &url, cfg.allow_private_targets, timeout).await?;
+    if url.tcp {
+        let protocol = crate::tunnel::choose_protocol(protocols).map(str::to_string);
+        return Ok(Opened {
+            setup: dial_started.elapsed(),
+            user,
+            _slot: slot,
+            url,
+            stream: Endpoint::plain(tcp),
+            upgrade: TargetUpgrade {
+                protocol,
+                early: Vec::new(),
+            },
+        });
+    }
     let request = target::TargetRequest::new(&url, protocols);
     let (stream, sent_early) = target::secure(tcp, &url, tls, &request, timeout).await?;
     let upgrade = target::upgrade(&stream, request, sent_early, timeout).await?;

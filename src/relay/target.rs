@@ -19,10 +19,12 @@ use crate::net::endpoint::Endpoint;
 use crate::net::sockopt::tune_stream;
 use crate::ws::handshake::{check_target_response, client_request, generate_key};
 
-/// A parsed `ws://` or `wss://` target.
+/// A parsed `ws://`, `wss://` or `tcp://` target.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TargetUrl {
     pub secure: bool,
+    /// `tcp://host:port`: a raw TCP service, bridged websockify-style.
+    pub tcp: bool,
     /// Host without IPv6 brackets.
     pub host: String,
     pub port: u16,
@@ -36,20 +38,25 @@ fn bad(detail: impl Into<String>) -> RelayError {
     RelayError::new(ErrorCode::BadRequest, detail)
 }
 
-/// Parses a target URL, refusing anything but `ws://` and `wss://`.
+/// Parses a target URL, refusing anything but `ws://`, `wss://` and
+/// `tcp://host:port` (which users must be allowed explicitly).
 pub fn parse_target(s: &str) -> Result<TargetUrl, RelayError> {
     let (scheme, rest) = s
         .split_once("://")
         .ok_or_else(|| bad("target must be a ws:// or wss:// URL"))?;
-    let secure = match scheme.to_ascii_lowercase().as_str() {
-        "ws" => false,
-        "wss" => true,
+    let (secure, tcp) = match scheme.to_ascii_lowercase().as_str() {
+        "ws" => (false, false),
+        "wss" => (true, false),
+        "tcp" => (false, true),
         other => {
             return Err(bad(format!(
-                "unsupported target scheme {other:?}: use ws:// or wss://"
+                "unsupported target scheme {other:?}: use ws://, wss:// or tcp://"
             )))
         }
     };
+    if tcp {
+        return parse_tcp(rest);
+    }
     let (authority, path) = match rest.find(['/', '?']) {
         Some(i) if rest.as_bytes()[i] == b'/' => (&rest[..i], rest[i..].to_string()),
         Some(i) => (&rest[..i], format!("/{}", &rest[i..])),
@@ -79,10 +86,42 @@ pub fn parse_target(s: &str) -> Result<TargetUrl, RelayError> {
     };
     Ok(TargetUrl {
         secure,
+        tcp: false,
         host,
         port,
         path,
         host_header,
+    })
+}
+
+/// `tcp://host:port`, with an explicit port and nothing after it.
+fn parse_tcp(rest: &str) -> Result<TargetUrl, RelayError> {
+    let authority = rest.strip_suffix('/').unwrap_or(rest);
+    if authority.is_empty() || authority.contains(['/', '?', '#', '@']) {
+        return Err(bad(
+            "a tcp:// target is tcp://host:port, with nothing after the port",
+        ));
+    }
+    let explicit_port = authority
+        .rsplit_once(':')
+        .is_some_and(|(h, _)| !h.ends_with(':'))
+        && !authority.ends_with(']');
+    if !explicit_port {
+        return Err(bad("a tcp:// target needs a port: tcp://host:port"));
+    }
+    let (host, port) = split_host_port(authority, 0)?;
+    let shown = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.clone()
+    };
+    Ok(TargetUrl {
+        secure: false,
+        tcp: true,
+        host_header: format!("{shown}:{port}"),
+        host,
+        port,
+        path: String::new(),
     })
 }
 
@@ -303,13 +342,23 @@ mod tests {
         );
         let t = parse_target("ws://h?q=1").unwrap();
         assert_eq!(t.path, "/?q=1");
+        let t = parse_target("tcp://DB.internal:5432").unwrap();
+        assert!(t.tcp && !t.secure);
+        assert_eq!((t.host.as_str(), t.port), ("db.internal", 5432));
+        let t = parse_target("tcp://[::1]:22/").unwrap();
+        assert_eq!(
+            (t.host.as_str(), t.host_header.as_str()),
+            ("::1", "[::1]:22")
+        );
     }
 
     #[test]
     fn refuses_bad_targets() {
         for s in [
             "http://h/",
-            "tcp://h:22",
+            "tcp://h",
+            "tcp://h:22/path",
+            "tcp://[::1]",
             "h:80",
             "ws://",
             "ws://u:p@h/",

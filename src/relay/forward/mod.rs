@@ -320,7 +320,7 @@ pub async fn discard_until_eof(stream: &Endpoint, pool: &BufferPool) {
 }
 
 /// Completes when no byte moved either way for `idle` (never if `None`).
-async fn idle_watch(clock: &Cell<Instant>, idle: Option<Duration>) {
+pub(crate) async fn idle_watch(clock: &Cell<Instant>, idle: Option<Duration>) {
     let Some(idle) = idle else {
         return std::future::pending().await;
     };
