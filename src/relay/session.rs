@@ -172,7 +172,8 @@ async fn relay_opened(
         reserved_bits: false,
     };
     let out = if o.url.tcp {
-        crate::tunnel::bridge::bridge(&ctx, &client, &o.stream, client_early).await
+        use crate::tunnel::bridge::{bridge, Role};
+        bridge(&ctx, Role::RELAY, &client, &o.stream, client_early).await
     } else {
         passthrough(&ctx, &client, &o.stream, client_early, target_early).await
     };

@@ -1,12 +1,15 @@
-//! The websockify-style bridge for `tcp://` targets: each client data
-//! frame's payload goes to the TCP stream, and stream bytes come back as
-//! binary messages. Pings are answered, a client Close becomes a FIN toward
-//! the service, and the service's FIN becomes a Close (1000) to the client.
+//! The websockify-style bridge between a WebSocket and a TCP stream: each
+//! data frame's payload goes to the stream, and stream bytes go back as
+//! binary messages. Pings are answered, a Close becomes a FIN on the stream,
+//! and the stream's FIN becomes a Close (1000). The relay runs it for
+//! `tcp://` targets (server role: peer frames masked, ours not); the tunnel
+//! client runs it toward the relay (client role: the reverse).
 //!
 //! Owns the two pumps and the session-end policy of a bridged session.
 //! Must not: allocate per message (pooled buffers, frames built in place),
 //! queue without bound (each pump waits for its writer), or let two writers
-//! interleave on the client (only the down pump writes to it while both run).
+//! interleave on the WebSocket (only the down pump writes to it while both
+//! run).
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
@@ -19,7 +22,7 @@ use super::decode::{DecodeError, Decoder, Piece};
 use crate::net::endpoint::Endpoint;
 use crate::relay::forward::{discard_until_eof, idle_watch, ForwardCtx, Outcome};
 use crate::ws::frame::{
-    build_frame, close_code, close_frame, encode_header, opcode, MAX_HEADER_LEN,
+    apply_mask, build_frame, close_code, close_frame, encode_header, opcode, MAX_HEADER_LEN,
 };
 
 /// How long the surviving side gets once the other has ended.
@@ -62,8 +65,63 @@ impl Future for Notified<'_> {
     }
 }
 
+/// Which end of the WebSocket this side is.
+#[derive(Clone, Copy)]
+pub struct Role {
+    /// Frames we send are masked (we are the WebSocket client).
+    pub masks: bool,
+    /// Names for the session-end line: the WebSocket peer, the stream.
+    pub ws_peer: &'static str,
+    pub stream_peer: &'static str,
+}
+
+impl Role {
+    /// The relay, serving a `tcp://` target to a WebSocket client.
+    pub const RELAY: Role = Role {
+        masks: false,
+        ws_peer: "client",
+        stream_peer: "target",
+    };
+    /// The tunnel client, carrying a local connection to the relay.
+    pub const TUNNEL_CLIENT: Role = Role {
+        masks: true,
+        ws_peer: "server",
+        stream_peer: "local",
+    };
+}
+
+/// Masking keys from the system's CSPRNG (RFC 6455 §5.3), fetched 1 KiB at
+/// a time so a frame costs no syscall.
+struct Masks {
+    pool: RefCell<([u8; 1024], usize)>,
+}
+
+impl Masks {
+    fn new() -> Masks {
+        Masks {
+            pool: RefCell::new(([0; 1024], 1024)),
+        }
+    }
+
+    fn next(&self) -> [u8; 4] {
+        let mut p = self.pool.borrow_mut();
+        if p.1 + 4 > p.0.len() {
+            use ring::rand::SecureRandom;
+            // A failing system RNG leaves the previous bytes: still masks.
+            let _ = ring::rand::SystemRandom::new().fill(&mut p.0);
+            p.1 = 0;
+        }
+        let at = p.1;
+        p.1 += 4;
+        [p.0[at], p.0[at + 1], p.0[at + 2], p.0[at + 3]]
+    }
+}
+
 /// State the two pumps share.
 struct Shared {
+    role: Role,
+    /// `Some` in the client role.
+    masks: Option<Masks>,
     /// The latest Ping's payload, still to be answered (RFC 6455 §5.5.3
     /// allows answering only the most recent one).
     pong: RefCell<Option<([u8; 125], usize)>>,
@@ -76,6 +134,10 @@ struct Shared {
 }
 
 impl Shared {
+    fn mask(&self) -> Option<[u8; 4]> {
+        self.masks.as_ref().map(Masks::next)
+    }
+
     fn touch(&self, counter: &Cell<u64>, n: usize) {
         counter.set(counter.get() + n as u64);
         self.clock.set(Instant::now());
@@ -108,11 +170,14 @@ enum First {
 /// arrived with the auth message or the upgrade request.
 pub async fn bridge(
     ctx: &ForwardCtx<'_>,
+    role: Role,
     client: &Endpoint,
     tcp: &Endpoint,
     early: Vec<u8>,
 ) -> Outcome {
     let st = Shared {
+        role,
+        masks: role.masks.then(Masks::new),
         pong: RefCell::new(None),
         wake_down: Notify::default(),
         mid_frame: Cell::new(false),
@@ -126,59 +191,14 @@ pub async fn bridge(
         _ = idle_watch(&st.clock, ctx.idle_timeout) => First::Idle,
         _ = ctx.close_all.wait() => First::Shutdown,
     };
-    let (closed_by, reason, close) = match first {
-        First::Up(UpEnd::Close(code)) => (
-            "client",
-            "close handshake".to_string(),
-            Some((echo_code(code), "")),
-        ),
-        First::Up(UpEnd::Eof) => (
-            "client",
-            "client disconnected without a close frame".into(),
-            None,
-        ),
-        First::Up(UpEnd::ReadError(e)) => ("client", format!("client connection error: {e}"), None),
-        First::Up(UpEnd::TargetWrite(e)) => (
-            "target",
-            format!("write to the TCP service failed: {e}"),
-            Some((close_code::BAD_GATEWAY, "target went away")),
-        ),
-        First::Up(UpEnd::Protocol(e)) => (
-            "relay",
-            format!("client protocol error: {e}"),
-            Some((PROTOCOL_ERROR, "protocol error")),
-        ),
-        First::Down(DownEnd::Eof) => (
-            "target",
-            "TCP service closed the connection".into(),
-            Some((1000, "target closed")),
-        ),
-        First::Down(DownEnd::ReadError(e)) => (
-            "target",
-            format!("TCP service connection error: {e}"),
-            Some((close_code::BAD_GATEWAY, "target went away")),
-        ),
-        First::Down(DownEnd::ClientWrite(e)) => {
-            ("client", format!("write to the client failed: {e}"), None)
-        }
-        First::Idle => (
-            "relay",
-            "idle timeout".into(),
-            Some((close_code::GOING_AWAY, "idle timeout")),
-        ),
-        First::Shutdown => (
-            "relay",
-            "shutdown".into(),
-            Some((close_code::GOING_AWAY, "server shutting down")),
-        ),
-    };
+    let (closed_by, reason, close) = describe_end(first, role);
     // FIN toward the service in every case: a client Close maps to it.
     tcp.shutdown_write().await;
     if let Some((code, why)) = close.filter(|_| !st.mid_frame.get()) {
         // A Close without a code is answered with one without a code.
         let frame = match code {
-            NO_STATUS => build_frame(opcode::CLOSE, &[], None),
-            _ => close_frame(code, why, None),
+            NO_STATUS => build_frame(opcode::CLOSE, &[], st.mask()),
+            _ => close_frame(code, why, st.mask()),
         };
         let _ = monoio::time::timeout(LINGER, client.write_all(&frame)).await;
     }
@@ -189,6 +209,42 @@ pub async fn bridge(
         bytes_down: st.down_bytes.get(),
         closed_by,
         reason,
+    }
+}
+
+type Close = Option<(u16, &'static str)>;
+
+/// Who ended the session, why, and the Close frame the WebSocket peer gets.
+fn describe_end(first: First, role: Role) -> (&'static str, String, Close) {
+    let (ws, stream) = (role.ws_peer, role.stream_peer);
+    let gone = Some((close_code::BAD_GATEWAY, "target went away"));
+    let going = |why| Some((close_code::GOING_AWAY, why));
+    match first {
+        First::Up(UpEnd::Close(code)) => {
+            (ws, "close handshake".into(), Some((echo_code(code), "")))
+        }
+        First::Up(UpEnd::Eof) => (ws, format!("{ws} disconnected without a close frame"), None),
+        First::Up(UpEnd::ReadError(e)) => (ws, format!("{ws} connection error: {e}"), None),
+        First::Up(UpEnd::TargetWrite(e)) => (
+            stream,
+            format!("write to the {stream} stream failed: {e}"),
+            gone,
+        ),
+        First::Up(UpEnd::Protocol(e)) => {
+            let close = Some((PROTOCOL_ERROR, "protocol error"));
+            ("relay", format!("{ws} protocol error: {e}"), close)
+        }
+        First::Down(DownEnd::Eof) => (
+            stream,
+            format!("{stream} stream closed"),
+            Some((1000, "stream closed")),
+        ),
+        First::Down(DownEnd::ReadError(e)) => (stream, format!("{stream} stream error: {e}"), gone),
+        First::Down(DownEnd::ClientWrite(e)) => {
+            (ws, format!("write to the {ws} failed: {e}"), None)
+        }
+        First::Idle => ("relay", "idle timeout".into(), going("idle timeout")),
+        First::Shutdown => ("relay", "shutdown".into(), going("shutting down")),
     }
 }
 
@@ -209,7 +265,10 @@ async fn up(
     st: &Shared,
     mut early: Vec<u8>,
 ) -> UpEnd {
-    let mut dec = Decoder::default();
+    let mut dec = match st.role.masks {
+        false => Decoder::default(),
+        true => Decoder::for_server_frames(),
+    };
     if let Some(end) = feed(&mut dec, &mut early, tcp, st).await {
         return end;
     }
@@ -287,7 +346,11 @@ async fn down(ctx: &ForwardCtx<'_>, client: &Endpoint, tcp: &Endpoint, st: &Shar
                 Err(e) => return DownEnd::ReadError(e),
             };
             let mut header = [0u8; MAX_HEADER_LEN];
-            let h = encode_header(&mut header, true, opcode::BINARY, n as u64, None);
+            let mask = st.mask();
+            let h = encode_header(&mut header, true, opcode::BINARY, n as u64, mask);
+            if let Some(m) = mask {
+                apply_mask(&mut buf[MAX_HEADER_LEN..MAX_HEADER_LEN + n], m, 0);
+            }
             let start = MAX_HEADER_LEN - h;
             buf[start..MAX_HEADER_LEN].copy_from_slice(&header[..h]);
             st.mid_frame.set(true);

@@ -15,6 +15,8 @@ pub enum DecodeError {
     Frame(#[from] FrameError),
     #[error("client frame is not masked")]
     Unmasked,
+    #[error("server frame is masked")]
+    Masked,
     #[error("continuation frame outside a fragmented message")]
     StrayContinuation,
     #[error("new data frame inside a fragmented message")]
@@ -50,6 +52,8 @@ pub struct Decoder {
     control_have: usize,
     /// Between a non-final data frame and its final continuation.
     in_message: bool,
+    /// Decoding a client's frames (masked) rather than a server's.
+    from_client: bool,
 }
 
 impl Default for Decoder {
@@ -64,11 +68,20 @@ impl Default for Decoder {
             control_buf: [0; 125],
             control_have: 0,
             in_message: false,
+            from_client: true,
         }
     }
 }
 
 impl Decoder {
+    /// A decoder for frames a server sends (unmasked), for the tunnel client.
+    pub fn for_server_frames() -> Decoder {
+        Decoder {
+            from_client: false,
+            ..Decoder::default()
+        }
+    }
+
     /// The last complete control frame's payload (a Ping's, to echo).
     pub fn control_payload(&self) -> &[u8] {
         &self.control_buf[..self.control_have]
@@ -89,7 +102,9 @@ impl Decoder {
                 }
                 let take = self.remaining.min(avail as u64) as usize;
                 let (start, end) = (*pos, *pos + take);
-                apply_mask(&mut chunk[start..end], self.mask, self.offset);
+                if self.from_client {
+                    apply_mask(&mut chunk[start..end], self.mask, self.offset);
+                }
                 self.offset += take;
                 self.remaining -= take as u64;
                 *pos = end;
@@ -120,7 +135,12 @@ impl Decoder {
             };
             *pos += h.header_len - have;
             self.header_have = 0;
-            self.mask = h.mask.ok_or(DecodeError::Unmasked)?;
+            self.mask = match (h.mask, self.from_client) {
+                (Some(m), true) => m,
+                (None, false) => [0; 4],
+                (None, true) => return Err(DecodeError::Unmasked),
+                (Some(_), false) => return Err(DecodeError::Masked),
+            };
             self.offset = 0;
             self.remaining = h.payload_len;
             if h.is_control() {
@@ -242,5 +262,17 @@ mod tests {
         ));
         let empty_close = frame(true, opcode::CLOSE, b"");
         assert_eq!(decode(&empty_close, &[]).unwrap().1, vec!["close 1005"]);
+        let mut d = Decoder::for_server_frames();
+        let mut server = build_frame(opcode::BINARY, b"plain", None);
+        let mut pos = 0;
+        assert_eq!(
+            d.next(&mut server, &mut pos),
+            Ok(Some(Piece::Data { start: 2, end: 7 }))
+        );
+        assert_eq!(&server[2..7], b"plain");
+        let mut masked = frame(true, opcode::BINARY, b"x");
+        let mut pos = 0;
+        let e = Decoder::for_server_frames().next(&mut masked, &mut pos);
+        assert_eq!(e, Err(DecodeError::Masked));
     }
 }
