@@ -67,3 +67,24 @@ pub fn init(cfg: &LoggingConfig) -> Result<LogGuards, LogError> {
         .map_err(|_| LogError::Init)?;
     Ok(LogGuards(guards))
 }
+
+/// Logging for the tunnel client: the server's format, on standard error
+/// (standard output may carry tunnel data in `--stdio` mode). `RUST_LOG`
+/// overrides the `info` default.
+pub fn init_stderr() -> Result<LogGuards, LogError> {
+    let level = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| "info".into());
+    let filter = EnvFilter::try_new(&level).map_err(|e| LogError::Level(level, e.to_string()))?;
+    let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
+    let console = fmt::layer()
+        .with_writer(writer)
+        .with_ansi(std::io::stderr().is_terminal());
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(console)
+        .try_init()
+        .map_err(|_| LogError::Init)?;
+    Ok(LogGuards(vec![guard]))
+}

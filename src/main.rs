@@ -44,6 +44,13 @@ enum Command {
         #[arg(long, default_value = "/")]
         proc_root: PathBuf,
     },
+    /// Run the forward tunnel client (`--config client.toml`).
+    Tunnel {
+        /// Carry standard input/output to this `tcp://host:port` target
+        /// instead of the config's [[forwards]] (SSH ProxyCommand).
+        #[arg(long, value_name = "TCP_URL")]
+        stdio: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -88,6 +95,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     Ok(ExitCode::FAILURE)
                 }
             }
+        }
+        Command::Tunnel { stdio } => {
+            use ws_relay_core::tunnel::client;
+            let cfg = client::ClientConfig::load(&cli.config)?;
+            let _log = ws_relay_core::logging::init_stderr()?;
+            client::run(cfg, stdio)?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Doctor { strict, proc_root } => {
             // doctor must work without a config (fresh host): fall back to

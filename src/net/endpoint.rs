@@ -91,6 +91,13 @@ impl Endpoint {
         ))
     }
 
+    /// The socket of a plain endpoint (a TLS one would lose its session:
+    /// only the tunnel client's proxy step uses this, before any TLS).
+    pub fn into_stream(self) -> TcpStream {
+        debug_assert!(self.tls.is_none(), "into_stream on a TLS endpoint");
+        self.stream
+    }
+
     pub fn stream(&self) -> &TcpStream {
         &self.stream
     }

@@ -14,7 +14,7 @@
 use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::io;
-use std::pin::Pin;
+use std::pin::{pin, Pin};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -29,6 +29,9 @@ use crate::ws::frame::{
 const LINGER: Duration = Duration::from_secs(1);
 /// RFC 6455 §7.4.1: protocol error.
 const PROTOCOL_ERROR: u16 = 1002;
+/// How long a half-closed session may sit with no byte moving (when no
+/// idle timeout is configured).
+const DRAIN_IDLE: Duration = Duration::from_secs(60);
 /// RFC 6455 §7.4.1: the Close frame carried no code.
 const NO_STATUS: u16 = 1005;
 
@@ -128,6 +131,9 @@ struct Shared {
     wake_down: Notify,
     /// The down pump is halfway through a frame: nothing may be injected.
     mid_frame: Cell<bool>,
+    /// The peer's Close arrived (its code), or we sent ours.
+    peer_close: Cell<Option<u16>>,
+    sent_close: Cell<bool>,
     clock: Cell<Instant>,
     up_bytes: Cell<u64>,
     down_bytes: Cell<u64>,
@@ -181,26 +187,47 @@ pub async fn bridge(
         pong: RefCell::new(None),
         wake_down: Notify::default(),
         mid_frame: Cell::new(false),
+        peer_close: Cell::new(None),
+        sent_close: Cell::new(false),
         clock: Cell::new(Instant::now()),
         up_bytes: Cell::new(0),
         down_bytes: Cell::new(0),
     };
+    let mut up_f = pin!(up(ctx, client, tcp, &st, early));
+    let mut down_f = pin!(down(ctx, client, tcp, &st));
     let first = monoio::select! {
-        e = up(ctx, client, tcp, &st, early) => First::Up(e),
-        e = down(ctx, client, tcp, &st) => First::Down(e),
+        e = &mut up_f => First::Up(e),
+        e = &mut down_f => First::Down(e),
         _ = idle_watch(&st.clock, ctx.idle_timeout) => First::Idle,
         _ = ctx.close_all.wait() => First::Shutdown,
     };
-    let (closed_by, reason, close) = describe_end(first, role);
-    // FIN toward the service in every case: a client Close maps to it.
+    // Half-close: the peer's Close is a FIN toward the stream and the
+    // stream's FIN is a Close toward the peer (sent by the down pump), while
+    // the other direction keeps flowing until it ends as well.
+    let draining = ctx.idle_timeout.or(Some(DRAIN_IDLE));
+    let last = match &first {
+        First::Up(UpEnd::Close(code)) => {
+            st.peer_close.set(Some(*code));
+            tcp.shutdown_write().await;
+            Some(monoio::select! {
+                e = &mut down_f => First::Down(e),
+                _ = idle_watch(&st.clock, draining) => First::Idle,
+                _ = ctx.close_all.wait() => First::Shutdown,
+            })
+        }
+        First::Down(DownEnd::Eof) => Some(monoio::select! {
+            e = &mut up_f => First::Up(e),
+            _ = idle_watch(&st.clock, draining) => First::Idle,
+            _ = ctx.close_all.wait() => First::Shutdown,
+        }),
+        _ => None,
+    };
+    let (closed_by, reason, _) = describe_end(&first, role);
+    let close = describe_end(last.as_ref().unwrap_or(&first), role).2;
     tcp.shutdown_write().await;
-    if let Some((code, why)) = close.filter(|_| !st.mid_frame.get()) {
-        // A Close without a code is answered with one without a code.
-        let frame = match code {
-            NO_STATUS => build_frame(opcode::CLOSE, &[], st.mask()),
-            _ => close_frame(code, why, st.mask()),
-        };
-        let _ = monoio::time::timeout(LINGER, client.write_all(&frame)).await;
+    let sendable = !st.sent_close.get() && !st.mid_frame.get();
+    if let Some((code, why)) = close.filter(|_| sendable) {
+        let _ = monoio::time::timeout(LINGER, client.write_all(&close_for(code, why, &st))).await;
     }
     client.shutdown_write().await;
     let _ = monoio::time::timeout(LINGER, discard_until_eof(client, ctx.buffers)).await;
@@ -212,16 +239,24 @@ pub async fn bridge(
     }
 }
 
+/// A Close frame; one without a code answers a Close that had none.
+fn close_for(code: u16, why: &str, st: &Shared) -> Vec<u8> {
+    match code {
+        NO_STATUS => build_frame(opcode::CLOSE, &[], st.mask()),
+        _ => close_frame(code, why, st.mask()),
+    }
+}
+
 type Close = Option<(u16, &'static str)>;
 
 /// Who ended the session, why, and the Close frame the WebSocket peer gets.
-fn describe_end(first: First, role: Role) -> (&'static str, String, Close) {
+fn describe_end(first: &First, role: Role) -> (&'static str, String, Close) {
     let (ws, stream) = (role.ws_peer, role.stream_peer);
     let gone = Some((close_code::BAD_GATEWAY, "target went away"));
     let going = |why| Some((close_code::GOING_AWAY, why));
     match first {
         First::Up(UpEnd::Close(code)) => {
-            (ws, "close handshake".into(), Some((echo_code(code), "")))
+            (ws, "close handshake".into(), Some((echo_code(*code), "")))
         }
         First::Up(UpEnd::Eof) => (ws, format!("{ws} disconnected without a close frame"), None),
         First::Up(UpEnd::ReadError(e)) => (ws, format!("{ws} connection error: {e}"), None),
@@ -340,7 +375,17 @@ async fn down(ctx: &ForwardCtx<'_>, client: &Endpoint, tcp: &Endpoint, st: &Shar
         let mut buf = ctx.buffers.borrow();
         loop {
             let n = match tcp.try_read(&mut buf[MAX_HEADER_LEN..]) {
-                Ok(Some(0)) => return DownEnd::Eof,
+                Ok(Some(0)) => {
+                    // The stream's FIN: our Close, echoing the peer's code
+                    // when it closed first.
+                    let code = st.peer_close.get().map_or(1000, echo_code);
+                    let frame = close_for(code, "stream closed", st);
+                    if let Err(e) = client.write_all(&frame).await {
+                        return DownEnd::ClientWrite(e);
+                    }
+                    st.sent_close.set(true);
+                    return DownEnd::Eof;
+                }
                 Ok(Some(n)) => n,
                 Ok(None) => break,
                 Err(e) => return DownEnd::ReadError(e),

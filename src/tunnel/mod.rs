@@ -3,12 +3,13 @@
 //! browser clients and tunnel clients reach TCP services through the relay.
 //!
 //! - `decode`: client frames → payload bytes (streaming, unmasked in place).
-//! - `bridge`: the two pumps and the session end.
+//! - `bridge`: the two pumps and the session end (both WebSocket roles).
+//! - `client`: `ws-relay-core tunnel`, the forward tunnel client.
 //!
-//! The forward tunnel client and multiplexed reverse tunnels are not built
-//! yet (see README "Tunnels").
+//! Multiplexed reverse tunnels are not built yet (see README "Tunnels").
 
 pub mod bridge;
+pub mod client;
 pub mod decode;
 
 /// The subprotocol websockify offers and accepts for raw binary frames.

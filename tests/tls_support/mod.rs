@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 pub use client::*;
 pub use pki::*;
+#[allow(unused_imports)]
 pub use target::*;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_ws-relay-core");
@@ -57,6 +58,8 @@ pub struct RelaySpec {
     pub extra: Vec<String>,
     /// Files written into the temp dir before start: (name, contents).
     pub files: Vec<(String, String)>,
+    /// Raw lines appended to the one `[[users]]` entry.
+    pub user_lines: Vec<String>,
 }
 
 impl RelaySpec {
@@ -68,6 +71,7 @@ impl RelaySpec {
             auth_timeout_secs: 10,
             extra: Vec::new(),
             files: Vec::new(),
+            user_lines: Vec::new(),
         }
     }
 
@@ -100,6 +104,11 @@ impl RelaySpec {
 
     pub fn line(mut self, l: &str) -> RelaySpec {
         self.extra.push(l.to_string());
+        self
+    }
+
+    pub fn user_line(mut self, l: &str) -> RelaySpec {
+        self.user_lines.push(l.to_string());
         self
     }
 
@@ -139,6 +148,10 @@ impl RelaySpec {
             s.push('\n');
         }
         s += &format!("\n[[users]]\nname = {USER:?}\ntoken = {TOKEN:?}\n");
+        for l in &self.user_lines {
+            s += l;
+            s.push('\n');
+        }
         s += "\n[logging]\nlevel = \"info\"\ndirectory = \"\"\nconsole_output = true\n";
         s
     }

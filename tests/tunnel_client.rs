@@ -1,0 +1,392 @@
+//! The forward tunnel client over the wire: the real binary as `tunnel`
+//! (listening forwards and `--stdio`) in front of the real binary as relay,
+//! carrying real TCP services, directly, over `wss://`, and through a real
+//! `tinyproxy` (with and without Basic auth, and refusing with 407).
+
+mod common;
+mod tls_support;
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// A child process killed on drop, its stderr in a file.
+struct Proc {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Proc {
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+async fn tcp_echo() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 65536];
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 || s.write_all(&buf[..n]).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn write_client_config(dir: &Path, client: &str, forwards: &[(u16, String)]) -> PathBuf {
+    let mut text = format!("[client]\n{client}\n");
+    for (port, target) in forwards {
+        text.push_str(&format!(
+            "\n[[forwards]]\nlisten = \"127.0.0.1:{port}\"\ntarget = {target:?}\n"
+        ));
+    }
+    let path = dir.join("client.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn start_tunnel(dir: &Path, config: &Path, extra: &[&str]) -> Proc {
+    let log = dir.join(format!("tunnel-{}.log", free_port()));
+    let child = Command::new(BIN)
+        .arg("--config")
+        .arg(config)
+        .arg("tunnel")
+        .args(extra)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("start the tunnel client");
+    Proc { child, log }
+}
+
+async fn wait_listening(port: u16, p: &Proc) {
+    let deadline = Instant::now() + STEP;
+    while TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "tunnel never listened:\n{}",
+            p.log()
+        );
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+}
+
+/// Sends `n` bytes through `port` and checks they all come back in order.
+async fn echo_through(port: u16, n: usize, seed: u8) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let data = pattern(n, seed);
+    let (mut r, mut w) = s.split();
+    let send = async {
+        w.write_all(&data).await.unwrap();
+        w.shutdown().await.unwrap();
+    };
+    let recv = async {
+        let mut got = Vec::with_capacity(n);
+        r.read_to_end(&mut got).await.unwrap();
+        got
+    };
+    let (_, got) = within(Duration::from_secs(60), "echo through the tunnel", async {
+        tokio::join!(send, recv)
+    })
+    .await;
+    assert_eq!(got.len(), n, "bytes back");
+    assert!(got == data, "bytes differ");
+}
+
+fn relay_user(echo: u16) -> UserSpec {
+    UserSpec::alice().allowed(&[&format!("tcp://127.0.0.1:{echo}")])
+}
+
+#[tokio::test]
+async fn forwards_carry_many_concurrent_connections() {
+    let echo = tcp_echo().await;
+    let relay = Relay::start(RelayConfig::default().with_users(vec![relay_user(echo)])).await;
+    let dir = tempfile::tempdir().unwrap();
+    let listen = free_port();
+    let cfg = write_client_config(
+        dir.path(),
+        &format!(
+            "server = \"ws://127.0.0.1:{}/\"\ntoken = {ALICE_TOKEN:?}",
+            relay.port
+        ),
+        &[(listen, format!("tcp://127.0.0.1:{echo}"))],
+    );
+    let p = start_tunnel(dir.path(), &cfg, &[]);
+    wait_listening(listen, &p).await;
+    echo_through(listen, 8 << 20, 1).await;
+    let mut all = Vec::new();
+    for i in 0..50u8 {
+        all.push(tokio::spawn(echo_through(
+            listen,
+            200_000 + i as usize * 997,
+            i,
+        )));
+    }
+    for t in all {
+        t.await.unwrap();
+    }
+    let deadline = Instant::now() + STEP;
+    while p.log().matches("tunnel end").count() < 51 {
+        assert!(Instant::now() < deadline, "{}", p.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!p.log().contains(ALICE_TOKEN), "token logged");
+}
+
+#[tokio::test]
+async fn stdio_mode_works_as_a_proxy_command() {
+    let echo = tcp_echo().await;
+    let relay = Relay::start(RelayConfig::default().with_users(vec![relay_user(echo)])).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_client_config(
+        dir.path(),
+        &format!(
+            "server = \"ws://127.0.0.1:{}/\"\ntoken = {ALICE_TOKEN:?}",
+            relay.port
+        ),
+        &[],
+    );
+    let target = format!("tcp://127.0.0.1:{echo}");
+    let mut p = start_tunnel(dir.path(), &cfg, &["--stdio", &target]);
+    let data = pattern(300_000, 7);
+    let mut stdin = p.child.stdin.take().unwrap();
+    let mut stdout = p.child.stdout.take().unwrap();
+    let to_send = data.clone();
+    let writer = std::thread::spawn(move || {
+        stdin.write_all(&to_send).unwrap();
+        // EOF on stdin, as when ssh exits.
+    });
+    let got = tokio::task::spawn_blocking(move || {
+        let mut got = vec![0u8; 300_000];
+        stdout.read_exact(&mut got).map(|_| got)
+    })
+    .await
+    .unwrap();
+    writer.join().unwrap();
+    assert!(got.expect("read stdout") == data, "stdio bytes differ");
+    let status = within(STEP, "tunnel exits", async {
+        loop {
+            if let Some(s) = p.child.try_wait().unwrap() {
+                return s;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(status.success(), "{}", p.log());
+}
+
+#[tokio::test]
+async fn refusals_are_clear_errors() {
+    let echo = tcp_echo().await;
+    let relay = Relay::start(RelayConfig::default().with_users(vec![relay_user(echo)])).await;
+    let dir = tempfile::tempdir().unwrap();
+    for (token, target, want) in [
+        (
+            "wrong-token",
+            format!("tcp://127.0.0.1:{echo}"),
+            "HTTP 401 auth_failed",
+        ),
+        (
+            ALICE_TOKEN,
+            "tcp://127.0.0.1:1".to_string(),
+            "HTTP 403 target_forbidden",
+        ),
+    ] {
+        let cfg = write_client_config(
+            dir.path(),
+            &format!(
+                "server = \"ws://127.0.0.1:{}/\"\ntoken = {token:?}",
+                relay.port
+            ),
+            &[],
+        );
+        let p = start_tunnel(dir.path(), &cfg, &["--stdio", &target]);
+        let out = wait_exit(p).await;
+        assert!(out.contains(want), "wanted {want:?}:\n{out}");
+    }
+}
+
+/// Waits for the child to exit; returns its stderr log.
+async fn wait_exit(mut p: Proc) -> String {
+    within(STEP, "tunnel exits", async {
+        while p.child.try_wait().unwrap().is_none() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    p.log()
+}
+
+/// A real tinyproxy on a free port, optionally with Basic auth.
+fn start_tinyproxy(dir: &Path, auth: Option<(&str, &str)>) -> Option<(Proc, u16)> {
+    let bin = ["/usr/bin/tinyproxy", "/usr/sbin/tinyproxy"]
+        .into_iter()
+        .find(|p| Path::new(p).exists());
+    let Some(bin) = bin else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI must run every test, but tinyproxy is not installed"
+        );
+        python::skip("tinyproxy not installed (apt-get install tinyproxy)");
+        return None;
+    };
+    let port = free_port();
+    let mut conf = format!(
+        "Port {port}\nListen 127.0.0.1\nTimeout 60\nMaxClients 100\nAllow 127.0.0.1\nLogLevel Info\nLogFile \"{}\"\n",
+        dir.join(format!("tinyproxy-{port}.log")).display()
+    );
+    if let Some((u, p)) = auth {
+        conf.push_str(&format!("BasicAuth {u} {p}\n"));
+    }
+    let path = dir.join(format!("tinyproxy-{port}.conf"));
+    std::fs::write(&path, conf).unwrap();
+    let log = dir.join(format!("tinyproxy-{port}.out"));
+    let child = Command::new(bin)
+        .arg("-d")
+        .arg("-c")
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("start tinyproxy");
+    let p = Proc { child, log };
+    let deadline = Instant::now() + STEP;
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "tinyproxy did not start: {}",
+            p.log()
+        );
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    Some((p, port))
+}
+
+#[tokio::test]
+async fn through_a_real_connect_proxy_with_and_without_auth() {
+    let echo = tcp_echo().await;
+    let relay = Relay::start(RelayConfig::default().with_users(vec![relay_user(echo)])).await;
+    let dir = tempfile::tempdir().unwrap();
+    let Some((_open, open_port)) = start_tinyproxy(dir.path(), None) else {
+        return;
+    };
+    let Some((_authed, auth_port)) = start_tinyproxy(dir.path(), Some(("tun", "s3cr3t"))) else {
+        return;
+    };
+    let server = format!(
+        "server = \"ws://127.0.0.1:{}/\"\ntoken = {ALICE_TOKEN:?}",
+        relay.port
+    );
+    for (proxy, n) in [
+        (format!("http://127.0.0.1:{open_port}"), 1u8),
+        (format!("http://tun:s3cr3t@127.0.0.1:{auth_port}"), 2),
+    ] {
+        let listen = free_port();
+        let cfg = write_client_config(
+            dir.path(),
+            &format!("{server}\nhttp_proxy = {proxy:?}"),
+            &[(listen, format!("tcp://127.0.0.1:{echo}"))],
+        );
+        let p = start_tunnel(dir.path(), &cfg, &[]);
+        wait_listening(listen, &p).await;
+        echo_through(listen, 2 << 20, n).await;
+        assert!(!p.log().contains("s3cr3t"), "proxy password logged");
+    }
+    for proxy in [
+        format!("http://127.0.0.1:{auth_port}"),
+        format!("http://tun:wrong@127.0.0.1:{auth_port}"),
+    ] {
+        let cfg = write_client_config(
+            dir.path(),
+            &format!("{server}\nhttp_proxy = {proxy:?}"),
+            &[],
+        );
+        let p = start_tunnel(
+            dir.path(),
+            &cfg,
+            &["--stdio", &format!("tcp://127.0.0.1:{echo}")],
+        );
+        let out = wait_exit(p).await;
+        assert!(out.contains("407 Proxy Authentication Required"), "{out}");
+        assert_eq!(
+            out.matches("HTTP proxy refused").count(),
+            1,
+            "said once: {out}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn over_wss_with_a_ca_file_or_skip_verify() {
+    use tls_support::{Ca, RelaySpec, TlsRelay, LOCAL_NAMES, TOKEN};
+    let echo = tcp_echo().await;
+    let ca = Ca::new("tunnel test CA");
+    let leaf = ca.leaf(LOCAL_NAMES);
+    let relay = TlsRelay::start(
+        RelaySpec::tls_leaf(&leaf)
+            .user_line(&format!("allowed_targets = [\"tcp://127.0.0.1:{echo}\"]")),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca_path = dir.path().join("ca.pem");
+    std::fs::write(&ca_path, &ca.pem).unwrap();
+    let server = format!(
+        "server = \"wss://localhost:{}/\"\ntoken = {TOKEN:?}",
+        relay.port
+    );
+    for (extra, n) in [
+        (
+            format!("ca_cert_path = {:?}", ca_path.display().to_string()),
+            1u8,
+        ),
+        ("skip_verify = true".to_string(), 2),
+    ] {
+        let listen = free_port();
+        let cfg = write_client_config(
+            dir.path(),
+            &format!("{server}\n{extra}"),
+            &[(listen, format!("tcp://127.0.0.1:{echo}"))],
+        );
+        let p = start_tunnel(dir.path(), &cfg, &[]);
+        wait_listening(listen, &p).await;
+        echo_through(listen, 4 << 20, n).await;
+    }
+    // Without the CA the certificate does not verify: a clear TLS error.
+    let cfg = write_client_config(dir.path(), &server, &[]);
+    let p = start_tunnel(
+        dir.path(),
+        &cfg,
+        &["--stdio", &format!("tcp://127.0.0.1:{echo}")],
+    );
+    let out = wait_exit(p).await;
+    assert!(out.contains("TLS handshake with localhost failed"), "{out}");
+}
