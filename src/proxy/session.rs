@@ -52,6 +52,8 @@ struct Reached<'a> {
     stream: Endpoint,
     answer: Answer,
     setup: Duration,
+    /// See `UpstreamRequest::echo_protocol`.
+    echo: Option<String>,
 }
 
 pub async fn run(shard: &Shard, cfg: Rc<ServerConfig>, req: RouteRequest) {
@@ -75,17 +77,29 @@ pub async fn run(shard: &Shard, cfg: Rc<ServerConfig>, req: RouteRequest) {
         }
     };
     let RouteRequest {
-        client, peer, rest, ..
+        client,
+        peer,
+        head,
+        raw_head,
+        rest,
+        ..
     } = req;
+    // Nothing of either handshake may live as long as the session.
+    drop((head, raw_head));
     if !reached.answer.is_upgrade() {
         return relay_answer(shard, route, client, peer, reached).await;
     }
-    let echo = echo_protocol(route, &req.raw_head, peer, client_tls);
-    let head = upgrade_head(&reached.answer, echo.as_deref());
-    let early = reached.answer.buf[reached.answer.head.len..].to_vec();
-    let reserved_bits = reached.answer.negotiated_extensions();
-    drop(req.raw_head);
-    let mut first = head;
+    let Reached {
+        upstream,
+        stream,
+        answer,
+        setup,
+        echo,
+    } = reached;
+    let mut first = upgrade_head(&answer, echo.as_deref());
+    let early = answer.buf[answer.head.len..].to_vec();
+    let reserved_bits = answer.negotiated_extensions();
+    drop((answer, echo));
     first.extend_from_slice(&early);
     if client.write_all(&first).await.is_err() {
         return;
@@ -103,18 +117,17 @@ pub async fn run(shard: &Shard, cfg: Rc<ServerConfig>, req: RouteRequest) {
         close_all: &shard.close_all,
         reserved_bits,
     };
-    let upstream = &reached.stream;
-    let out = passthrough(&ctx, &client, upstream, rest, early).await;
+    let out = passthrough(&ctx, &client, &stream, rest, early).await;
     stats.open.set(stats.open.get() - 1);
     info!(
         shard = shard.id,
         route = %route.spec.name,
-        upstream = %reached.upstream.url,
+        upstream = %upstream.url,
         user = admission.user.as_deref().unwrap_or("-"),
         peer = %peer.ip(),
         client_tls,
-        upstream_tls = upstream.is_tls(),
-        upstream_setup_us = reached.setup.as_micros() as u64,
+        upstream_tls = stream.is_tls(),
+        upstream_setup_us = setup.as_micros() as u64,
         duration_ms = started.elapsed().as_millis() as u64,
         bytes_up = out.bytes_up,
         bytes_down = out.bytes_down,
@@ -207,40 +220,23 @@ fn capacity(detail: &str) -> RelayError {
 fn request_for(
     route: &ShardRoute,
     upstream: &Upstream,
-    raw_head: &[u8],
-    peer: SocketAddr,
+    req: &RouteRequest,
     client_tls: bool,
 ) -> Result<UpstreamRequest, RelayError> {
-    let client_host = crate::http::head::parse_request_head(raw_head, usize::MAX, 128)
-        .ok()
-        .flatten()
-        .and_then(|h| h.header("host").map(str::to_string))
-        .unwrap_or_default();
+    let client_host = req.head.header("host").unwrap_or("");
     let host = if route.spec.upstream_host || client_host.is_empty() {
-        upstream.target.host_header.clone()
+        upstream.target.host_header.as_str()
     } else {
         client_host
     };
     let fwd = Forwarding {
-        client_ip: peer.ip(),
+        client_ip: req.peer.ip(),
         client_tls,
-        host: &host,
+        host,
         strip_credentials: route.spec.auth == RouteAuth::Token,
     };
-    upstream_request(raw_head, &fwd)
+    upstream_request(&req.raw_head, &fwd)
         .map_err(|e| RelayError::new(ErrorCode::BadRequest, e.to_string()))
-}
-
-fn echo_protocol(
-    route: &ShardRoute,
-    raw_head: &[u8],
-    peer: SocketAddr,
-    client_tls: bool,
-) -> Option<String> {
-    let first = route.spec.upstreams.first()?;
-    request_for(route, first, raw_head, peer, client_tls)
-        .ok()?
-        .echo_protocol
 }
 
 /// Tries the route's upstreams in round-robin order until one answers with
@@ -258,7 +254,7 @@ async fn reach_upstream<'r>(
     let mut last = None;
     for (n, &i) in candidates.iter().enumerate() {
         let upstream = &route.spec.upstreams[i];
-        let request = request_for(route, upstream, &req.raw_head, req.peer, client_tls)
+        let request = request_for(route, upstream, req, client_tls)
             .map_err(|e| (Rejection::Unavailable, e))?;
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
@@ -277,6 +273,7 @@ async fn reach_upstream<'r>(
                     stream,
                     answer,
                     setup: started.elapsed(),
+                    echo: request.echo_protocol,
                 });
             }
             Ok(Err(detail)) => detail,
