@@ -541,7 +541,7 @@ phase same-core 0 "${TESTS[@]}"
 T_END=$(date +%s)
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 E2E_TITLE="ws-relay-core vs floor, nginx and the re-framing design"
-[ "$KIND" = proxy ] && E2E_TITLE="ws-relay-core as a reverse proxy vs nginx and HAProxy (and the rest selected)"
+[ "$KIND" = proxy ] && E2E_TITLE="ws-relay-core as a reverse proxy vs nginx and HAProxy"
 export E2E_TITLE E2E_OUT="$OUT" E2E_LOAD="load average (1/5/15 min) before: $LOAD_BEFORE; after: $LOAD_AFTER"
 export E2E_HAPROXY=""
 want haproxy && E2E_HAPROXY=", $($HAPROXY -v 2>&1 | head -1 | cut -d' ' -f1-3)"
