@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
 # End-to-end comparison of ws-relay-core with a minimal copy forwarder (the
 # floor), nginx and the original re-framing design, in ONE run, alternating
-# the systems round by round. See benches/e2e/README.md.
+# the systems round by round; and of its reverse proxy ([[routes]]) with nginx
+# and HAProxy. See benches/e2e/README.md.
 #
-#   cargo build --release && benches/e2e/e2e.sh            # full (~10 min on the 2-vCPU VM)
-#   benches/e2e/e2e.sh --quick                             # smoke (~3 min)
+#   cargo build --release --workspace && benches/e2e/e2e.sh   # full (~10 min on the 2-vCPU VM)
+#   benches/e2e/e2e.sh --quick                                # smoke (~3 min)
+#   benches/e2e/e2e.sh --systems direct,relay-proxy,relay-proxy-copy,nginx,haproxy \
+#       --tests ping,tput64,agg100,upgrade                    # reverse proxies
 #
-# Writes docs/bench/e2e-<time>[-quick]/: summary.md (also printed), raw/ (every
-# loadgen --json report), logs/, commands.log, manifest.tsv, idle.tsv.
+# Writes target/bench/e2e-<time>[-quick]/ (not committed): summary.md (also
+# printed), raw/ (every loadgen --json report), logs/, commands.log,
+# manifest.tsv, idle.tsv; and copies summary.md alone to
+# docs/bench/{e2e,proxy}-<time>[-quick]/summary.md, the part worth committing.
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -23,27 +28,38 @@ usage: benches/e2e/e2e.sh [--quick] [options]
   --idle-sessions N    idle sessions per system (9000; needs ~2N+200 open files per process)
   --delay-pings N      pings per route in the 48 ms scenario, split over the rounds (1000)
   --systems LIST       comma list of: direct,forwarder,relay-copy-fm,relay-copy-hdr,
-                       relay-splice-fm,relay-splice-hdr,nginx,reframing (all)
+                       relay-splice-fm,relay-splice-hdr,nginx,reframing (the default),
+                       relay-proxy,relay-proxy-copy,haproxy (reverse proxies, opt-in)
+  --tests LIST         same-core tests, comma list of: ping,tput64,tput16k,agg100,upgrade
+                       (ping,tput64,tput16k,agg100); the cross-core phase runs the
+                       ones of ping,tput64 among them. upgrade (TCP connect + 101, one
+                       at a time) runs for direct,relay-proxy,relay-proxy-copy,nginx,haproxy
+  --upgrades N         connections per upgrade run (1000)
   --skip-cross         no cross-core phase      --skip-idle   no idle-session phase
   --skip-delay         no 48 ms scenario        --out DIR     output directory
+  --publish DIR        where summary.md is copied (docs/bench/{e2e,proxy}-<time>[-quick])
   --loadgen PATH --relay-bin PATH   binaries (target/release/loadgen, target/release/ws-relay-core)
 EOF
 }
 
-ROUNDS=3 PINGS=1000 WARMUP=100 DUR=3 IDLE_N=9000 DELAY_PINGS=1000 QUICK=0
-SKIP_CROSS=0 SKIP_IDLE=0 SKIP_DELAY=0 OUT=""
+ROUNDS=3 PINGS=1000 WARMUP=100 DUR=3 IDLE_N=9000 DELAY_PINGS=1000 UPGRADES=1000 QUICK=0
+SKIP_CROSS=0 SKIP_IDLE=0 SKIP_DELAY=0 OUT="" PUBLISH=""
 LOADGEN=target/release/loadgen RELAY_BIN=target/release/ws-relay-core
 SYSTEMS_ARG="direct,forwarder,relay-copy-fm,relay-copy-hdr,relay-splice-fm,relay-splice-hdr,nginx,reframing"
+TESTS_ARG="ping,tput64,tput16k,agg100"
 ARGS_GIVEN="$*"
 while [ $# -gt 0 ]; do
     case "$1" in
-        --quick) QUICK=1 ROUNDS=2 PINGS=300 DUR=1 IDLE_N=2000 DELAY_PINGS=100 ;;
+        --quick) QUICK=1 ROUNDS=2 PINGS=300 DUR=1 IDLE_N=2000 DELAY_PINGS=100 UPGRADES=200 ;;
         --rounds) ROUNDS=$2; shift ;;
         --pings) PINGS=$2; shift ;;
         --duration) DUR=$2; shift ;;
         --idle-sessions) IDLE_N=$2; shift ;;
         --delay-pings) DELAY_PINGS=$2; shift ;;
         --systems) SYSTEMS_ARG=$2; shift ;;
+        --tests) TESTS_ARG=$2; shift ;;
+        --upgrades) UPGRADES=$2; shift ;;
+        --publish) PUBLISH=$2; shift ;;
         --skip-cross) SKIP_CROSS=1 ;;
         --skip-idle) SKIP_IDLE=1 ;;
         --skip-delay) SKIP_DELAY=1 ;;
@@ -56,14 +72,36 @@ while [ $# -gt 0 ]; do
     shift
 done
 IFS=, read -r -a SYSTEMS <<<"$SYSTEMS_ARG"
+IFS=, read -r -a TESTS <<<"$TESTS_ARG"
+for s in "${SYSTEMS[@]}"; do
+    case "$s" in
+        direct|forwarder|relay-copy-fm|relay-copy-hdr|relay-splice-fm|relay-splice-hdr|nginx|reframing) ;;
+        relay-proxy|relay-proxy-copy|haproxy) ;;
+        *) echo "unknown system: $s" >&2; usage >&2; exit 1 ;;
+    esac
+done
+CROSS_TESTS=()
+for t in "${TESTS[@]}"; do
+    case "$t" in
+        ping|tput64) CROSS_TESTS+=("$t") ;;
+        tput16k|agg100|upgrade) ;;
+        *) echo "unknown test: $t" >&2; usage >&2; exit 1 ;;
+    esac
+done
 
 HELPER="python3 benches/e2e/helper.py"
 FWD_BIN=benches/forwarder/target/release/bench-forwarder
 RR_BIN=benches/reframing-relay/target/release/bench-reframing-relay
 TOKEN=bench-token-0123456789
 T_START=$(date +%s)
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 STAMP=$(date -u +%Y%m%d-%H%M%S)
-[ -n "$OUT" ] || OUT="docs/bench/e2e-$STAMP$([ $QUICK = 1 ] && echo -quick)"
+KIND=e2e
+for s in "${SYSTEMS[@]}"; do case "$s" in relay-proxy*|haproxy) KIND=proxy ;; esac; done
+SUFFIX="$STAMP$([ $QUICK = 1 ] && echo -quick)"
+# Raw reports and logs stay out of git (target/ is ignored); only summary.md is published.
+[ -n "$OUT" ] || OUT="target/bench/$KIND-$SUFFIX"
+[ -n "$PUBLISH" ] || PUBLISH="docs/bench/$KIND-$SUFFIX"
 mkdir -p "$OUT/raw" "$OUT/logs"
 TMP=$(mktemp -d /tmp/ws-e2e.XXXXXX)
 
@@ -184,6 +222,27 @@ if want nginx && [ -z "$NGINX" ]; then
     log "nginx unavailable: its rows are skipped"
     SYSTEMS=($(for s in "${SYSTEMS[@]}"; do [ "$s" = nginx ] || echo "$s"; done))
 fi
+HAPROXY=$(command -v haproxy || { [ -x /usr/sbin/haproxy ] && echo /usr/sbin/haproxy; } || true)
+if want haproxy && [ -z "$HAPROXY" ]; then
+    log "haproxy not found: apt-get install -y haproxy"
+    if [ "$(id -u)" = 0 ]; then
+        { DEBIAN_FRONTEND=noninteractive apt-get install -y haproxy \
+            || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y haproxy; }; } \
+            >"$OUT/logs/apt-haproxy.log" 2>&1
+    else
+        { sudo -n env DEBIAN_FRONTEND=noninteractive apt-get install -y haproxy; } >"$OUT/logs/apt-haproxy.log" 2>&1
+    fi
+    HAPROXY=$(command -v haproxy || { [ -x /usr/sbin/haproxy ] && echo /usr/sbin/haproxy; } || true)
+fi
+if want haproxy && [ -z "$HAPROXY" ]; then
+    log "haproxy unavailable: its rows are skipped"
+    SYSTEMS=($(for s in "${SYSTEMS[@]}"; do [ "$s" = haproxy ] || echo "$s"; done))
+fi
+# HAProxy needs two sockets per session plus a few: size maxconn to the limit.
+HAPROXY_MAXCONN=20000
+if [ "$NOFILE" != unlimited ] && [ $(((NOFILE - 300) / 2)) -lt $HAPROXY_MAXCONN ]; then
+    HAPROXY_MAXCONN=$(((NOFILE - 300) / 2))
+fi
 # Started systems never survive a Debian service start: the packaged nginx
 # listens on :80 only if its init script ran; ours uses its own prefix and port.
 
@@ -201,7 +260,7 @@ start_echo() {   # start_echo NAME [DELAY_MS] -> ECHO_PID, ECHO_PORT
     printf '%s\t%s\t%s\n' "$CASE" "$name" "$(qcmd "${cmd[@]}")" >>"$OUT/systems.tsv"
 }
 
-relay_config() {   # relay_config DIR PORT MODE
+relay_config() {   # relay_config DIR PORT MODE [proxy]
     cat >"$1/relay.toml" <<EOF
 # written by benches/e2e/e2e.sh (the keys loadgen compare writes, plus idle_timeout_secs = 0)
 [server]
@@ -224,9 +283,20 @@ level = "warn"
 directory = ""
 console_output = true
 EOF
+    [ "${4:-}" = proxy ] || return 0
+    # The reverse proxy: the relay keeps /relay, one route takes everything else.
+    sed -i 's#^forward = .*#&\nrelay_path = "/relay"#' "$1/relay.toml"
+    cat >>"$1/relay.toml" <<EOF
+
+[[routes]]
+name = "bench"
+path = "/"
+upstream = ["ws://127.0.0.1:$ECHO_PORT"]
+EOF
 }
 
-start_sut() {    # start_sut NAME CPU   (NAME: forwarder relay-copy relay-splice nginx reframing)
+start_sut() {    # start_sut NAME CPU   (NAME: forwarder relay-copy relay-splice nginx reframing
+                 #                       relay-proxy relay-proxy-copy haproxy)
     local name=$1 cpu=$2 f="$OUT/logs/$CASE-$1.log" d="$TMP/$CASE-$1" port pid cmd
     mkdir -p "$d"
     case "$name" in
@@ -248,6 +318,24 @@ start_sut() {    # start_sut NAME CPU   (NAME: forwarder relay-copy relay-splice
             (cd "$d" && exec "${cmd[@]}") >"$f" 2>&1 &
             pid=$!; CHILDREN+=("$pid")
             $HELPER wait-health "$port" 20 || { cat "$f" >&2; return 1; } ;;
+        relay-proxy|relay-proxy-copy)
+            port=$($HELPER freeport)
+            local fwd=splice; [ "$name" = relay-proxy-copy ] && fwd=copy
+            relay_config "$d" "$port" "$fwd" proxy
+            cp "$d/relay.toml" "$OUT/logs/$CASE-$name.toml"
+            cmd=(taskset -c "$cpu" "$RELAY_ABS" --config "$d/relay.toml")
+            (cd "$d" && exec "${cmd[@]}") >"$f" 2>&1 &
+            pid=$!; CHILDREN+=("$pid")
+            $HELPER wait-health "$port" 20 || { cat "$f" >&2; return 1; } ;;
+        haproxy)
+            port=$($HELPER freeport)
+            sed -e "s#@PREFIX@#$d#g" -e "s#@LISTEN_PORT@#$port#g" -e "s#@UPSTREAM_PORT@#$ECHO_PORT#g" \
+                -e "s#@MAXCONN@#$HAPROXY_MAXCONN#g" benches/haproxy/haproxy.cfg.template >"$d/haproxy.cfg"
+            cp "$d/haproxy.cfg" "$OUT/logs/$CASE-haproxy.cfg"
+            cmd=(taskset -c "$cpu" "$HAPROXY" -db -f "$d/haproxy.cfg")
+            "${cmd[@]}" >"$f" 2>&1 &
+            pid=$!; CHILDREN+=("$pid")
+            $HELPER wait-port "$port" 20 || { cat "$f" >&2; return 1; } ;;
         nginx)
             port=$($HELPER freeport)
             mkdir -p "$d/tmp"
@@ -267,6 +355,7 @@ start_sut() {    # start_sut NAME CPU   (NAME: forwarder relay-copy relay-splice
     case "$name" in
         relay-*) shown="${shown//$d\/relay.toml/$OUT/logs/$CASE-$name.toml}" ;;
         nginx) shown="$shown  # config as $OUT/logs/$CASE-nginx.conf" ;;
+        haproxy) shown="${shown//$d\/haproxy.cfg/$OUT/logs/$CASE-haproxy.cfg}" ;;
     esac
     printf '%s\t%s\t%s\n' "$CASE" "$name" "$shown" >>"$OUT/systems.tsv"
 }
@@ -334,11 +423,14 @@ run_lg() {
 test_args() {    # test id -> loadgen mode arguments
     case "$1" in
         ping) echo "ping --size 64 -n $PINGS --warmup $WARMUP" ;;
+        upgrade) echo "connect -n $UPGRADES --concurrency 1" ;;
         tput64) echo "throughput --size 64 -w 4096 -d $DUR" ;;
         tput16k) echo "throughput --size 16384 -w 128 -d $DUR" ;;
         agg100) echo "throughput --size 64 -c 100 -w 128 -d $DUR" ;;
     esac
 }
+
+upgrade_system() { case "$1" in direct|relay-proxy|relay-proxy-copy|nginx|haproxy) return 0 ;; esac; return 1; }
 
 # phase CASE SUT_CPU TESTS...
 phase() {
@@ -352,6 +444,8 @@ phase() {
         for t in "${tests[@]}"; do
             for i in $(seq 0 $((n - 1))); do
                 local s=${SYSTEMS[$(((i + r - 1) % n))]}
+                # upgrade latency: plain upgrades only (the relay-* systems add their own auth)
+                [ "$t" = upgrade ] && ! upgrade_system "$s" && continue
                 # shellcheck disable=SC2046
                 run_lg "$t" "$s" "$r" $(test_args "$t")
             done
@@ -371,10 +465,12 @@ phase() {
 delay_phase() {
     local plain_echo=$ECHO_PID plain_port=$ECHO_PORT per=$(((DELAY_PINGS + ROUNDS - 1) / ROUNDS))
     local sys=() s p r i spin
-    for s in direct forwarder relay-copy-fm relay-splice-fm nginx; do want "$s" && sys+=("$s"); done
+    for s in direct forwarder relay-copy-fm relay-splice-fm nginx relay-proxy relay-proxy-copy haproxy; do
+        want "$s" && sys+=("$s")
+    done
     start_echo "$CASE-echo-delay48" 48
-    # the forwarder and nginx have a fixed upstream: point them at the slow target
-    for p in forwarder nginx; do
+    # the forwarder and the proxies have a fixed upstream: point them at the slow target
+    for p in forwarder nginx relay-proxy relay-proxy-copy haproxy; do
         [ -n "${SUT_PID[$p]:-}" ] && { stop_sut "$p"; start_sut "$p" 0 || die "$p did not restart"; }
     done
     for variant in delay48 delay48-awake; do
@@ -405,7 +501,7 @@ idle_phase() {
     for p in $(needed_procs); do
         start_sut "$p" "$IDLE_CPU" || { log "$p did not start (idle)"; continue; }
         local pid=${SUT_PID[$p]} mode=plain
-        case "$p" in relay-*) mode=first-message ;; esac
+        case "$p" in relay-proxy*) ;; relay-*) mode=first-message ;; esac
         sleep 0.5
         local rss0 thr0 rss1 thr1 res
         rss0=$(status_sum VmRSS "$pid"); thr0=$(status_sum Threads "$pid")
@@ -438,13 +534,19 @@ EOF
 
 # ------------------------------------------------------------------- run it
 log "output: $OUT"
-phase same-core 0 ping tput64 tput16k agg100
-[ $SKIP_CROSS = 1 ] || phase cross-core 1 ping tput64
+phase same-core 0 "${TESTS[@]}"
+[ $SKIP_CROSS = 1 ] || [ ${#CROSS_TESTS[@]} = 0 ] || phase cross-core 1 "${CROSS_TESTS[@]}"
 [ $SKIP_IDLE = 1 ] || idle_phase
 
 T_END=$(date +%s)
+LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
+E2E_TITLE="ws-relay-core vs floor, nginx and the re-framing design"
+[ "$KIND" = proxy ] && E2E_TITLE="ws-relay-core as a reverse proxy vs nginx and HAProxy"
+export E2E_TITLE E2E_OUT="$OUT" E2E_LOAD="load average (1/5/15 min) before: $LOAD_BEFORE; after: $LOAD_AFTER"
+export E2E_HAPROXY=""
+want haproxy && E2E_HAPROXY=", $($HAPROXY -v 2>&1 | head -1 | cut -d' ' -f1-3)"
 export E2E_META_CMD="benches/e2e/e2e.sh $ARGS_GIVEN" E2E_WALL=$((T_END - T_START)) \
-    E2E_SETTINGS="rounds=$ROUNDS, pings=$PINGS (+$WARMUP warm-up), throughput ${DUR} s (64 B window 4096; 16 KiB window 128; 100 conns window 128 each), idle sessions=$IDLE_N, 48 ms pings=$DELAY_PINGS" \
+    E2E_SETTINGS="rounds=$ROUNDS, pings=$PINGS (+$WARMUP warm-up), throughput ${DUR} s (64 B window 4096; 16 KiB window 128; 100 conns window 128 each), idle sessions=$IDLE_N, 48 ms pings=$DELAY_PINGS$(for t in "${TESTS[@]}"; do [ "$t" = upgrade ] && echo ", upgrades=$UPGRADES one at a time"; done)" \
     E2E_SYSTEMS="${SYSTEMS[*]}" E2E_NGINX="$($NGINX -v 2>&1 | head -1)" E2E_LOADGEN="$($LOADGEN --version 2>/dev/null)"
 python3 - "$OUT/meta.json" <<'EOF'
 import json, os, platform, sys, time
@@ -463,16 +565,21 @@ labels = {
     "relay-splice-fm": "ws-relay-core splice, first-message",
     "relay-splice-hdr": "ws-relay-core splice, header",
     "nginx": "nginx (1 worker)",
+    "relay-proxy": "ws-relay-core proxy, splice",
+    "relay-proxy-copy": "ws-relay-core proxy, copy",
+    "haproxy": "HAProxy (1 thread)",
     "reframing": "tokio-tungstenite re-framing relay",
     "relay-copy": "ws-relay-core copy",
     "relay-splice": "ws-relay-core splice",
 }
 meta = {
-    "title": "ws-relay-core vs floor, nginx and the re-framing design",
+    "title": os.environ["E2E_TITLE"],
     "command": os.environ["E2E_META_CMD"].strip(),
     "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(time.time() - int(os.environ["E2E_WALL"]))),
     "wall_s": int(os.environ["E2E_WALL"]),
-    "host": f"{os.cpu_count()} vCPU {model}, kernel {platform.release()}, {os.environ['E2E_LOADGEN']}, {os.environ['E2E_NGINX']}",
+    "host": f"{os.cpu_count()} vCPU {model}, kernel {platform.release()}, {os.environ['E2E_LOADGEN']}, {os.environ['E2E_NGINX']}{os.environ['E2E_HAPROXY']}",
+    "load": os.environ["E2E_LOAD"],
+    "outdir": os.environ["E2E_OUT"],
     "settings": os.environ["E2E_SETTINGS"],
     "systems_order": os.environ["E2E_SYSTEMS"].split(),
     "labels": labels,
@@ -480,5 +587,6 @@ meta = {
 }
 json.dump(meta, open(sys.argv[1], "w"), indent=1)
 EOF
-log "done in $E2E_WALL s; summary: $OUT/summary.md"
+log "done in $E2E_WALL s; summary: $OUT/summary.md (copied to $PUBLISH/summary.md)"
 $HELPER summarize "$OUT"
+mkdir -p "$PUBLISH" && cp "$OUT/summary.md" "$PUBLISH/summary.md"

@@ -257,6 +257,21 @@ def summarize(outdir):
         rs = runs(case, test, system)
         return rs[0]["cmd"] if rs else ""
 
+    idle_rows = []
+    idle_path = os.path.join(outdir, "idle.tsv")
+    if os.path.exists(idle_path):
+        with open(idle_path) as f:
+            hdr = f.readline().rstrip("\n").split("\t")
+            for line in f:
+                r = dict(zip(hdr, line.rstrip("\n").split("\t")))
+                try:
+                    held = int(r["held"])
+                    r["per"] = (int(r["rss_after_kib"]) - int(r["rss_before_kib"])) / held if held else None
+                except ValueError:
+                    r["per"] = None
+                idle_rows.append(r)
+    idle_per = {r["system"]: r["per"] for r in idle_rows}
+
     out = []
     p = out.append
     p(f"# End-to-end comparison: {meta.get('title', '')}".rstrip())
@@ -264,12 +279,15 @@ def summarize(outdir):
     p(f"- run: `{meta.get('command', '')}` ({meta.get('started', '')}, {meta.get('wall_s', '?')} s wall)")
     p(f"- host: {meta.get('host', '')}")
     p(f"- settings: {meta.get('settings', '')}")
+    if meta.get("load"):
+        p(f"- {meta['load']} (2 shared vCPUs: other work on the host shows up as noise)")
     p("- every figure is the **median over the rounds**; systems run in a rotated order each round")
     p("  (round r starts at system r), so drift hits all of them alike. Only 127.0.0.1.")
     p("- **same-core**: client, echo target and the system under test all on CPU 0 (`taskset -c 0`,"
       " loadgen `--threads 1 --pin 0`). **cross-core**: client and target on CPU 0, system under test"
       " on CPU 1. `direct` has no system in between (client → echo server).")
-    p("- raw loadgen `--json` reports: `raw/`; system logs: `logs/`; every command: `commands.log`.")
+    p(f"- raw loadgen `--json` reports: `raw/`; system logs: `logs/`; every command: `commands.log`"
+      f" (in the run's output directory, `{meta.get('outdir', outdir)}`, not committed).")
     p("")
 
     # ---- latency
@@ -332,32 +350,60 @@ def summarize(outdir):
             fmt_int(vx), fmt_ratio(vx, bx)]) + " |")
     p("")
 
+    # ---- reverse proxy
+    proxies = [s for s in ("direct", "relay-proxy", "relay-proxy-copy", "nginx", "haproxy") if s in systems]
+    if any(s in systems for s in ("relay-proxy", "relay-proxy-copy", "haproxy")):
+        p("## Reverse proxy: ws-relay-core `[[routes]]` vs nginx and HAProxy")
+        p("")
+        p("Same-core (client, echo target and proxy all on CPU 0). ws-relay-core: `relay_path = \"/relay\"`"
+          " and one route `path = \"/\"` to the echo server, `forward = \"splice\"` (the default) or"
+          " `\"copy\"`; nginx `proxy_pass` with the Upgrade headers (1 worker); HAProxy `mode http`,"
+          " `nbthread 1`. Added = system − direct; ×direct = system / direct. CPU s / M msgs: the"
+          " proxy's own utime+stime per million messages (both directions). Upgrade = TCP connect +"
+          " `101` (`loadgen connect --concurrency 1`, one at a time, one verified echo after each, not"
+          " timed). Idle: VmRSS growth per held session (idle phase, proxy alone on CPU 1).")
+        p("")
+        p("| system | ping p50 | ping p99 | added p50 | added p99 | 64 B msg/s | ×direct | 100 conns msg/s |"
+          " ×direct | CPU s / M msgs (64 B) | CPU s / M msgs (100 conns) | upgrade p50 | upgrade p99 |"
+          " idle KiB / session |")
+        p("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        b50, b99 = lat("same-core", "ping", "direct", "p50"), lat("same-core", "ping", "direct", "p99")
+        b64, bagg = thr("same-core", "tput64", "direct"), thr("same-core", "agg100", "direct")
+        for s in proxies:
+            v50, v99 = lat("same-core", "ping", s, "p50"), lat("same-core", "ping", s, "p99")
+            v64, vagg = thr("same-core", "tput64", s), thr("same-core", "agg100", s)
+            c64, cagg = cpu_per_m("same-core", "tput64", s), cpu_per_m("same-core", "agg100", s)
+            per = idle_per.get(s)
+            base = s == "direct"
+            p("| " + " | ".join([
+                labels.get(s, s), fmt_us(v50), fmt_us(v99),
+                "(baseline)" if base else fmt_delta_us(v50, b50),
+                "(baseline)" if base else fmt_delta_us(v99, b99),
+                fmt_int(v64), fmt_ratio(v64, b64), fmt_int(vagg), fmt_ratio(vagg, bagg),
+                "–" if c64 is None else f"{c64:.3f}", "–" if cagg is None else f"{cagg:.3f}",
+                fmt_us(lat("same-core", "upgrade", s, "p50")), fmt_us(lat("same-core", "upgrade", s, "p99")),
+                "–" if per is None else f"{per:.2f}"]) + " |")
+        p("")
+
     # ---- idle
-    idle_path = os.path.join(outdir, "idle.tsv")
-    if os.path.exists(idle_path):
+    if idle_rows:
         p("## Idle sessions: memory and threads")
         p("")
         p("Sessions opened by `benches/e2e/helper.py idle-hold` (python asyncio, raw sockets: upgrade,"
-          " the relay's first-message auth for ws-relay-core, one echo), then held idle. The system under"
+          " the relay's first-message auth for the relay-copy/-splice rows, none for the proxies (they"
+          " route the bare upgrade), one echo), then held idle. The system under"
           " test runs alone on CPU 1; RSS and threads are summed over its process tree (nginx: master +"
           " worker) from /proc/PID/status.")
         p("")
         p("| system | sessions held | VmRSS before | VmRSS after | per session | threads | open |")
         p("|---|---:|---:|---:|---:|---:|---:|")
-        with open(idle_path) as f:
-            hdr = f.readline().rstrip("\n").split("\t")
-            for line in f:
-                r = dict(zip(hdr, line.rstrip("\n").split("\t")))
-                try:
-                    held = int(r["held"])
-                    per = (int(r["rss_after_kib"]) - int(r["rss_before_kib"])) / held if held else None
-                except ValueError:
-                    held, per = r["held"], None
-                p("| " + " | ".join([
-                    labels.get(r["system"], r["system"]), f"{r['held']} of {r['asked']}" + (f" ({r['failed']} failed)" if r.get("failed", "0") not in ("0", "") else ""),
-                    f"{r['rss_before_kib']} KiB", f"{r['rss_after_kib']} KiB",
-                    "–" if per is None else f"{per:.2f} KiB", f"{r['threads_before']} → {r['threads_after']}",
-                    f"{r['open_s']} s"]) + " |")
+        for r in idle_rows:
+            per = r["per"]
+            p("| " + " | ".join([
+                labels.get(r["system"], r["system"]), f"{r['held']} of {r['asked']}" + (f" ({r['failed']} failed)" if r.get("failed", "0") not in ("0", "") else ""),
+                f"{r['rss_before_kib']} KiB", f"{r['rss_after_kib']} KiB",
+                "–" if per is None else f"{per:.2f} KiB", f"{r['threads_before']} → {r['threads_after']}",
+                f"{r['open_s']} s"]) + " |")
         p("")
 
     # ---- delay
@@ -369,7 +415,8 @@ def summarize(outdir):
         p("`loadgen echo-server --delay-ms 48`, ping 64 B, direct vs each hop, same-core, rounds"
           " rotating; medians of the rounds. Overhead = route − direct in the same variant.")
         for test, what in variants:
-            present = [s for s in ("direct", "forwarder", "relay-copy-fm", "relay-splice-fm", "nginx")
+            present = [s for s in ("direct", "forwarder", "relay-copy-fm", "relay-splice-fm", "nginx",
+                                   "relay-proxy", "relay-proxy-copy", "haproxy")
                        if runs("same-core", test, s)]
             if "direct" not in present:
                 continue
@@ -415,13 +462,14 @@ def summarize(outdir):
     p("|---|---|---|---|---|")
     names = {"ping": "ping 64 B", "tput64": "throughput 64 B, 1 conn", "tput16k": "throughput 16 KiB, 1 conn",
              "agg100": "throughput 64 B, 100 conns", "delay48": "ping 64 B, 48 ms target",
-             "delay48-awake": "ping 64 B, 48 ms target, CPU kept awake"}
-    for test in ("ping", "tput64", "tput16k", "agg100", "delay48", "delay48-awake"):
+             "delay48-awake": "ping 64 B, 48 ms target, CPU kept awake",
+             "upgrade": "upgrade (TCP connect + 101), 1 at a time"}
+    for test in ("ping", "tput64", "tput16k", "agg100", "upgrade", "delay48", "delay48-awake"):
         for case in ("same-core", "cross-core"):
             for s in systems:
                 if not runs(case, test, s):
                     continue
-                if test in ("ping", "delay48", "delay48-awake"):
+                if test in ("ping", "upgrade", "delay48", "delay48-awake"):
                     fig = f"p50 {fmt_us(lat(case, test, s, 'p50'))}, p99 {fmt_us(lat(case, test, s, 'p99'))}"
                 elif test == "tput16k":
                     v = thr(case, test, s, "mb_per_s")
