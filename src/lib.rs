@@ -10,12 +10,14 @@
 //! - [`tls`]: listener certificates and target trust (rustls, ring).
 //! - [`control`]: the main thread's control plane (reload, signals, shutdown).
 //! - [`doctor`]: compares live kernel settings with `tuning/`.
+//! - [`metrics`]: per-shard counters and the Prometheus `/metrics` text.
 
 pub mod config;
 pub mod control;
 pub mod doctor;
 pub mod http;
 pub mod logging;
+pub mod metrics;
 pub mod net;
 pub mod relay;
 pub mod shard;

@@ -10,8 +10,8 @@ mod users;
 use std::path::{Path, PathBuf};
 
 pub use model::{
-    ConfigFile, DriverChoice, ForwardMode, LoggingConfig, Rotation, ServerConfig, TlsRoots,
-    UserConfig,
+    ConfigFile, DemoConfig, DriverChoice, ForwardMode, LoggingConfig, PageConfig, Redacted,
+    Rotation, ServerConfig, TlsRoots, UserConfig,
 };
 pub use users::{SessionSlot, TargetPattern, User, UserTable};
 
@@ -67,7 +67,11 @@ impl Config {
             message,
         };
         let mut server = file.server;
+        server.demo = file.demo;
+        server.page = file.page;
         validate_server(&server).map_err(|m| invalid(find_key(text, m.0), m.1))?;
+        validate_paths(&server)
+            .map_err(|(section, key, m)| invalid(find_section_key(text, section, key), m))?;
         let users = UserTable::from_config(&file.users).map_err(|(o, m)| invalid(o, m))?;
         let base = path.parent().unwrap_or(Path::new("."));
         server.control_socket = resolve(base, &server.control_socket);
@@ -138,6 +142,65 @@ fn validate_server(s: &ServerConfig) -> Result<(), (&'static str, String)> {
         ));
     }
     Ok(())
+}
+
+/// Paths the front door routes must not collide: `/health` and `/metrics`
+/// are fixed, the demo app may not share the relay path. The page may share
+/// a WebSocket path (plain GETs get the page, upgrades the endpoint).
+fn validate_paths(s: &ServerConfig) -> Result<(), (&'static str, &'static str, String)> {
+    const FIXED: [&str; 2] = ["/health", "/metrics"];
+    let mut paths = vec![("server", "relay_path", s.relay_path.as_str())];
+    if s.demo.enabled {
+        paths.push(("demo", "path", s.demo.path.as_str()));
+    }
+    if s.page.enabled {
+        paths.push(("page", "path", s.page.path.as_str()));
+    }
+    for (section, key, p) in &paths {
+        if !p.starts_with('/') {
+            return Err((
+                section,
+                key,
+                format!("{section}.{key}: must start with '/'"),
+            ));
+        }
+        if FIXED.contains(p) {
+            return Err((section, key, format!("{section}.{key}: {p} is reserved")));
+        }
+    }
+    if s.demo.enabled && s.demo.path == s.relay_path {
+        let msg = format!("demo.path: {} is already server.relay_path", s.demo.path);
+        return Err(("demo", "path", msg));
+    }
+    if s.demo.max_queue_messages == 0 {
+        let msg = "demo.max_queue_messages: must be at least 1".to_string();
+        return Err(("demo", "max_queue_messages", msg));
+    }
+    if s.demo.max_message_bytes < 125 {
+        let msg = "demo.max_message_bytes: must be at least 125".to_string();
+        return Err(("demo", "max_message_bytes", msg));
+    }
+    if s.metrics_token.as_deref().is_some_and(|t| t.len() < 16) {
+        let msg = "server.metrics_token: must be at least 16 characters".to_string();
+        return Err(("server", "metrics_token", msg));
+    }
+    Ok(())
+}
+
+/// Offset of `key =` inside `[section]` (or anywhere, if the section header
+/// is absent), for errors about keys serde accepted.
+fn find_section_key(text: &str, section: &str, key: &str) -> usize {
+    let header = format!("[{section}]");
+    let start = text
+        .split_inclusive('\n')
+        .scan(0, |off, line| {
+            let here = *off;
+            *off += line.len();
+            Some((here, line))
+        })
+        .find(|(_, line)| line.trim() == header)
+        .map_or(0, |(off, _)| off);
+    start + find_key(&text[start..], key)
 }
 
 fn resolve(base: &Path, p: &str) -> String {

@@ -17,6 +17,7 @@ pub use socket::{request_reload, ControlError};
 
 use crate::config::{Config, ConfigError};
 use crate::logging;
+use crate::metrics::{self, ControlCounters};
 use crate::shard::{self, driver, ShardMsg, Shards, TlsMaterial};
 use crate::tls::listener::load_identity;
 use crate::tls::target::TargetTrust;
@@ -34,6 +35,8 @@ pub enum ServeError {
     Control(#[from] ControlError),
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
+    #[error("cannot start the metrics thread: {0}")]
+    Spawn(std::io::Error),
     #[error(transparent)]
     Tls(#[from] TlsError),
 }
@@ -76,6 +79,7 @@ pub fn load_all(
 pub struct ControlPlane {
     config: Mutex<Config>,
     senders: Vec<flume::Sender<ShardMsg>>,
+    counters: Arc<ControlCounters>,
 }
 
 /// How long `reload` waits for every shard to switch to the new snapshot.
@@ -91,6 +95,7 @@ impl ControlPlane {
             Ok(pair) => pair,
             Err(e) => {
                 warn!("reload rejected, keeping the running config: {e}");
+                self.counters.reload(false);
                 return Err(e);
             }
         };
@@ -118,6 +123,7 @@ impl ControlPlane {
         }
         let n = next.users.len();
         info!(users = n, "configuration reloaded");
+        self.counters.reload(true);
         *current = next;
         Ok(n)
     }
@@ -188,10 +194,18 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
         "ws-relay-core listening"
     );
     let grace = Duration::from_secs(config.server.shutdown_grace_secs);
-    let Shards { senders, threads } = shards;
+    let Shards {
+        senders,
+        threads,
+        scrapes,
+    } = shards;
+    let counters = Arc::new(ControlCounters::default());
+    metrics::gather::spawn(scrapes, senders.clone(), counters.clone())
+        .map_err(ServeError::Spawn)?;
     let plane = Arc::new(ControlPlane {
         config: Mutex::new(config),
         senders,
+        counters,
     });
     control.serve_in_background(plane.clone());
     let mut signals = Signals::new([SIGHUP, SIGTERM, SIGINT]).map_err(ServeError::Signals)?;

@@ -19,6 +19,7 @@ use super::target::{self, TargetUpgrade, TargetUrl};
 use crate::config::{ServerConfig, SessionSlot, User};
 use crate::http::head::RequestHead;
 use crate::http::response;
+use crate::metrics::{Direction, SessionKind, TlsSide};
 use crate::net::endpoint::Endpoint;
 use crate::shard::Shard;
 use crate::ws::frame::{build_frame, close_frame, opcode};
@@ -160,7 +161,12 @@ async fn relay_opened(
     {
         return;
     }
+    let _open = shard.metrics.session(SessionKind::Relay);
     let ctx = ForwardCtx {
+        relayed: [
+            shard.metrics.bytes_cell(Direction::ClientToTarget),
+            shard.metrics.bytes_cell(Direction::TargetToClient),
+        ],
         mode: cfg.forward,
         buffers: &shard.buffers,
         pipes: &shard.pipes,
@@ -226,9 +232,14 @@ async fn open_target(
     let tcp = target::connect(&shard.dns, &url, cfg.allow_private_targets, timeout).await?;
     let request = target::TargetRequest::new(&url, protocols);
     let (stream, sent_early) = target::secure(tcp, &url, tls, &request, timeout).await?;
+    if let Some(resumed) = stream.tls_resumed() {
+        shard.metrics.tls_handshake(TlsSide::Target, resumed);
+    }
     let upgrade = target::upgrade(&stream, request, sent_early, timeout).await?;
+    let setup = dial_started.elapsed();
+    shard.metrics.target_setup(setup);
     Ok(Opened {
-        setup: dial_started.elapsed(),
+        setup,
         user,
         _slot: slot,
         url,
@@ -262,6 +273,7 @@ fn offered_protocols(head: &RequestHead) -> Option<String> {
 }
 
 fn log_refusal(shard: &Shard, peer: SocketAddr, e: &RelayError) {
+    shard.metrics.refused(e.code.as_str());
     info!(shard = shard.id, peer = %peer.ip(), code = e.code.as_str(), "session refused: {}", e.detail);
 }
 

@@ -14,8 +14,10 @@ use monoio::net::TcpStream;
 use tracing::debug;
 
 use super::Shard;
+use crate::config::ServerConfig;
 use crate::http::head::{parse_request_head, HeadError, RequestHead};
 use crate::http::response;
+use crate::metrics::{self, TlsSide};
 use crate::net::endpoint::Endpoint;
 use crate::net::sockopt::tune_stream;
 use crate::relay::session::{self, close_after, UpgradeRequest};
@@ -76,7 +78,7 @@ pub async fn handle(shard: Rc<Shard>, tcp: TcpStream, peer: SocketAddr) {
     // live as long as the session.
     let rest = buf[head.len..].to_vec();
     drop(buf);
-    let answer = match route(&head, &cfg.relay_path) {
+    let answer = match route(&head, &cfg) {
         Route::Relay => {
             let req = UpgradeRequest {
                 client: stream,
@@ -89,6 +91,7 @@ pub async fn handle(shard: Rc<Shard>, tcp: TcpStream, peer: SocketAddr) {
             return session::run(&shard, cfg.clone(), req).await;
         }
         Route::Health => response::health(),
+        Route::Metrics => metrics_response(&shard, &cfg, peer, &head).await,
         Route::Status(status, msg) => response::error_json(status, "bad_request", msg),
     };
     close_after(&shard, &stream, &answer).await;
@@ -97,21 +100,52 @@ pub async fn handle(shard: Rc<Shard>, tcp: TcpStream, peer: SocketAddr) {
 enum Route {
     Relay,
     Health,
+    Metrics,
     Status(u16, &'static str),
 }
 
-fn route(head: &RequestHead, relay_path: &str) -> Route {
+/// The one routing point: every path the front door serves is decided here.
+fn route(head: &RequestHead, cfg: &ServerConfig) -> Route {
     let upgrade = head.is_websocket_upgrade();
     let get = head.method == "GET";
     match head.path() {
         "/health" if !upgrade && (get || head.method == "HEAD") => Route::Health,
         "/health" if !upgrade => Route::Status(405, "method not allowed"),
-        p if p == relay_path => match (get, upgrade) {
+        "/metrics" if !upgrade && get => Route::Metrics,
+        "/metrics" if !upgrade => Route::Status(405, "method not allowed"),
+        p if p == cfg.relay_path => match (get, upgrade) {
             (true, true) => Route::Relay,
             (true, false) => Route::Status(426, "this endpoint needs a WebSocket upgrade"),
             (false, _) => Route::Status(405, "method not allowed"),
         },
         _ => Route::Status(404, "not found"),
+    }
+}
+
+/// `GET /metrics`: the gathered text for loopback or token holders, 403
+/// for everyone else, 503 when the scrape could not be gathered.
+async fn metrics_response(
+    shard: &Shard,
+    cfg: &ServerConfig,
+    peer: SocketAddr,
+    head: &RequestHead,
+) -> Vec<u8> {
+    if !metrics::access::allowed(cfg, peer.ip(), head) {
+        debug!(peer = %peer.ip(), "/metrics refused: not loopback and no valid metrics_token");
+        return response::error_json(
+            403,
+            "forbidden",
+            "/metrics is served to loopback clients or with the metrics token",
+        );
+    }
+    match metrics::gather::request(&shard.scrapes).await {
+        Some(text) => response::with_body(
+            200,
+            metrics::encode::CONTENT_TYPE,
+            &text,
+            "Cache-Control: no-store\r\n",
+        ),
+        None => response::error_json(503, "unavailable", "metrics could not be gathered"),
     }
 }
 
@@ -127,7 +161,12 @@ async fn accept_tls(
         return Some(Endpoint::plain(tcp));
     };
     match monoio::time::timeout_at(deadline.into(), Endpoint::tls_server(tcp, config)).await {
-        Ok(Ok(ep)) => Some(ep),
+        Ok(Ok(ep)) => {
+            if let Some(resumed) = ep.tls_resumed() {
+                shard.metrics.tls_handshake(TlsSide::Listener, resumed);
+            }
+            Some(ep)
+        }
         Ok(Err(e)) => {
             debug!(peer = %peer.ip(), "TLS handshake failed: {e}");
             None

@@ -25,6 +25,7 @@ use monoio::{IoUringDriver, LegacyDriver, RuntimeBuilder};
 use tracing::{debug, info, warn};
 
 use crate::config::{ServerConfig, UserTable};
+use crate::metrics::{ScrapeRequest, ShardMetrics, ShardSnapshot};
 use crate::net::dns::DnsCache;
 use crate::net::pool::{BufferPool, PipePool};
 use crate::relay::policy::AuthThrottle;
@@ -56,6 +57,8 @@ pub enum ShardMsg {
     },
     /// Stop accepting, drain for `grace`, then close what is left with 1001.
     Shutdown { grace: Duration },
+    /// A `/metrics` scrape: copy this shard's counters into `reply`.
+    Scrape { reply: flume::Sender<ShardSnapshot> },
 }
 
 /// TLS inputs the control plane prepares (file I/O) and shards turn into
@@ -119,6 +122,9 @@ pub struct Shard {
     pub close_all: Event,
     /// Connections open on this shard (any phase).
     pub open: Cell<usize>,
+    pub metrics: ShardMetrics,
+    /// The control plane's scrape thread (`GET /metrics` asks it).
+    pub scrapes: flume::Sender<ScrapeRequest>,
 }
 
 impl Shard {
@@ -143,6 +149,8 @@ impl Shard {
 pub struct Shards {
     pub senders: Vec<flume::Sender<ShardMsg>>,
     pub threads: Vec<JoinHandle<()>>,
+    /// Scrape requests from shards, for the control plane's scrape thread.
+    pub scrapes: flume::Receiver<ScrapeRequest>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -178,9 +186,12 @@ pub fn spawn_all(
     // Resolver threads for every shard's DNS look-ups (never on a shard).
     let pool = DefaultThreadPool::new(4);
     let (ready_tx, ready_rx) = mpsc::channel();
+    // Bounded: a flood of scrapes waits at the door instead of queueing.
+    let (scrape_tx, scrape_rx) = flume::bounded(64);
     let mut shards = Shards {
         senders: Vec::with_capacity(count),
         threads: Vec::with_capacity(count),
+        scrapes: scrape_rx,
     };
     for id in 0..count {
         let (tx, rx) = flume::unbounded();
@@ -197,6 +208,7 @@ pub fn spawn_all(
             pool: pool.clone(),
             ready: ready_tx.clone(),
             rx,
+            scrapes: scrape_tx.clone(),
         };
         let thread = std::thread::Builder::new()
             .name(format!("shard-{id}"))
@@ -229,6 +241,7 @@ struct ShardInit {
     pool: DefaultThreadPool,
     ready: mpsc::Sender<Result<(), ShardError>>,
     rx: flume::Receiver<ShardMsg>,
+    scrapes: flume::Sender<ScrapeRequest>,
 }
 
 impl ShardInit {
@@ -285,6 +298,8 @@ impl ShardInit {
             stop_accepting: Event::default(),
             close_all: Event::default(),
             open: Cell::new(0),
+            metrics: ShardMetrics::new(),
+            scrapes: self.scrapes,
         });
         let _ = self.ready.send(Ok(()));
         monoio::spawn(accept_loop(shard.clone(), listener));
@@ -309,6 +324,9 @@ impl ShardInit {
                 ShardMsg::Shutdown { grace } => {
                     drain(&shard, grace).await;
                     break;
+                }
+                ShardMsg::Scrape { reply } => {
+                    let _ = reply.send(shard.metrics.snapshot(shard.id, shard.open.get()));
                 }
             }
         }

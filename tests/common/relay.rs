@@ -107,6 +107,8 @@ pub struct RelayConfig {
     pub users: Vec<UserSpec>,
     /// Raw `key = value` lines appended to `[server]`.
     pub extra_server: Vec<String>,
+    /// Raw TOML (whole sections such as `[demo]`) appended after `[logging]`.
+    pub extra_toml: Vec<String>,
 }
 
 impl Default for RelayConfig {
@@ -126,6 +128,7 @@ impl Default for RelayConfig {
             log_level: "info".into(),
             users: vec![UserSpec::alice()],
             extra_server: Vec::new(),
+            extra_toml: Vec::new(),
         }
     }
 }
@@ -204,6 +207,11 @@ impl RelayConfig {
         s.push_str(&format!("level = {}\n", toml_str(&self.log_level)));
         s.push_str("directory = \"\"\n");
         s.push_str("console_output = true\n");
+        for section in &self.extra_toml {
+            s.push('\n');
+            s.push_str(section);
+            s.push('\n');
+        }
         s
     }
 }

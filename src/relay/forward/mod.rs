@@ -37,6 +37,8 @@ pub struct Direction<'a> {
     pub tracker: Option<RefCell<FrameTracker>>,
     /// Session-wide: the side whose Close frame went by first.
     first_close: &'a Cell<Option<&'static str>>,
+    /// The shard's counter for this direction (`/metrics`).
+    shard_total: &'a Cell<u64>,
 }
 
 impl<'a> Direction<'a> {
@@ -44,6 +46,7 @@ impl<'a> Direction<'a> {
         track_frames: bool,
         source: &'static str,
         first_close: &'a Cell<Option<&'static str>>,
+        shard_total: &'a Cell<u64>,
     ) -> Self {
         Direction {
             source,
@@ -51,6 +54,7 @@ impl<'a> Direction<'a> {
             mid_write: Cell::new(false),
             tracker: track_frames.then(Default::default),
             first_close,
+            shard_total,
         }
     }
 
@@ -68,6 +72,7 @@ impl<'a> Direction<'a> {
 
     pub fn count(&self, n: usize, clock: &Cell<Instant>) {
         self.bytes.set(self.bytes.get() + n as u64);
+        self.shard_total.set(self.shard_total.get() + n as u64);
         clock.set(Instant::now());
     }
 
@@ -113,6 +118,8 @@ pub struct ForwardCtx<'a> {
     pub idle_timeout: Option<Duration>,
     /// Fired when the shard's shutdown grace is over.
     pub close_all: &'a Event,
+    /// The shard's byte counters, client→target and target→client.
+    pub relayed: [&'a Cell<u64>; 2],
 }
 
 impl ForwardCtx<'_> {
@@ -142,8 +149,8 @@ pub async fn passthrough(
     let splice = ctx.splices(client, target);
     let track = !splice;
     let first_close = Cell::new(None);
-    let up = Direction::new(track, "client", &first_close);
-    let down = Direction::new(track, "target", &first_close);
+    let up = Direction::new(track, "client", &first_close, ctx.relayed[0]);
+    let down = Direction::new(track, "target", &first_close, ctx.relayed[1]);
     let clock = Cell::new(Instant::now());
     up.passed(&up_seen, &clock);
     down.passed(&down_seen, &clock);
