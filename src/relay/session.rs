@@ -253,7 +253,7 @@ fn capacity_error() -> RelayError {
 }
 
 /// `Sec-WebSocket-Key` of a version-13 upgrade.
-fn valid_key(head: &RequestHead) -> Option<String> {
+pub(crate) fn valid_key(head: &RequestHead) -> Option<String> {
     let version_ok = head
         .header("sec-websocket-version")
         .is_some_and(|v| v.trim() == "13");

@@ -1,5 +1,6 @@
 //! The front door of every accepted connection: read the request head within
-//! the auth deadline, answer plain requests, hand upgrades to the relay.
+//! the auth deadline, answer plain requests (health, metrics, the test page),
+//! hand upgrades to the relay or the demo app.
 //!
 //! Must not: wait without a deadline, or answer anything but
 //! `Connection: close` responses (no keep-alive on the relay port).
@@ -15,11 +16,13 @@ use tracing::debug;
 
 use super::Shard;
 use crate::config::ServerConfig;
+use crate::demo::{self, DemoRequest};
 use crate::http::head::{parse_request_head, HeadError, RequestHead};
 use crate::http::response;
 use crate::metrics::{self, TlsSide};
 use crate::net::endpoint::Endpoint;
 use crate::net::sockopt::tune_stream;
+use crate::page;
 use crate::relay::session::{self, close_after, UpgradeRequest};
 
 /// Counts a connection on its shard and process-wide while it lives.
@@ -90,6 +93,16 @@ pub async fn handle(shard: Rc<Shard>, tcp: TcpStream, peer: SocketAddr) {
             };
             return session::run(&shard, cfg.clone(), req).await;
         }
+        Route::Demo => {
+            let req = DemoRequest {
+                client: stream,
+                peer,
+                head,
+                rest,
+            };
+            return demo::run(&shard, cfg.clone(), req).await;
+        }
+        Route::Page => page::response(head.method == "HEAD"),
         Route::Health => response::health(),
         Route::Metrics => metrics_response(&shard, &cfg, peer, &head).await,
         Route::Status(status, msg) => response::error_json(status, "bad_request", msg),
@@ -99,6 +112,8 @@ pub async fn handle(shard: Rc<Shard>, tcp: TcpStream, peer: SocketAddr) {
 
 enum Route {
     Relay,
+    Demo,
+    Page,
     Health,
     Metrics,
     Status(u16, &'static str),
@@ -108,13 +123,22 @@ enum Route {
 fn route(head: &RequestHead, cfg: &ServerConfig) -> Route {
     let upgrade = head.is_websocket_upgrade();
     let get = head.method == "GET";
+    let page = cfg.page.enabled && (get || head.method == "HEAD");
     match head.path() {
         "/health" if !upgrade && (get || head.method == "HEAD") => Route::Health,
         "/health" if !upgrade => Route::Status(405, "method not allowed"),
         "/metrics" if !upgrade && get => Route::Metrics,
         "/metrics" if !upgrade => Route::Status(405, "method not allowed"),
+        // Plain GETs on a WebSocket path get the page when it lives there.
+        p if page && !upgrade && p == cfg.page.path => Route::Page,
         p if p == cfg.relay_path => match (get, upgrade) {
             (true, true) => Route::Relay,
+            (true, false) if page => Route::Page,
+            (true, false) => Route::Status(426, "this endpoint needs a WebSocket upgrade"),
+            (false, _) => Route::Status(405, "method not allowed"),
+        },
+        p if cfg.demo.enabled && p == cfg.demo.path => match (get, upgrade) {
+            (true, true) => Route::Demo,
             (true, false) => Route::Status(426, "this endpoint needs a WebSocket upgrade"),
             (false, _) => Route::Status(405, "method not allowed"),
         },

@@ -41,6 +41,8 @@ pub use listener::{listen_addr, ListenError};
 pub struct Shared {
     pub connections: AtomicUsize,
     pub throttle: AuthThrottle,
+    /// Demo app connections, for `get_connections`.
+    pub demo_connections: AtomicUsize,
 }
 
 /// What the control plane tells a shard.
@@ -59,6 +61,8 @@ pub enum ShardMsg {
     Shutdown { grace: Duration },
     /// A `/metrics` scrape: copy this shard's counters into `reply`.
     Scrape { reply: flume::Sender<ShardSnapshot> },
+    /// A demo-app broadcast from another shard, framed once, shared.
+    DemoBroadcast(Arc<[u8]>),
 }
 
 /// TLS inputs the control plane prepares (file I/O) and shards turn into
@@ -125,6 +129,10 @@ pub struct Shard {
     pub metrics: ShardMetrics,
     /// The control plane's scrape thread (`GET /metrics` asks it).
     pub scrapes: flume::Sender<ScrapeRequest>,
+    /// Every shard's channel, indexed by shard id (this one's included),
+    /// for cross-shard fan-out.
+    pub peers: Vec<flume::Sender<ShardMsg>>,
+    pub demo: crate::demo::fanout::Registry,
 }
 
 impl Shard {
@@ -193,8 +201,9 @@ pub fn spawn_all(
         threads: Vec::with_capacity(count),
         scrapes: scrape_rx,
     };
-    for id in 0..count {
-        let (tx, rx) = flume::unbounded();
+    // All channels first, so every shard can reach every other one.
+    let (txs, rxs): (Vec<_>, Vec<_>) = (0..count).map(|_| flume::unbounded()).unzip();
+    for (id, (tx, rx)) in txs.iter().cloned().zip(rxs).enumerate() {
         let init = ShardInit {
             id,
             core: (!cores.is_empty()).then(|| cores[id % cores.len()]),
@@ -209,6 +218,7 @@ pub fn spawn_all(
             ready: ready_tx.clone(),
             rx,
             scrapes: scrape_tx.clone(),
+            peers: txs.clone(),
         };
         let thread = std::thread::Builder::new()
             .name(format!("shard-{id}"))
@@ -242,6 +252,7 @@ struct ShardInit {
     ready: mpsc::Sender<Result<(), ShardError>>,
     rx: flume::Receiver<ShardMsg>,
     scrapes: flume::Sender<ScrapeRequest>,
+    peers: Vec<flume::Sender<ShardMsg>>,
 }
 
 impl ShardInit {
@@ -300,6 +311,8 @@ impl ShardInit {
             open: Cell::new(0),
             metrics: ShardMetrics::new(),
             scrapes: self.scrapes,
+            peers: self.peers,
+            demo: Default::default(),
         });
         let _ = self.ready.send(Ok(()));
         monoio::spawn(accept_loop(shard.clone(), listener));
@@ -327,6 +340,9 @@ impl ShardInit {
                 }
                 ShardMsg::Scrape { reply } => {
                     let _ = reply.send(shard.metrics.snapshot(shard.id, shard.open.get()));
+                }
+                ShardMsg::DemoBroadcast(frame) => {
+                    crate::demo::fanout::deliver_local(&shard, &frame);
                 }
             }
         }
