@@ -283,20 +283,28 @@ async fn bad_input_gets_errors_that_keep_the_id_and_no_disconnect() {
         .await;
 }
 
-/// A client that stops reading while broadcasts pour in is closed with 1013
-/// once its queue is full; a fast client gets every broadcast, in order.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn slow_receiver_is_closed_with_1013_fast_one_gets_everything() {
-    const ROUNDS: usize = 400;
-    let relay = Relay::start(demo_config(8)).await;
-    // A small receive buffer so the slow client's socket fills quickly.
+/// Opens a demo client with a tiny receive buffer, so its socket fills fast.
+async fn small_buffer_client(relay: &Relay) -> Client {
     let sock = TcpSocket::new_v4().unwrap();
     sock.set_recv_buffer_size(4096).unwrap();
     let tcp = sock.connect(relay.addr()).await.unwrap();
-    let (mut slow, _) = client_async(relay.url("/demo"), MaybeTlsStream::Plain(tcp))
+    let (mut ws, _) = client_async(relay.url("/demo"), MaybeTlsStream::Plain(tcp))
         .await
         .unwrap();
-    let _ = next_text(&mut slow).await;
+    let _ = next_text(&mut ws).await;
+    ws
+}
+
+/// Broadcasts pour in: a client that stops reading is closed with 1013 once
+/// its queue is full (and sees the Close when it reads again); one that
+/// never reads is dropped after the grace; a fast client gets every
+/// broadcast, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_receiver_is_closed_with_1013_fast_one_gets_everything() {
+    const ROUNDS: usize = 400;
+    let relay = Relay::start(demo_config(64)).await;
+    let mut slow = small_buffer_client(&relay).await;
+    let _dead = small_buffer_client(&relay).await;
     let (mut fast, _) = open(&relay).await;
     let (mut sender, _) = open(&relay).await;
     let payload = "p".repeat(32 * 1024);
@@ -307,6 +315,28 @@ async fn slow_receiver_is_closed_with_1013_fast_one_gets_everything() {
             rounds.push(v["data"]["message"]["round"].as_u64().unwrap() as usize);
         }
         rounds
+    });
+    // Reads nothing until both small-buffer clients were found too slow,
+    // then everything: what was queued, then the Close.
+    let log_path = relay.log_path.clone();
+    let slow_reader = tokio::spawn(async move {
+        let overflowed = || {
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            log.matches("too slow").count() >= 2
+        };
+        while !overflowed() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let mut seen = 0;
+        loop {
+            match within(Duration::from_secs(30), "slow client", slow.next()).await {
+                Some(Ok(Message::Text(_))) => seen += 1,
+                Some(Ok(Message::Close(Some(f)))) => return (seen, u16::from(f.code)),
+                Some(Ok(other)) => panic!("unexpected {other:?}"),
+                Some(Err(e)) => panic!("slow client error after {seen} messages: {e}"),
+                None => panic!("slow client ended without a Close after {seen} messages"),
+            }
+        }
     });
     // Closed loop: each broadcast's response and notification come back
     // before the next one leaves.
@@ -325,28 +355,36 @@ async fn slow_receiver_is_closed_with_1013_fast_one_gets_everything() {
         (0..ROUNDS).collect::<Vec<_>>(),
         "fast client missed or reordered"
     );
-    // Now the slow one reads: what was queued, then Close 1013.
-    let mut seen = 0;
-    let code = loop {
-        match within(STEP, "slow client", slow.next()).await {
-            Some(Ok(Message::Text(_))) => seen += 1,
-            Some(Ok(Message::Close(Some(f)))) => break u16::from(f.code),
-            Some(Ok(other)) => panic!("unexpected {other:?}"),
-            Some(Err(e)) => panic!("slow client error after {seen} messages: {e}"),
-            None => panic!("slow client ended without a Close after {seen} messages"),
-        }
-    };
+    let (seen, code) = within(Duration::from_secs(30), "slow reader", slow_reader)
+        .await
+        .unwrap();
     assert_eq!(code, 1013, "after {seen} messages");
     assert!(seen < ROUNDS, "slow client got all {seen} broadcasts");
     relay
         .wait_for_log("the slow-consumer line", STEP, |l| l.contains("too slow"))
         .await;
-    if let Some(py) = python_or_skip("slow consumer metric") {
+    let Some(py) = python_or_skip("slow consumer metric") else {
+        return;
+    };
+    let s = scrape(&py, relay.port).await;
+    assert_eq!(
+        s.sum("ws_relay_slow_consumers_total", &[("kind", "demo")]),
+        2.0
+    );
+    // The client that never reads is dropped once the grace is over, even
+    // though its socket never takes the Close: only fast and sender remain.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
         let s = scrape(&py, relay.port).await;
-        assert_eq!(
-            s.sum("ws_relay_slow_consumers_total", &[("kind", "demo")]),
-            1.0
+        let open = s.sum("ws_relay_sessions_open", &[("kind", "demo")]);
+        if open == 2.0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{open} demo sessions still open"
         );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
@@ -362,4 +400,26 @@ async fn demo_is_off_unless_enabled() {
         "plain GET on the demo path: {}",
         resp.head
     );
+}
+
+/// `max_connections` covers demo connections too: the next one gets 503.
+#[tokio::test]
+async fn demo_connections_count_against_max_connections() {
+    let relay = Relay::start(RelayConfig {
+        max_connections: 2,
+        ..demo_config(16)
+    })
+    .await;
+    let (_a, _) = open(&relay).await;
+    let (_b, _) = open(&relay).await;
+    match connect_async(relay.url("/demo")).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status().as_u16(), 503);
+            let body =
+                String::from_utf8_lossy(resp.body().as_deref().unwrap_or_default()).to_string();
+            assert!(body.contains(r#""code":"over_capacity""#), "{body}");
+        }
+        Ok(_) => panic!("third connection accepted at max_connections = 2"),
+        Err(e) => panic!("expected HTTP 503, got {e}"),
+    }
 }

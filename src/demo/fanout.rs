@@ -56,6 +56,8 @@ pub struct Outbox {
     finishing: Cell<bool>,
     writer: Cell<Option<Waker>>,
     reader: Cell<Option<Waker>>,
+    /// The session, waiting to give a stalled final write a deadline.
+    watcher: Cell<Option<Waker>>,
 }
 
 impl Outbox {
@@ -67,6 +69,7 @@ impl Outbox {
             finishing: Cell::new(false),
             writer: Cell::new(None),
             reader: Cell::new(None),
+            watcher: Cell::new(None),
         }
     }
 
@@ -110,10 +113,24 @@ impl Outbox {
             *self.last.borrow_mut() = Some(close);
             self.queue.borrow_mut().clear();
             self.wake_writer();
-            if let Some(w) = self.reader.take() {
-                w.wake();
+            for slot in [&self.reader, &self.watcher] {
+                if let Some(w) = slot.take() {
+                    w.wake();
+                }
             }
         }
+    }
+
+    /// Completes once [`Outbox::finish`] was called.
+    pub async fn finishing(&self) {
+        poll_fn(|cx| {
+            if self.finishing.get() {
+                return Poll::Ready(());
+            }
+            self.watcher.set(Some(cx.waker().clone()));
+            Poll::Pending
+        })
+        .await
     }
 
     pub fn is_finishing(&self) -> bool {

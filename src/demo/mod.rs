@@ -41,6 +41,9 @@ use crate::ws::handshake::accept_response;
 
 /// How long a closing session waits for its last frames to leave.
 const LINGER: Duration = Duration::from_secs(2);
+/// How long a client closed for being slow may take to read up to its Close
+/// frame before the connection is dropped without one.
+const SLOW_GRACE: Duration = Duration::from_secs(5);
 
 /// A demo upgrade as the front door hands it over.
 pub struct DemoRequest {
@@ -49,6 +52,8 @@ pub struct DemoRequest {
     pub head: RequestHead,
     /// Client bytes that arrived behind the request head.
     pub rest: Vec<u8>,
+    /// The process was at `max_connections` when this one arrived.
+    pub over_capacity: bool,
 }
 
 enum End {
@@ -56,6 +61,8 @@ enum End {
     Reader,
     /// The writer sent the final Close (slow consumer).
     Writer,
+    /// The final Close could not be written within [`SLOW_GRACE`].
+    Stalled,
     Shutdown,
 }
 
@@ -65,7 +72,12 @@ pub async fn run(shard: &Shard, cfg: Rc<ServerConfig>, req: DemoRequest) {
         peer,
         head,
         rest,
+        over_capacity,
     } = req;
+    if over_capacity {
+        let body = response::error_json(503, "over_capacity", "server is at max_connections");
+        return close_after(shard, &client, &body).await;
+    }
     let Some(key) = valid_key(&head) else {
         let body = response::error_json(
             400,
@@ -94,10 +106,15 @@ pub async fn run(shard: &Shard, cfg: Rc<ServerConfig>, req: DemoRequest) {
     let end = monoio::select! {
         _ = read_loop(shard, &client, &mut reader, &outbox, &id) => End::Reader,
         _ = &mut writer => End::Writer,
+        _ = stall_deadline(&outbox) => End::Stalled,
         _ = shard.close_all.wait() => End::Shutdown,
     };
     match end {
         End::Writer => {}
+        End::Stalled => {
+            debug!(shard = shard.id, connection_id = %id, "demo client never read up to its Close; dropping");
+            return;
+        }
         End::Reader | End::Shutdown => {
             if !outbox.is_finishing() {
                 let why = "server shutting down";
@@ -109,6 +126,12 @@ pub async fn run(shard: &Shard, cfg: Rc<ServerConfig>, req: DemoRequest) {
     client.shutdown_write().await;
     let _ = monoio::time::timeout(LINGER, discard_until_eof(&client, &shard.buffers)).await;
     info!(shard = shard.id, connection_id = %id, "demo connection closed");
+}
+
+/// Completes [`SLOW_GRACE`] after the outbox started finishing.
+async fn stall_deadline(outbox: &Outbox) {
+    outbox.finishing().await;
+    monoio::time::sleep(SLOW_GRACE).await;
 }
 
 fn text_frame(text: &str) -> Vec<u8> {

@@ -99,6 +99,7 @@ pub async fn handle(shard: Rc<Shard>, tcp: TcpStream, peer: SocketAddr) {
                 peer,
                 head,
                 rest,
+                over_capacity,
             };
             return demo::run(&shard, cfg.clone(), req).await;
         }
