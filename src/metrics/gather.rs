@@ -97,7 +97,8 @@ fn scrape(shards: &[flume::Sender<ShardMsg>], control: &ControlCounters) -> Stri
 /// control plane is gone or too slow).
 pub async fn request(to: &flume::Sender<ScrapeRequest>) -> Option<String> {
     let (reply, answer) = flume::bounded(1);
-    to.send(ScrapeRequest { reply }).ok()?;
+    // try_send: a full queue (a scrape flood) is a 503, never a blocked shard.
+    to.try_send(ScrapeRequest { reply }).ok()?;
     let wait = SHARD_WAIT + Duration::from_secs(1);
     monoio::time::timeout(wait, answer.recv_async())
         .await
