@@ -10,13 +10,19 @@
 //! - [`tls`]: listener certificates and target trust (rustls, ring).
 //! - [`control`]: the main thread's control plane (reload, signals, shutdown).
 //! - [`doctor`]: compares live kernel settings with `tuning/`.
+//! - [`demo`]: the Axum seed's echo/broadcast demo app.
+//! - [`page`]: the single-file browser test page.
+//! - [`metrics`]: per-shard counters and the Prometheus `/metrics` text.
 
 pub mod config;
 pub mod control;
+pub mod demo;
 pub mod doctor;
 pub mod http;
 pub mod logging;
+pub mod metrics;
 pub mod net;
+pub mod page;
 pub mod proxy;
 pub mod relay;
 pub mod shard;

@@ -1,5 +1,6 @@
 //! The HTTP front door: `GET /health`, 405 for other methods, 404 for unknown
-//! paths, 426 for a relay-path GET without Upgrade, 400 for a broken upgrade,
+//! paths, the test page (not 426) for a relay-path GET without Upgrade, 426
+//! when the page is disabled, 400 for a broken upgrade,
 //! 431/400 + close for oversized heads and too many headers, 400 + close for
 //! garbage — and none of it disturbs sessions already running (both drivers,
 //! both forward modes).
@@ -49,20 +50,66 @@ async fn unknown_path_is_404() {
     }
 }
 
-/// A plain GET on the relay path asks the client to upgrade. (With the
-/// default `relay_path = "/"`, SPEC §5 also wants the test page at `GET /`,
-/// so this checks a non-root relay path.)
+/// A plain GET on the relay path gets the test page; an upgrade there still
+/// relays (every relay test upgrades on it).
 #[tokio::test]
-async fn relay_path_without_upgrade_is_426() {
+async fn relay_path_without_upgrade_gets_the_page() {
     let relay = Relay::start(RelayConfig {
         relay_path: Some("/relay".into()),
         ..RelayConfig::default()
     })
     .await;
-    let resp = within(STEP, "GET /relay", get(relay.port, "/relay"))
-        .await
-        .unwrap();
+    for path in ["/relay", "/"] {
+        let resp = within(STEP, path, get(relay.port, path)).await.unwrap();
+        assert_eq!(resp.status, 200, "GET {path}: {}", resp.head);
+        assert_eq!(
+            resp.header("content-type"),
+            Some("text/html; charset=utf-8")
+        );
+        assert!(
+            resp.body_str().contains("<title>ws-relay-core"),
+            "GET {path}"
+        );
+        let csp = resp.header("content-security-policy").unwrap_or_default();
+        assert!(
+            csp.contains("default-src 'none'") && csp.contains("connect-src 'self'"),
+            "{csp}"
+        );
+    }
+    let raw = "HEAD / HTTP/1.1\r\nHost: x\r\n\r\n";
+    let (resp, mut stream) = request(relay.port, raw.as_bytes()).await.unwrap();
+    assert_eq!(resp.status, 200);
+    assert!(resp.body.is_empty(), "HEAD has no body");
+    assert!(closed_within(&mut stream, Duration::from_secs(3)).await);
+}
+
+/// With the page off, a plain GET on the relay path asks for an upgrade.
+#[tokio::test]
+async fn relay_path_without_upgrade_is_426_when_the_page_is_off() {
+    let relay = Relay::start(RelayConfig {
+        extra_toml: vec!["[page]\nenabled = false\n".into()],
+        ..RelayConfig::default()
+    })
+    .await;
+    let resp = within(STEP, "GET /", get(relay.port, "/")).await.unwrap();
     assert_eq!(resp.status, 426, "{}", resp.head);
+}
+
+/// `[page] path` moves the page; the old place is the relay path again.
+#[tokio::test]
+async fn page_path_is_configurable() {
+    let relay = Relay::start(RelayConfig {
+        relay_path: Some("/relay".into()),
+        extra_toml: vec!["[page]\npath = \"/try\"\n".into()],
+        ..RelayConfig::default()
+    })
+    .await;
+    let resp = get(relay.port, "/try").await.unwrap();
+    assert_eq!(resp.status, 200);
+    assert!(resp.body_str().contains("<title>ws-relay-core"));
+    assert_eq!(get(relay.port, "/").await.unwrap().status, 404);
+    // The relay path still shows the page to a browser that lands there.
+    assert_eq!(get(relay.port, "/relay").await.unwrap().status, 200);
 }
 
 /// An upgrade request without Sec-WebSocket-Key is a bad request.

@@ -44,9 +44,9 @@ async fn permessage_deflate_is_negotiated_and_used_end_to_end() {
         let (_server, port) = start_server(&python);
         let relay = Relay::start(RelayConfig {
             relay_path: Some("/relay".into()),
-            extra_toml: format!(
+            extra_toml: vec![format!(
                 "[[routes]]\nname = \"deflate\"\npath = \"/deflate\"\nupstream = [\"ws://127.0.0.1:{port}\"]\n"
-            ),
+            )],
             ..RelayConfig::default().with_forward(forward)
         })
         .await;

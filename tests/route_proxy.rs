@@ -124,7 +124,7 @@ fn route(name: &str, path: &str, upstreams: &[String], extra: &str) -> String {
 async fn relay_with(routes: String, f: impl FnOnce(RelayConfig) -> RelayConfig) -> Relay {
     let cfg = RelayConfig {
         relay_path: Some("/relay".into()),
-        extra_toml: routes,
+        extra_toml: vec![routes],
         ..RelayConfig::default()
     };
     Relay::start(f(cfg)).await
@@ -647,7 +647,7 @@ async fn reload_changes_routes_while_live_sessions_keep_running() {
     .concat();
     let cfg = RelayConfig {
         relay_path: Some("/relay".into()),
-        extra_toml: next,
+        extra_toml: vec![next],
         ..RelayConfig::default()
     };
     relay.write_config(cfg);

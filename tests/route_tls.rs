@@ -36,7 +36,7 @@ async fn wss_upstreams_verified_refused_and_skipped() {
     std::fs::write(&ca_path, &ca.pem).unwrap();
     let relay = Relay::start(RelayConfig {
         relay_path: Some("/relay".into()),
-        extra_toml: routes(&target.url(), &ca_path.display().to_string()),
+        extra_toml: vec![routes(&target.url(), &ca_path.display().to_string())],
         ..RelayConfig::default()
     })
     .await;

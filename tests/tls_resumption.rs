@@ -111,7 +111,7 @@ async fn tls12_resumes_across_shards() {
 
 /// A new client config (empty session store) always does a full handshake;
 /// health checks over TLS show the same resumption behaviour as relayed
-/// sessions.
+/// sessions, and `/metrics` counts full and resumed handshakes.
 #[tokio::test]
 async fn fresh_clients_do_full_handshakes_and_health_checks_resume() {
     let ca = Ca::new("fresh CA");
@@ -133,6 +133,23 @@ async fn fresh_clients_do_full_handshakes_and_health_checks_resume() {
             "health connection {i}"
         );
         assert_eq!(http_get(s, "/health").await.status, 200);
+    }
+    // `/metrics` counts the same handshakes: full = the harness's start-up
+    // health check + 3 fresh clients + `cfg`'s first; resumed = 8 + this
+    // scrape's own; none toward targets.
+    let s = tls(relay.port, &cfg, "localhost").await;
+    let resp = http_get(s, "/metrics").await;
+    assert_eq!(resp.status, 200, "{}", resp.head);
+    for line in [
+        r#"ws_relay_tls_handshakes_total{side="listener",mode="full"} 5"#,
+        r#"ws_relay_tls_handshakes_total{side="listener",mode="resumed"} 9"#,
+        r#"ws_relay_tls_handshakes_total{side="target",mode="full"} 0"#,
+    ] {
+        assert!(
+            resp.body.lines().any(|l| l == line),
+            "missing {line:?} in:\n{}",
+            resp.body
+        );
     }
 }
 

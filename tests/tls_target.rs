@@ -245,6 +245,22 @@ async fn resumes_toward_target(listener_tls: bool) {
             .all(|k| *k == Some(rustls::HandshakeKind::Resumed)),
         "target side saw: {seen:?}"
     );
+    // `/metrics` agrees: one full, the rest resumed, toward the target.
+    let io: BoxIo = if listener_tls {
+        Box::new(tls(relay.port, &client, "localhost").await)
+    } else {
+        Box::new(tcp(relay.port).await)
+    };
+    let body = http_get(io, "/metrics").await.body;
+    for line in [
+        r#"ws_relay_tls_handshakes_total{side="target",mode="full"} 1"#,
+        r#"ws_relay_tls_handshakes_total{side="target",mode="resumed"} 4"#,
+    ] {
+        assert!(
+            body.lines().any(|l| l == line),
+            "missing {line:?} in:\n{body}"
+        );
+    }
 }
 
 #[tokio::test]

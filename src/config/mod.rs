@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use model::{
-    ConfigFile, DriverChoice, ForwardMode, LoggingConfig, Rotation, ServerConfig, TlsRoots,
-    UserConfig,
+    ConfigFile, DemoConfig, DriverChoice, ForwardMode, LoggingConfig, PageConfig, Redacted,
+    Rotation, ServerConfig, TlsRoots, UserConfig,
 };
 pub use routes::{
     HealthCheck, HostRule, RouteAuth, RouteConfig, RouteSlot, RouteSpec, RouteTable, Upstream,
@@ -73,11 +73,19 @@ impl Config {
             message,
         };
         let mut server = file.server;
+        server.demo = file.demo;
+        server.page = file.page;
         validate_server(&server).map_err(|m| invalid(find_key(text, m.0), m.1))?;
+        validate_paths(&server)
+            .map_err(|(section, key, m)| invalid(find_section_key(text, section, key), m))?;
         let users = UserTable::from_config(&file.users).map_err(|(o, m)| invalid(o, m))?;
-        let reserved = routes::Reserved {
-            relay_path: &server.relay_path,
-        };
+        let mut reserved = routes::Reserved::default();
+        reserved.add(&server.relay_path, "server.relay_path");
+        reserved.add("/health", "the engine's health check");
+        reserved.add("/metrics", "the engine's /metrics");
+        if server.demo.enabled {
+            reserved.add(&server.demo.path, "demo.path");
+        }
         let mut routes =
             RouteTable::from_config(&file.routes, &reserved).map_err(|(o, m)| invalid(o, m))?;
         check_user_routes(&file.users, &routes).map_err(|(o, m)| invalid(o, m))?;
@@ -169,6 +177,65 @@ fn validate_server(s: &ServerConfig) -> Result<(), (&'static str, String)> {
         ));
     }
     Ok(())
+}
+
+/// Paths the front door routes must not collide: `/health` and `/metrics`
+/// are fixed, the demo app may not share the relay path. The page may share
+/// a WebSocket path (plain GETs get the page, upgrades the endpoint).
+fn validate_paths(s: &ServerConfig) -> Result<(), (&'static str, &'static str, String)> {
+    const FIXED: [&str; 2] = ["/health", "/metrics"];
+    let mut paths = vec![("server", "relay_path", s.relay_path.as_str())];
+    if s.demo.enabled {
+        paths.push(("demo", "path", s.demo.path.as_str()));
+    }
+    if s.page.enabled {
+        paths.push(("page", "path", s.page.path.as_str()));
+    }
+    for (section, key, p) in &paths {
+        if !p.starts_with('/') {
+            return Err((
+                section,
+                key,
+                format!("{section}.{key}: must start with '/'"),
+            ));
+        }
+        if FIXED.contains(p) {
+            return Err((section, key, format!("{section}.{key}: {p} is reserved")));
+        }
+    }
+    if s.demo.enabled && s.demo.path == s.relay_path {
+        let msg = format!("demo.path: {} is already server.relay_path", s.demo.path);
+        return Err(("demo", "path", msg));
+    }
+    if s.demo.max_queue_messages == 0 {
+        let msg = "demo.max_queue_messages: must be at least 1".to_string();
+        return Err(("demo", "max_queue_messages", msg));
+    }
+    if s.demo.max_message_bytes < 125 {
+        let msg = "demo.max_message_bytes: must be at least 125".to_string();
+        return Err(("demo", "max_message_bytes", msg));
+    }
+    if s.metrics_token.as_deref().is_some_and(|t| t.len() < 16) {
+        let msg = "server.metrics_token: must be at least 16 characters".to_string();
+        return Err(("server", "metrics_token", msg));
+    }
+    Ok(())
+}
+
+/// Offset of `key =` inside `[section]` (or anywhere, if the section header
+/// is absent), for errors about keys serde accepted.
+fn find_section_key(text: &str, section: &str, key: &str) -> usize {
+    let header = format!("[{section}]");
+    let start = text
+        .split_inclusive('\n')
+        .scan(0, |off, line| {
+            let here = *off;
+            *off += line.len();
+            Some((here, line))
+        })
+        .find(|(_, line)| line.trim() == header)
+        .map_or(0, |(off, _)| off);
+    start + find_key(&text[start..], key)
 }
 
 fn resolve(base: &Path, p: &str) -> String {

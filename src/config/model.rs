@@ -20,6 +20,10 @@ pub struct ConfigFile {
     pub routes: Vec<super::routes::RouteConfig>,
     #[serde(default)]
     pub logging: LoggingConfig,
+    #[serde(default)]
+    pub demo: DemoConfig,
+    #[serde(default)]
+    pub page: PageConfig,
 }
 
 /// How bytes move between client and target once both handshakes are done.
@@ -87,6 +91,76 @@ pub struct ServerConfig {
     pub shutdown_grace_secs: u64,
     pub control_socket: String,
     pub dns_cache_secs: u64,
+    /// Bearer token that opens `/metrics` to non-loopback clients.
+    pub metrics_token: Option<Redacted>,
+    /// Serve `/metrics` to loopback clients without a token. Turn off when a
+    /// proxy on the same host makes every client look local.
+    pub metrics_allow_loopback: bool,
+    /// `[demo]` and `[page]`, copied here by `Config::parse` so shards (and
+    /// reloads) get them with the rest of the front door's settings.
+    #[serde(skip)]
+    pub demo: DemoConfig,
+    #[serde(skip)]
+    pub page: PageConfig,
+}
+
+/// A secret string: deserializes as a plain string, never prints.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Redacted(pub String);
+
+impl std::fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl std::ops::Deref for Redacted {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+/// `[demo]`: the Axum seed's echo/broadcast app (SPEC §7).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DemoConfig {
+    pub enabled: bool,
+    pub path: String,
+    /// Broadcast frames a slow client may have queued before it is closed
+    /// with 1013.
+    pub max_queue_messages: usize,
+    /// Largest request message a demo client may send.
+    pub max_message_bytes: usize,
+}
+
+impl Default for DemoConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            path: "/demo".into(),
+            max_queue_messages: 256,
+            max_message_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// `[page]`: the single-file browser test page.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PageConfig {
+    pub enabled: bool,
+    pub path: String,
+}
+
+impl Default for PageConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            path: "/".into(),
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -120,6 +194,10 @@ impl Default for ServerConfig {
             shutdown_grace_secs: 30,
             control_socket: "ws-relay-core.sock".into(),
             dns_cache_secs: 30,
+            metrics_token: None,
+            metrics_allow_loopback: true,
+            demo: DemoConfig::default(),
+            page: PageConfig::default(),
         }
     }
 }

@@ -201,9 +201,21 @@ pub struct RouteTable {
     pub routes: Vec<Arc<RouteSpec>>,
 }
 
-/// Paths a route may not claim: they belong to the engine.
+/// Paths a route may not claim: they belong to the engine. (The test
+/// page's path may be shared: the page takes only plain GETs there.)
+#[derive(Default)]
 pub struct Reserved<'a> {
-    pub relay_path: &'a str,
+    paths: Vec<(&'a str, &'static str)>,
+}
+
+impl<'a> Reserved<'a> {
+    pub fn add(&mut self, path: &'a str, owner: &'static str) {
+        self.paths.push((path, owner));
+    }
+
+    fn owner(&self, path: &str) -> Option<&'static str> {
+        self.paths.iter().find(|(p, _)| *p == path).map(|(_, o)| *o)
+    }
 }
 
 impl RouteTable {
@@ -270,13 +282,10 @@ fn validate_route(
     if !path.starts_with('/') {
         return Err(at_path("must start with '/'".into()));
     }
-    if path == reserved.relay_path {
+    if let Some(owner) = reserved.owner(path) {
         return Err(at_path(format!(
-            "{path:?} is server.relay_path; give the route another path or move relay_path"
+            "{path:?} is {owner}; give the route another path"
         )));
-    }
-    if path == "/health" {
-        return Err(at_path("\"/health\" is the engine's health check".into()));
     }
     let host = match &r.host {
         None => HostRule::Any,

@@ -219,3 +219,35 @@ fn user_routes_must_name_existing_routes() {
         "{e}"
     );
 }
+
+#[test]
+fn demo_page_and_metrics_keys() {
+    let c = parse(MINIMAL).unwrap();
+    assert!(!c.server.demo.enabled, "the demo app is opt-in");
+    assert_eq!(c.server.demo.path, "/demo");
+    assert!(c.server.page.enabled);
+    assert_eq!(c.server.page.path, "/");
+    assert!(c.server.metrics_allow_loopback);
+    assert!(c.server.metrics_token.is_none());
+    let c = parse(
+        "[server]\nenable_tls = false\nmetrics_token = \"0123456789abcdef\"\n[demo]\nenabled = true\npath = \"/d\"\n[page]\npath = \"/try\"\n",
+    )
+    .unwrap();
+    assert_eq!(c.server.demo.path, "/d");
+    assert_eq!(c.server.page.path, "/try");
+    assert!(!format!("{:?}", c.server).contains("0123456789abcdef"));
+    let e = err_of("[server]\nenable_tls = false\n[page]\npath = \"/x\"\n[demo]\nenabled = true\npath = \"/\"\n");
+    assert!(
+        e.contains(":7: demo.path: / is already server.relay_path"),
+        "{e}"
+    );
+    let e = err_of("[server]\nenable_tls = false\n[page]\npath = \"/metrics\"\n");
+    assert!(e.contains(":4: page.path: /metrics is reserved"), "{e}");
+    let e = err_of("[server]\nenable_tls = false\nmetrics_token = \"short\"\n");
+    assert!(e.contains(":3: server.metrics_token"), "{e}");
+    assert!(!e.contains("short"), "{e}");
+    let e = err_of("[server]\nenable_tls = false\n[demo]\nmax_queue_messages = 0\n");
+    assert!(e.contains(":4: demo.max_queue_messages"), "{e}");
+    let e = err_of("[demo]\nbogus = 1\n");
+    assert!(e.contains("bogus"), "{e}");
+}

@@ -17,6 +17,7 @@ pub use socket::{request_reload, ControlError};
 
 use crate::config::{Config, ConfigError};
 use crate::logging;
+use crate::metrics::{self, ControlCounters};
 use crate::proxy::health::{CheckedRoute, HealthChecker};
 use crate::proxy::table::RouteTrust;
 use crate::shard::{self, driver, ShardMsg, Shards, TlsMaterial};
@@ -36,6 +37,8 @@ pub enum ServeError {
     Control(#[from] ControlError),
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
+    #[error("cannot start the metrics thread: {0}")]
+    Spawn(std::io::Error),
     #[error(transparent)]
     Tls(#[from] TlsError),
 }
@@ -87,6 +90,7 @@ pub struct ControlPlane {
     config: Mutex<Config>,
     senders: Vec<flume::Sender<ShardMsg>>,
     health: HealthChecker,
+    counters: Arc<ControlCounters>,
 }
 
 /// How long `reload` waits for every shard to switch to the new snapshot.
@@ -102,6 +106,7 @@ impl ControlPlane {
             Ok(pair) => pair,
             Err(e) => {
                 warn!("reload rejected, keeping the running config: {e}");
+                self.counters.reload(false);
                 return Err(e);
             }
         };
@@ -139,6 +144,7 @@ impl ControlPlane {
             routes = next.routes.routes.len(),
             "configuration reloaded"
         );
+        self.counters.reload(true);
         *current = next;
         Ok(n)
     }
@@ -226,11 +232,19 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
     );
     let health = HealthChecker::spawn(checked_routes(&config, &tls)?, shards.senders.clone());
     let grace = Duration::from_secs(config.server.shutdown_grace_secs);
-    let Shards { senders, threads } = shards;
+    let Shards {
+        senders,
+        threads,
+        scrapes,
+    } = shards;
+    let counters = Arc::new(ControlCounters::default());
+    metrics::gather::spawn(scrapes, senders.clone(), counters.clone())
+        .map_err(ServeError::Spawn)?;
     let plane = Arc::new(ControlPlane {
         config: Mutex::new(config),
         senders,
         health,
+        counters,
     });
     control.serve_in_background(plane.clone());
     let mut signals = Signals::new([SIGHUP, SIGTERM, SIGINT]).map_err(ServeError::Signals)?;

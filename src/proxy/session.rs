@@ -18,6 +18,7 @@ use super::response::{read_answer, relay_refusal, upgrade_head, Answer};
 use super::table::{Rejection, ShardRoute, ShardRoutes};
 use crate::config::{RouteAuth, RouteSlot, ServerConfig, SessionSlot, Upstream};
 use crate::http::head::RequestHead;
+use crate::metrics::{Direction, SessionKind};
 use crate::net::endpoint::Endpoint;
 use crate::relay::error::{ErrorCode, RelayError};
 use crate::relay::forward::{passthrough, ForwardCtx};
@@ -108,7 +109,13 @@ pub async fn run(shard: &Shard, cfg: Rc<ServerConfig>, req: RouteRequest) {
     let stats = route.stats.clone();
     stats.open.set(stats.open.get() + 1);
     stats.total.set(stats.total.get() + 1);
+    let _open = shard.metrics.session(SessionKind::Route);
+    shard.metrics.target_setup(setup);
     let ctx = ForwardCtx {
+        relayed: [
+            shard.metrics.bytes_cell(Direction::ClientToTarget),
+            shard.metrics.bytes_cell(Direction::TargetToClient),
+        ],
         mode: cfg.forward,
         buffers: &shard.buffers,
         pipes: &shard.pipes,

@@ -20,6 +20,19 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code, for series that should exist (at 0) before the first use.
+    pub const ALL: [ErrorCode; 9] = [
+        ErrorCode::BadRequest,
+        ErrorCode::AuthFailed,
+        ErrorCode::AuthTimeout,
+        ErrorCode::AuthThrottled,
+        ErrorCode::TargetForbidden,
+        ErrorCode::TargetUnreachable,
+        ErrorCode::TargetTimeout,
+        ErrorCode::TargetHandshakeFailed,
+        ErrorCode::OverCapacity,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorCode::BadRequest => "bad_request",

@@ -19,6 +19,7 @@ use super::target::{self, TargetUpgrade, TargetUrl};
 use crate::config::{ServerConfig, SessionSlot, User};
 use crate::http::head::RequestHead;
 use crate::http::response;
+use crate::metrics::{Direction, SessionKind, TlsSide};
 use crate::net::endpoint::Endpoint;
 use crate::shard::Shard;
 use crate::ws::frame::{build_frame, close_frame, opcode};
@@ -162,7 +163,16 @@ async fn relay_opened(
     {
         return;
     }
+    let kind = match o.url.tcp {
+        true => SessionKind::Tunnel,
+        false => SessionKind::Relay,
+    };
+    let _open = shard.metrics.session(kind);
     let ctx = ForwardCtx {
+        relayed: [
+            shard.metrics.bytes_cell(Direction::ClientToTarget),
+            shard.metrics.bytes_cell(Direction::TargetToClient),
+        ],
         mode: cfg.forward,
         buffers: &shard.buffers,
         pipes: &shard.pipes,
@@ -249,9 +259,14 @@ async fn open_target(
     }
     let request = target::TargetRequest::new(&url, protocols);
     let (stream, sent_early) = target::secure(tcp, &url, tls, &request, timeout).await?;
+    if let Some(resumed) = stream.tls_resumed() {
+        shard.metrics.tls_handshake(TlsSide::Target, resumed);
+    }
     let upgrade = target::upgrade(&stream, request, sent_early, timeout).await?;
+    let setup = dial_started.elapsed();
+    shard.metrics.target_setup(setup);
     Ok(Opened {
-        setup: dial_started.elapsed(),
+        setup,
         user,
         _slot: slot,
         url,
@@ -265,7 +280,7 @@ fn capacity_error() -> RelayError {
 }
 
 /// `Sec-WebSocket-Key` of a version-13 upgrade.
-fn valid_key(head: &RequestHead) -> Option<String> {
+pub(crate) fn valid_key(head: &RequestHead) -> Option<String> {
     let version_ok = head
         .header("sec-websocket-version")
         .is_some_and(|v| v.trim() == "13");
@@ -285,6 +300,7 @@ fn offered_protocols(head: &RequestHead) -> Option<String> {
 }
 
 fn log_refusal(shard: &Shard, peer: SocketAddr, e: &RelayError) {
+    shard.metrics.refused(e.code.as_str());
     info!(shard = shard.id, peer = %peer.ip(), code = e.code.as_str(), "session refused: {}", e.detail);
 }
 

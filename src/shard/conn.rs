@@ -1,6 +1,7 @@
 //! The front door of every accepted connection: read the request head within
-//! the auth deadline, answer plain requests, hand upgrades to the relay or to
-//! a `[[routes]]` entry. `route()` is the one place that decides.
+//! the auth deadline, answer plain requests (health, metrics, the test page),
+//! hand upgrades to the relay, the demo app or a `[[routes]]` entry.
+//! `route()` is the one place that decides.
 //!
 //! Must not: wait without a deadline, or answer anything but
 //! `Connection: close` responses (no keep-alive on the relay port).
@@ -15,10 +16,14 @@ use monoio::net::TcpStream;
 use tracing::debug;
 
 use super::Shard;
+use crate::config::ServerConfig;
+use crate::demo::{self, DemoRequest};
 use crate::http::head::{parse_request_head, HeadError, RequestHead};
 use crate::http::response;
+use crate::metrics::{self, TlsSide};
 use crate::net::endpoint::Endpoint;
 use crate::net::sockopt::tune_stream;
+use crate::page;
 use crate::proxy;
 use crate::proxy::session::RouteRequest;
 use crate::proxy::table::ShardRoutes;
@@ -81,7 +86,7 @@ pub async fn handle(shard: Rc<Shard>, tcp: TcpStream, peer: SocketAddr) {
     let rest = buf[head.len..].to_vec();
     buf.truncate(head.len);
     let routes = shard.routes.borrow().clone();
-    let answer = match route(&head, &cfg.relay_path, &routes) {
+    let answer = match route(&head, &cfg, &routes) {
         Route::Relay => {
             let req = UpgradeRequest {
                 client: stream,
@@ -107,7 +112,20 @@ pub async fn handle(shard: Rc<Shard>, tcp: TcpStream, peer: SocketAddr) {
             };
             return proxy::session::run(&shard, cfg.clone(), req).await;
         }
+        Route::Demo => {
+            let req = DemoRequest {
+                client: stream,
+                peer,
+                head,
+                rest,
+                over_capacity,
+            };
+            drop(buf);
+            return demo::run(&shard, cfg.clone(), req).await;
+        }
+        Route::Page => page::response(head.method == "HEAD"),
         Route::Health => response::health(),
+        Route::Metrics => metrics_response(&shard, &cfg, peer, &head).await,
         Route::Status(status, msg) => response::error_json(status, "bad_request", msg),
     };
     close_after(&shard, &stream, &answer).await;
@@ -117,15 +135,20 @@ enum Route {
     Relay,
     /// `[[routes]]` entry by index in the shard's route table.
     Proxy(usize),
+    Demo,
+    Page,
     Health,
+    Metrics,
     Status(u16, &'static str),
 }
 
-/// The one routing point. Exact engine paths first (`/health`, then the
-/// relay path), then `[[routes]]` by host and longest prefix, else 404.
-fn route(head: &RequestHead, relay_path: &str, routes: &ShardRoutes) -> Route {
+/// The one routing point. Exact engine paths first (`/health`, `/metrics`,
+/// the test page, the relay path, the demo app), then `[[routes]]` by host
+/// and longest prefix, else 404.
+fn route(head: &RequestHead, cfg: &ServerConfig, routes: &ShardRoutes) -> Route {
     let upgrade = head.is_websocket_upgrade();
     let get = head.method == "GET";
+    let page = cfg.page.enabled && (get || head.method == "HEAD");
     let needs_upgrade = |to: Route| match (get, upgrade) {
         (true, true) => to,
         (true, false) => Route::Status(426, "this endpoint needs a WebSocket upgrade"),
@@ -134,11 +157,46 @@ fn route(head: &RequestHead, relay_path: &str, routes: &ShardRoutes) -> Route {
     match head.path() {
         "/health" if !upgrade && (get || head.method == "HEAD") => Route::Health,
         "/health" if !upgrade => Route::Status(405, "method not allowed"),
-        p if p == relay_path => needs_upgrade(Route::Relay),
+        "/metrics" if !upgrade && get => Route::Metrics,
+        "/metrics" if !upgrade => Route::Status(405, "method not allowed"),
+        // Plain GETs on a WebSocket path get the page when it lives there.
+        p if page && !upgrade && p == cfg.page.path => Route::Page,
+        p if p == cfg.relay_path => match (get, upgrade) {
+            (true, false) if page => Route::Page,
+            _ => needs_upgrade(Route::Relay),
+        },
+        p if cfg.demo.enabled && p == cfg.demo.path => needs_upgrade(Route::Demo),
         _ => match routes.find(head) {
             Some(i) => needs_upgrade(Route::Proxy(i)),
             None => Route::Status(404, "not found"),
         },
+    }
+}
+
+/// `GET /metrics`: the gathered text for loopback or token holders, 403
+/// for everyone else, 503 when the scrape could not be gathered.
+async fn metrics_response(
+    shard: &Shard,
+    cfg: &ServerConfig,
+    peer: SocketAddr,
+    head: &RequestHead,
+) -> Vec<u8> {
+    if !metrics::access::allowed(cfg, peer.ip(), head) {
+        debug!(peer = %peer.ip(), "/metrics refused: not loopback and no valid metrics_token");
+        return response::error_json(
+            403,
+            "forbidden",
+            "/metrics is served to loopback clients or with the metrics token",
+        );
+    }
+    match metrics::gather::request(&shard.scrapes).await {
+        Some(text) => response::with_body(
+            200,
+            metrics::encode::CONTENT_TYPE,
+            &text,
+            "Cache-Control: no-store\r\n",
+        ),
+        None => response::error_json(503, "unavailable", "metrics could not be gathered"),
     }
 }
 
@@ -154,7 +212,12 @@ async fn accept_tls(
         return Some(Endpoint::plain(tcp));
     };
     match monoio::time::timeout_at(deadline.into(), Endpoint::tls_server(tcp, config)).await {
-        Ok(Ok(ep)) => Some(ep),
+        Ok(Ok(ep)) => {
+            if let Some(resumed) = ep.tls_resumed() {
+                shard.metrics.tls_handshake(TlsSide::Listener, resumed);
+            }
+            Some(ep)
+        }
         Ok(Err(e)) => {
             debug!(peer = %peer.ip(), "TLS handshake failed: {e}");
             None

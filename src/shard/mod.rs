@@ -25,6 +25,7 @@ use monoio::{IoUringDriver, LegacyDriver, RuntimeBuilder};
 use tracing::{debug, info, warn};
 
 use crate::config::{RouteTable, ServerConfig, UserTable};
+use crate::metrics::{ScrapeRequest, ShardMetrics, ShardSnapshot};
 use crate::net::dns::DnsCache;
 use crate::net::pool::{BufferPool, PipePool};
 use crate::proxy::table::{RouteTrust, ShardRoutes};
@@ -41,6 +42,8 @@ pub use listener::{listen_addr, ListenError};
 pub struct Shared {
     pub connections: AtomicUsize,
     pub throttle: AuthThrottle,
+    /// Demo app connections, for `get_connections`.
+    pub demo_connections: AtomicUsize,
 }
 
 /// What the control plane tells a shard.
@@ -64,6 +67,10 @@ pub enum ShardMsg {
     },
     /// Stop accepting, drain for `grace`, then close what is left with 1001.
     Shutdown { grace: Duration },
+    /// A `/metrics` scrape: copy this shard's counters into `reply`.
+    Scrape { reply: flume::Sender<ShardSnapshot> },
+    /// A demo-app broadcast from another shard, framed once, shared.
+    DemoBroadcast(Arc<[u8]>),
 }
 
 /// TLS inputs the control plane prepares (file I/O) and shards turn into
@@ -131,6 +138,13 @@ pub struct Shard {
     pub close_all: Event,
     /// Connections open on this shard (any phase).
     pub open: Cell<usize>,
+    pub metrics: ShardMetrics,
+    /// The control plane's scrape thread (`GET /metrics` asks it).
+    pub scrapes: flume::Sender<ScrapeRequest>,
+    /// Every shard's channel, indexed by shard id (this one's included),
+    /// for cross-shard fan-out.
+    pub peers: Vec<flume::Sender<ShardMsg>>,
+    pub demo: crate::demo::fanout::Registry,
 }
 
 impl Shard {
@@ -155,6 +169,8 @@ impl Shard {
 pub struct Shards {
     pub senders: Vec<flume::Sender<ShardMsg>>,
     pub threads: Vec<JoinHandle<()>>,
+    /// Scrape requests from shards, for the control plane's scrape thread.
+    pub scrapes: flume::Receiver<ScrapeRequest>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -191,12 +207,16 @@ pub fn spawn_all(
     // Resolver threads for every shard's DNS look-ups (never on a shard).
     let pool = DefaultThreadPool::new(4);
     let (ready_tx, ready_rx) = mpsc::channel();
+    // Bounded: a flood of scrapes waits at the door instead of queueing.
+    let (scrape_tx, scrape_rx) = flume::bounded(64);
     let mut shards = Shards {
         senders: Vec::with_capacity(count),
         threads: Vec::with_capacity(count),
+        scrapes: scrape_rx,
     };
-    for id in 0..count {
-        let (tx, rx) = flume::unbounded();
+    // All channels first, so every shard can reach every other one.
+    let (txs, rxs): (Vec<_>, Vec<_>) = (0..count).map(|_| flume::unbounded()).unzip();
+    for (id, (tx, rx)) in txs.iter().cloned().zip(rxs).enumerate() {
         let init = ShardInit {
             id,
             core: (!cores.is_empty()).then(|| cores[id % cores.len()]),
@@ -211,6 +231,8 @@ pub fn spawn_all(
             pool: pool.clone(),
             ready: ready_tx.clone(),
             rx,
+            scrapes: scrape_tx.clone(),
+            peers: txs.clone(),
         };
         let thread = std::thread::Builder::new()
             .name(format!("shard-{id}"))
@@ -244,6 +266,8 @@ struct ShardInit {
     pool: DefaultThreadPool,
     ready: mpsc::Sender<Result<(), ShardError>>,
     rx: flume::Receiver<ShardMsg>,
+    scrapes: flume::Sender<ScrapeRequest>,
+    peers: Vec<flume::Sender<ShardMsg>>,
 }
 
 impl ShardInit {
@@ -309,6 +333,10 @@ impl ShardInit {
             stop_accepting: Event::default(),
             close_all: Event::default(),
             open: Cell::new(0),
+            metrics: ShardMetrics::new(),
+            scrapes: self.scrapes,
+            peers: self.peers,
+            demo: Default::default(),
         });
         let _ = self.ready.send(Ok(()));
         monoio::spawn(accept_loop(shard.clone(), listener));
@@ -346,6 +374,12 @@ impl ShardInit {
                 ShardMsg::Shutdown { grace } => {
                     drain(&shard, grace).await;
                     break;
+                }
+                ShardMsg::Scrape { reply } => {
+                    let _ = reply.send(shard.metrics.snapshot(shard.id, shard.open.get()));
+                }
+                ShardMsg::DemoBroadcast(frame) => {
+                    crate::demo::fanout::deliver_local(&shard, &frame);
                 }
             }
         }

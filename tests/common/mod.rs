@@ -7,14 +7,18 @@
 //!   blackhole, closed port).
 //! - [`client`]: both auth modes and assertions with timeouts.
 //! - [`frame`], [`http`]: raw frames and raw HTTP for byte-exact tests.
+//! - [`browser`]: a real headless Chromium over CDP (`headless_chrome`).
+//! - [`prom`]: `/metrics` parsed by Python's `prometheus_client`.
 //! - [`tap`]: records Close codes as sent (tungstenite rewrites 1014).
 //! - [`Variant`] and the `matrix!` macros: one scenario run under each
 //!   driver × forward mode × auth mode, each as its own `#[tokio::test]`.
 #![allow(dead_code, unused_imports, unused_macros)]
 
+pub mod browser;
 pub mod client;
 pub mod frame;
 pub mod http;
+pub mod prom;
 pub mod python;
 pub mod relay;
 pub mod tap;

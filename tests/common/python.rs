@@ -1,5 +1,5 @@
 //! Finding a Python with the packages a test needs. `.ci/run` creates a
-//! venv and points `WS_RELAY_PYTHON` at it; elsewhere `python3` is tried.
+//! venv and points `WS_RELAY_TEST_PYTHON` at it; elsewhere `python3` is tried.
 //! A missing package skips the test with a visible message, except under
 //! CI (`CI=true`), where it fails: CI must run everything.
 
@@ -7,7 +7,7 @@ use std::process::Command;
 
 /// The interpreter to use when it can import every module in `modules`.
 pub fn python_with(modules: &[&str]) -> Option<String> {
-    let python = std::env::var("WS_RELAY_PYTHON").unwrap_or_else(|_| "python3".into());
+    let python = std::env::var("WS_RELAY_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
     let probe = modules
         .iter()
         .map(|m| format!("import {m}"))
@@ -22,10 +22,10 @@ pub fn python_with(modules: &[&str]) -> Option<String> {
     }
     let why = format!("{python} cannot import {}", modules.join(", "));
     if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("CI must run every test, but {why} (does .ci/run set WS_RELAY_PYTHON?)");
+        panic!("CI must run every test, but {why} (does .ci/run set WS_RELAY_TEST_PYTHON?)");
     }
     skip(&format!(
-        "{why}; set WS_RELAY_PYTHON to a Python that has them"
+        "{why}; set WS_RELAY_TEST_PYTHON to a Python that has them"
     ));
     None
 }

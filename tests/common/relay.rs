@@ -114,8 +114,8 @@ pub struct RelayConfig {
     pub users: Vec<UserSpec>,
     /// Raw `key = value` lines appended to `[server]`.
     pub extra_server: Vec<String>,
-    /// Raw TOML appended after `[[users]]` (e.g. `[[routes]]` tables).
-    pub extra_toml: String,
+    /// Raw TOML (whole sections such as `[demo]`) appended after `[logging]`.
+    pub extra_toml: Vec<String>,
 }
 
 impl Default for RelayConfig {
@@ -135,7 +135,7 @@ impl Default for RelayConfig {
             log_level: "info".into(),
             users: vec![UserSpec::alice()],
             extra_server: Vec::new(),
-            extra_toml: String::new(),
+            extra_toml: Vec::new(),
         }
     }
 }
@@ -214,12 +214,15 @@ impl RelayConfig {
                 s.push_str(&format!("routes = [{}]\n", list.join(", ")));
             }
         }
-        s.push('\n');
-        s.push_str(&self.extra_toml);
         s.push_str("\n[logging]\n");
         s.push_str(&format!("level = {}\n", toml_str(&self.log_level)));
         s.push_str("directory = \"\"\n");
         s.push_str("console_output = true\n");
+        for section in &self.extra_toml {
+            s.push('\n');
+            s.push_str(section);
+            s.push('\n');
+        }
         s
     }
 }

@@ -37,6 +37,8 @@ pub struct Direction<'a> {
     pub tracker: Option<RefCell<FrameTracker>>,
     /// Session-wide: the side whose Close frame went by first.
     first_close: &'a Cell<Option<&'static str>>,
+    /// The shard's counter for this direction (`/metrics`).
+    shard_total: &'a Cell<u64>,
 }
 
 impl<'a> Direction<'a> {
@@ -44,6 +46,7 @@ impl<'a> Direction<'a> {
         tracker: Option<FrameTracker>,
         source: &'static str,
         first_close: &'a Cell<Option<&'static str>>,
+        shard_total: &'a Cell<u64>,
     ) -> Self {
         Direction {
             source,
@@ -51,6 +54,7 @@ impl<'a> Direction<'a> {
             mid_write: Cell::new(false),
             tracker: tracker.map(RefCell::new),
             first_close,
+            shard_total,
         }
     }
 
@@ -68,6 +72,7 @@ impl<'a> Direction<'a> {
 
     pub fn count(&self, n: usize, clock: &Cell<Instant>) {
         self.bytes.set(self.bytes.get() + n as u64);
+        self.shard_total.set(self.shard_total.get() + n as u64);
         clock.set(Instant::now());
     }
 
@@ -116,6 +121,8 @@ pub struct ForwardCtx<'a> {
     /// The two ends negotiated an extension (routes only; the relay
     /// negotiates none), so frames may carry RSV bits.
     pub reserved_bits: bool,
+    /// The shard's byte counters, client→target and target→client.
+    pub relayed: [&'a Cell<u64>; 2],
 }
 
 impl ForwardCtx<'_> {
@@ -150,8 +157,8 @@ pub async fn passthrough(
         })
     };
     let first_close = Cell::new(None);
-    let up = Direction::new(tracker(), "client", &first_close);
-    let down = Direction::new(tracker(), "target", &first_close);
+    let up = Direction::new(tracker(), "client", &first_close, ctx.relayed[0]);
+    let down = Direction::new(tracker(), "target", &first_close, ctx.relayed[1]);
     let clock = Cell::new(Instant::now());
     up.passed(&up_seen, &clock);
     down.passed(&down_seen, &clock);

@@ -66,6 +66,8 @@ struct Client {
     buffers: BufferPool,
     pipes: PipePool,
     never: Event,
+    /// Bytes each way over all sessions (the bridge's counters).
+    relayed: [std::cell::Cell<u64>; 2],
 }
 
 /// Runs the forwards in `cfg`, or one `--stdio` session to `stdio_target`.
@@ -91,6 +93,7 @@ pub fn run(cfg: ClientConfig, stdio_target: Option<String>) -> Result<(), Tunnel
             buffers: BufferPool::new(16 * 1024, 64),
             pipes: PipePool::new(0),
             never: Event::default(),
+            relayed: Default::default(),
         });
         match stdio_target {
             Some(target) => run_stdio(client, target).await,
@@ -159,6 +162,7 @@ async fn carry(client: Rc<Client>, local: TcpStream, peer: SocketAddr, target: S
     };
     let local = Endpoint::plain(local);
     let ctx = ForwardCtx {
+        relayed: [&client.relayed[0], &client.relayed[1]],
         mode: ForwardMode::Copy,
         buffers: &client.buffers,
         pipes: &client.pipes,
@@ -213,6 +217,7 @@ async fn run_stdio(client: Rc<Client>, target: String) -> Result<(), TunnelError
     let (local, _) = listener.accept().await.map_err(TunnelError::Runtime)?;
     let local = Endpoint::plain(local);
     let ctx = ForwardCtx {
+        relayed: [&client.relayed[0], &client.relayed[1]],
         mode: ForwardMode::Copy,
         buffers: &client.buffers,
         pipes: &client.pipes,

@@ -1,0 +1,107 @@
+//! A scrape, end to end: the shard that got `GET /metrics` sends a
+//! [`ScrapeRequest`] to the control plane's scrape thread, which asks every
+//! shard over its per-core channel (`ShardMsg::Scrape`), waits a bounded time
+//! for the snapshots, encodes them, and answers with the text.
+//!
+//! Must not: block a shard (shards only copy counters and await the answer),
+//! or wait for a shard without a deadline (a stuck shard is reported as
+//! missing, not a hung scrape).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tracing::warn;
+
+use super::encode::{encode, ControlValues};
+use super::snapshot::ShardSnapshot;
+use crate::shard::ShardMsg;
+
+/// How long a scrape waits for the shards.
+const SHARD_WAIT: Duration = Duration::from_secs(2);
+
+/// A shard asks for the encoded text; the answer comes back on `reply`.
+pub struct ScrapeRequest {
+    pub reply: flume::Sender<String>,
+}
+
+/// Counters the control plane itself owns (touched per reload, never on a
+/// shard's data path).
+#[derive(Debug, Default)]
+pub struct ControlCounters {
+    pub reloads_ok: AtomicU64,
+    pub reloads_failed: AtomicU64,
+}
+
+impl ControlCounters {
+    pub fn reload(&self, ok: bool) {
+        let c = if ok {
+            &self.reloads_ok
+        } else {
+            &self.reloads_failed
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Runs the scrape thread until every shard-side sender is gone.
+pub fn spawn(
+    requests: flume::Receiver<ScrapeRequest>,
+    shards: Vec<flume::Sender<ShardMsg>>,
+    control: Arc<ControlCounters>,
+) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("metrics".into())
+        .spawn(move || {
+            while let Ok(req) = requests.recv() {
+                let text = scrape(&shards, &control);
+                let _ = req.reply.send(text);
+            }
+        })
+        .map(|_| ())
+}
+
+fn scrape(shards: &[flume::Sender<ShardMsg>], control: &ControlCounters) -> String {
+    let (tx, rx) = flume::bounded(shards.len());
+    let mut asked = 0;
+    for s in shards {
+        asked += usize::from(s.send(ShardMsg::Scrape { reply: tx.clone() }).is_ok());
+    }
+    drop(tx);
+    let until = Instant::now() + SHARD_WAIT;
+    let mut got: Vec<ShardSnapshot> = Vec::with_capacity(asked);
+    while got.len() < asked {
+        match rx.recv_deadline(until) {
+            Ok(s) => got.push(s),
+            Err(_) => break,
+        }
+    }
+    got.sort_by_key(|s| s.shard);
+    let missing = (shards.len() - got.len()) as u64;
+    if missing > 0 {
+        warn!(
+            missing,
+            "metrics scrape: some shards did not answer in time"
+        );
+    }
+    let values = ControlValues {
+        reloads_ok: control.reloads_ok.load(Ordering::Relaxed),
+        reloads_failed: control.reloads_failed.load(Ordering::Relaxed),
+        shards_missing: missing,
+        shards: shards.len() as u64,
+    };
+    encode(got, values)
+}
+
+/// Shard side: asks the scrape thread and awaits the text (`None` if the
+/// control plane is gone or too slow).
+pub async fn request(to: &flume::Sender<ScrapeRequest>) -> Option<String> {
+    let (reply, answer) = flume::bounded(1);
+    // try_send: a full queue (a scrape flood) is a 503, never a blocked shard.
+    to.try_send(ScrapeRequest { reply }).ok()?;
+    let wait = SHARD_WAIT + Duration::from_secs(1);
+    monoio::time::timeout(wait, answer.recv_async())
+        .await
+        .ok()?
+        .ok()
+}
