@@ -593,6 +593,38 @@ async fn max_connections_gives_503_and_frees_the_slot() {
         assert_eq!(ans.status, 503);
         assert_error_json(&ans.json(), "over_capacity");
     }
+    // /metrics counts the route per shard; sum the shards' lines.
+    let text = http::get(relay.port, "/metrics").await.unwrap().body_str();
+    let sum = |prefix: &str| -> u64 {
+        text.lines()
+            .filter(|l| l.starts_with(prefix))
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+            .sum()
+    };
+    assert_eq!(
+        sum("ws_relay_route_sessions_open{route=\"one\""),
+        1,
+        "{text}"
+    );
+    assert_eq!(
+        sum("ws_relay_route_sessions_total{route=\"one\""),
+        1,
+        "{text}"
+    );
+    let rejected = |reason: &str| {
+        text.lines()
+            .filter(|l| l.starts_with("ws_relay_route_rejections_total{route=\"one\""))
+            .filter(|l| l.contains(&format!("reason=\"{reason}\"")))
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+            .sum::<u64>()
+    };
+    assert_eq!(rejected("capacity"), 4, "{text}");
+    assert_eq!(rejected("auth"), 0, "{text}");
+    assert!(
+        text.contains("ws_relay_upstream_up{route=\"one\""),
+        "{text}"
+    );
+    assert!(sum("ws_relay_sessions_open{kind=\"route\"") >= 1, "{text}");
     first.ws().close(None).await.unwrap();
     while let Some(Ok(_)) = first.ws().next().await {}
     let deadline = Instant::now() + STEP;

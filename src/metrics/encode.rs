@@ -13,7 +13,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
-use super::snapshot::{ShardSnapshot, Totals};
+use super::snapshot::{RouteSnapshot, ShardSnapshot, Totals};
 use super::{Direction, SessionKind, TlsSide, SETUP_BUCKETS};
 
 pub use prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
@@ -245,11 +245,73 @@ impl Gathered {
     }
 }
 
+/// Pushes one route's series of one shard.
+type RouteSeries<'a> = dyn Fn(&RouteSnapshot, &ShardSnapshot, &mut Vec<(Labels, u64)>) + 'a;
+
+impl Gathered {
+    /// `[[routes]]`: sessions and rejections per route and shard, and each
+    /// upstream's health as each shard sees it (active checks reach every
+    /// shard; passive marks are per shard).
+    fn routes(&self, enc: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let per_route = |f: &RouteSeries<'_>| {
+            let mut out = Vec::new();
+            for s in &self.shards {
+                for r in &s.routes {
+                    f(r, s, &mut out);
+                }
+            }
+            out
+        };
+        let labels = |r: &RouteSnapshot, s: &ShardSnapshot| -> Labels {
+            vec![("route", r.name.clone()), ("shard", s.shard.to_string())]
+        };
+        let open = per_route(&|r, s, out| out.push((labels(r, s), r.open)));
+        gauges(
+            enc,
+            "ws_relay_route_sessions_open",
+            "Proxied sessions open now, by route and shard.",
+            open.into_iter().map(|(l, v)| (l, v as i64)),
+        )?;
+        counters(
+            enc,
+            "ws_relay_route_sessions",
+            "Proxied sessions opened since start, by route and shard.",
+            per_route(&|r, s, out| out.push((labels(r, s), r.total))),
+        )?;
+        counters(
+            enc,
+            "ws_relay_route_rejections",
+            "Requests a route turned away, by route, reason and shard.",
+            per_route(&|r, s, out| {
+                for (reason, n) in &r.rejected {
+                    let mut l = labels(r, s);
+                    l.push(("reason", reason.to_string()));
+                    out.push((l, *n));
+                }
+            }),
+        )?;
+        let up = per_route(&|r, s, out| {
+            for (url, healthy) in &r.upstreams {
+                let mut l = labels(r, s);
+                l.push(("upstream", url.clone()));
+                out.push((l, u64::from(*healthy)));
+            }
+        });
+        gauges(
+            enc,
+            "ws_relay_upstream_up",
+            "1 when this shard would send new sessions to the upstream, else 0.",
+            up.into_iter().map(|(l, v)| (l, v as i64)),
+        )
+    }
+}
+
 impl Collector for Gathered {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         self.sessions(&mut enc)?;
         self.traffic(&mut enc)?;
         self.setup(&mut enc)?;
+        self.routes(&mut enc)?;
         self.control(&mut enc)
     }
 }

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use crate::relay::error::ErrorCode;
 pub use gather::{ControlCounters, ScrapeRequest};
-pub use snapshot::ShardSnapshot;
+pub use snapshot::{RouteSnapshot, ShardSnapshot};
 
 /// What a session is, for the `kind` label. A new front-door subsystem
 /// (route, hub, tunnel) adds a variant here and to [`SessionKind::ALL`];
@@ -207,6 +207,7 @@ impl ShardMetrics {
             setup_buckets: get(&self.target_setup.buckets),
             setup_sum_micros: self.target_setup.sum_micros.get(),
             refused: self.refused.borrow().clone(),
+            routes: Vec::new(),
         }
     }
 }

@@ -20,6 +20,20 @@ pub struct ShardSnapshot {
     pub setup_buckets: Vec<u64>,
     pub setup_sum_micros: u64,
     pub refused: Vec<(&'static str, u64)>,
+    /// `[[routes]]` as this shard counts them.
+    pub routes: Vec<RouteSnapshot>,
+}
+
+/// One route's counters on one shard.
+#[derive(Debug, Clone, Default)]
+pub struct RouteSnapshot {
+    pub name: String,
+    pub open: u64,
+    pub total: u64,
+    /// `(reason label, count)`.
+    pub rejected: Vec<(&'static str, u64)>,
+    /// `(upstream URL, healthy in this shard's view)`.
+    pub upstreams: Vec<(String, bool)>,
 }
 
 /// Series summed over shards (those without a `shard` label).

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::{RouteSpec, RouteTable};
 use crate::http::head::RequestHead;
+use crate::metrics::RouteSnapshot;
 use crate::tls::target::TargetTrust;
 use crate::tls::TlsError;
 
@@ -196,6 +197,30 @@ impl ShardRoutes {
             .filter(|(_, r)| path.starts_with(&r.spec.path) && r.spec.host.matches(host))
             .max_by_key(|(_, r)| (r.spec.path.len(), r.spec.host.specificity()))
             .map(|(i, _)| i)
+    }
+
+    /// Plain-data counters for a `/metrics` scrape.
+    pub fn snapshot(&self) -> Vec<RouteSnapshot> {
+        let now = Instant::now();
+        self.routes
+            .iter()
+            .map(|r| RouteSnapshot {
+                name: r.spec.name.clone(),
+                open: r.stats.open.get(),
+                total: r.stats.total.get(),
+                rejected: Rejection::ALL
+                    .iter()
+                    .map(|&w| (w.as_str(), r.stats.rejected(w)))
+                    .collect(),
+                upstreams: r
+                    .spec
+                    .upstreams
+                    .iter()
+                    .zip(&r.upstreams)
+                    .map(|(u, s)| (u.url.clone(), s.is_healthy(now)))
+                    .collect(),
+            })
+            .collect()
     }
 
     /// Applies an active health verdict; true when it changed this shard's view.

@@ -376,7 +376,9 @@ impl ShardInit {
                     break;
                 }
                 ShardMsg::Scrape { reply } => {
-                    let _ = reply.send(shard.metrics.snapshot(shard.id, shard.open.get()));
+                    let mut snapshot = shard.metrics.snapshot(shard.id, shard.open.get());
+                    snapshot.routes = shard.routes.borrow().snapshot();
+                    let _ = reply.send(snapshot);
                 }
                 ShardMsg::DemoBroadcast(frame) => {
                     crate::demo::fanout::deliver_local(&shard, &frame);
