@@ -9,12 +9,16 @@
 //! - [`net`]: socket options, DNS off the shard, buffer and pipe pools.
 //! - [`tls`]: listener certificates and target trust (rustls, ring).
 //! - [`control`]: the main thread's control plane (reload, signals, shutdown).
+//! - [`hub`]: the push hub (user-grouped clients, push API, Redis).
+//! - [`fanout`]: shared-frame delivery to many WebSocket clients.
 //! - [`doctor`]: compares live kernel settings with `tuning/`.
 
 pub mod config;
 pub mod control;
 pub mod doctor;
+pub mod fanout;
 pub mod http;
+pub mod hub;
 pub mod logging;
 pub mod net;
 pub mod relay;

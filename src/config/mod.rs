@@ -4,11 +4,13 @@
 //! [`ConfigError`] that names the file, line and key. Must not: start anything,
 //! touch sockets, or log token values.
 
+mod hub;
 mod model;
 mod users;
 
 use std::path::{Path, PathBuf};
 
+pub use hub::{HubConfig, ENV_OVERRIDES, MIN_API_KEY_LEN};
 pub use model::{
     ConfigFile, DriverChoice, ForwardMode, LoggingConfig, Rotation, ServerConfig, TlsRoots,
     UserConfig,
@@ -22,6 +24,9 @@ pub struct Config {
     pub server: ServerConfig,
     pub logging: LoggingConfig,
     pub users: UserTable,
+    pub hub: HubConfig,
+    /// Keys the environment overrode (`[hub]` seed variables), for the log.
+    pub env_overrides: Vec<&'static str>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +57,15 @@ impl Config {
     }
 
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        Self::parse_with_env(path, text, &|k| std::env::var(k).ok())
+    }
+
+    /// [`Config::parse`] with the environment supplied (tests pass their own).
+    pub fn parse_with_env(
+        path: &Path,
+        text: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
         let shown = path.display().to_string();
         let file: ConfigFile = toml::from_str(text).map_err(|e| {
             let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(0);
@@ -67,7 +81,12 @@ impl Config {
             message,
         };
         let mut server = file.server;
+        let mut hub_cfg = file.hub;
+        let env_overrides = hub::apply_env(&mut hub_cfg, &mut server.port, env)
+            .map_err(|m| invalid(find_key(text, m.0), m.1))?;
         validate_server(&server).map_err(|m| invalid(find_key(text, m.0), m.1))?;
+        hub::validate(&hub_cfg, &server.relay_path)
+            .map_err(|m| invalid(find_hub_key(text, m.0), m.1))?;
         let users = UserTable::from_config(&file.users).map_err(|(o, m)| invalid(o, m))?;
         let base = path.parent().unwrap_or(Path::new("."));
         server.control_socket = resolve(base, &server.control_socket);
@@ -85,6 +104,8 @@ impl Config {
             server,
             logging: file.logging,
             users,
+            hub: hub_cfg,
+            env_overrides,
         })
     }
 
@@ -163,6 +184,17 @@ pub fn line_of_key(path: &Path, key: &str) -> usize {
             offset => line_of(&text, offset),
         })
         .unwrap_or(0)
+}
+
+/// Offset of `key =` inside `[hub]` (or of `[hub]` itself, or 0).
+fn find_hub_key(text: &str, key: &str) -> usize {
+    let Some(start) = text.find("[hub]") else {
+        return 0;
+    };
+    match find_key(&text[start..], key) {
+        0 => start,
+        o => start + o,
+    }
 }
 
 /// Offset of the first `key =` assignment, for errors about keys that serde

@@ -18,6 +18,8 @@ pub struct ConfigFile {
     pub users: Vec<UserConfig>,
     #[serde(default)]
     pub logging: LoggingConfig,
+    #[serde(default)]
+    pub hub: super::hub::HubConfig,
 }
 
 /// How bytes move between client and target once both handshakes are done.

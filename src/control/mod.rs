@@ -167,6 +167,23 @@ fn raise_nofile_limit() {
     }
 }
 
+/// One line saying how the hub runs (never the key or the Redis URL).
+fn log_hub(config: &Config) {
+    let hub = &config.hub;
+    if !config.env_overrides.is_empty() {
+        info!(keys = ?config.env_overrides, "environment overrides applied");
+    }
+    if hub.enabled {
+        info!(
+            ws_path = %hub.ws_path,
+            push_path = %hub.push_path,
+            redis = hub.redis_url.is_some(),
+            max_queue_messages = hub.max_queue_messages,
+            "push hub enabled"
+        );
+    }
+}
+
 /// Runs the relay until SIGTERM/SIGINT.
 pub fn serve(config: Config) -> Result<(), ServeError> {
     let _log = logging::init(&config.logging)?;
@@ -177,7 +194,14 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
         warn!("io_uring unavailable, using the epoll driver: {why}");
     }
     let control = socket::ControlSocket::bind(&config.control_socket())?;
-    let (shards, addr) = shard::spawn_all(&config.server, &config.users, &tls, drv)?;
+    let hub = config
+        .hub
+        .enabled
+        .then(|| crate::hub::Hub::new(&config.hub));
+    let hub_shared = hub.as_ref().map(|h| h.shared.clone());
+    let (shards, addr) = shard::spawn_all(&config.server, &config.users, &tls, drv, hub_shared)?;
+    let engine = hub.map(|h| h.start(crate::fanout::Bus::new(shards.senders.clone().into())));
+    log_hub(&config);
     info!(
         %addr,
         shards = shards.senders.len(),
@@ -211,6 +235,9 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
     }
     for t in threads {
         let _ = t.join();
+    }
+    if let Some(engine) = engine {
+        engine.shutdown();
     }
     info!("shutdown complete");
     Ok(())

@@ -2,7 +2,8 @@
 //! the auth deadline, answer plain requests, hand upgrades to the relay.
 //!
 //! Must not: wait without a deadline, or answer anything but
-//! `Connection: close` responses (no keep-alive on the relay port).
+//! `Connection: close` responses (keep-alive only on the hub's push path,
+//! which `hub::serve_push` owns).
 
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
@@ -76,7 +77,7 @@ pub async fn handle(shard: Rc<Shard>, tcp: TcpStream, peer: SocketAddr) {
     // live as long as the session.
     let rest = buf[head.len..].to_vec();
     drop(buf);
-    let answer = match route(&head, &cfg.relay_path) {
+    let answer = match route(&head, &cfg.relay_path, shard.hub.as_ref()) {
         Route::Relay => {
             let req = UpgradeRequest {
                 client: stream,
@@ -88,21 +89,51 @@ pub async fn handle(shard: Rc<Shard>, tcp: TcpStream, peer: SocketAddr) {
             };
             return session::run(&shard, cfg.clone(), req).await;
         }
+        Route::HubClient(hub) => {
+            return crate::hub::run_client(&shard, hub, stream, peer, head, rest, over_capacity)
+                .await
+        }
+        Route::HubPush(hub) => {
+            return crate::hub::serve_push(&shard, hub, stream, peer, head, rest, deadline).await
+        }
         Route::Health => response::health(),
         Route::Status(status, msg) => response::error_json(status, "bad_request", msg),
     };
     close_after(&shard, &stream, &answer).await;
 }
 
-enum Route {
+enum Route<'a> {
     Relay,
+    /// A WebSocket client of the push hub (`hub.ws_path`).
+    HubClient(&'a crate::hub::ShardHub),
+    /// The push API (`hub.push_path`); keep-alive is allowed there only.
+    HubPush(&'a crate::hub::ShardHub),
     Health,
     Status(u16, &'static str),
 }
 
-fn route(head: &RequestHead, relay_path: &str) -> Route {
+fn route<'a>(
+    head: &RequestHead,
+    relay_path: &str,
+    hub: Option<&'a crate::hub::ShardHub>,
+) -> Route<'a> {
     let upgrade = head.is_websocket_upgrade();
     let get = head.method == "GET";
+    if let Some(hub) = hub {
+        let cfg = &hub.shared.cfg;
+        match head.path() {
+            p if p == cfg.ws_path => {
+                return match (get, upgrade) {
+                    (true, true) => Route::HubClient(hub),
+                    (true, false) => Route::Status(426, "this endpoint needs a WebSocket upgrade"),
+                    (false, _) => Route::Status(405, "method not allowed"),
+                }
+            }
+            // The push handler answers wrong methods itself, in the seed's shape.
+            p if p == cfg.push_path && !upgrade => return Route::HubPush(hub),
+            _ => {}
+        }
+    }
     match head.path() {
         "/health" if !upgrade && (get || head.method == "HEAD") => Route::Health,
         "/health" if !upgrade => Route::Status(405, "method not allowed"),

@@ -56,6 +56,8 @@ pub enum ShardMsg {
     },
     /// Stop accepting, drain for `grace`, then close what is left with 1001.
     Shutdown { grace: Duration },
+    /// A frame for this shard's fan-out connections (see [`crate::fanout`]).
+    Fanout(crate::fanout::Delivery),
 }
 
 /// TLS inputs the control plane prepares (file I/O) and shards turn into
@@ -119,6 +121,8 @@ pub struct Shard {
     pub close_all: Event,
     /// Connections open on this shard (any phase).
     pub open: Cell<usize>,
+    /// The push hub's per-shard part, when `[hub] enabled`.
+    pub hub: Option<crate::hub::ShardHub>,
 }
 
 impl Shard {
@@ -166,6 +170,7 @@ pub fn spawn_all(
     users: &UserTable,
     tls: &TlsMaterial,
     driver: Driver,
+    hub: Option<Arc<crate::hub::HubShared>>,
 ) -> Result<(Shards, SocketAddr), ShardError> {
     let addr = listen_addr(server)?;
     let cores = core_affinity::get_core_ids().unwrap_or_default();
@@ -182,8 +187,10 @@ pub fn spawn_all(
         senders: Vec::with_capacity(count),
         threads: Vec::with_capacity(count),
     };
-    for id in 0..count {
-        let (tx, rx) = flume::unbounded();
+    // Every channel first: each shard gets all of them for fan-out.
+    let (senders, receivers): (Vec<_>, Vec<_>) = (0..count).map(|_| flume::unbounded()).unzip();
+    let peers: Arc<[flume::Sender<ShardMsg>]> = senders.clone().into();
+    for (id, rx) in receivers.into_iter().enumerate() {
         let init = ShardInit {
             id,
             core: (!cores.is_empty()).then(|| cores[id % cores.len()]),
@@ -197,14 +204,16 @@ pub fn spawn_all(
             pool: pool.clone(),
             ready: ready_tx.clone(),
             rx,
+            peers: peers.clone(),
+            hub: hub.clone(),
         };
         let thread = std::thread::Builder::new()
             .name(format!("shard-{id}"))
             .spawn(move || init.run())
             .map_err(ShardError::Spawn)?;
-        shards.senders.push(tx);
         shards.threads.push(thread);
     }
+    shards.senders = senders;
     drop(ready_tx);
     for _ in 0..count {
         match ready_rx.recv() {
@@ -229,6 +238,8 @@ struct ShardInit {
     pool: DefaultThreadPool,
     ready: mpsc::Sender<Result<(), ShardError>>,
     rx: flume::Receiver<ShardMsg>,
+    peers: Arc<[flume::Sender<ShardMsg>]>,
+    hub: Option<Arc<crate::hub::HubShared>>,
 }
 
 impl ShardInit {
@@ -285,6 +296,11 @@ impl ShardInit {
             stop_accepting: Event::default(),
             close_all: Event::default(),
             open: Cell::new(0),
+            hub: self.hub.map(|shared| crate::hub::ShardHub {
+                shared,
+                registry: crate::fanout::Registry::default(),
+                bus: crate::fanout::Bus::new(self.peers.clone()),
+            }),
         });
         let _ = self.ready.send(Ok(()));
         monoio::spawn(accept_loop(shard.clone(), listener));
@@ -310,8 +326,22 @@ impl ShardInit {
                     drain(&shard, grace).await;
                     break;
                 }
+                ShardMsg::Fanout(d) => deliver(&shard, d),
             }
         }
+    }
+}
+
+/// Queues a fan-out frame on this shard's connections and says how many.
+fn deliver(shard: &Shard, d: crate::fanout::Delivery) {
+    let reached = match d.space {
+        crate::fanout::Space::Hub => shard
+            .hub
+            .as_ref()
+            .map_or(0, |h| h.registry.deliver(&d.audience, &d.frame)),
+    };
+    if let Some(reply) = d.reply {
+        let _ = reply.send(reached);
     }
 }
 
