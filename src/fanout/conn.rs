@@ -45,6 +45,8 @@ pub struct ServerWs<'a> {
     partial: Vec<u8>,
     /// A fragmented data message being assembled: (opcode, payload).
     message: Option<(u8, Vec<u8>)>,
+    /// The client's Close payload, echoed back.
+    close_echo: Vec<u8>,
 }
 
 /// What reading found.
@@ -62,6 +64,7 @@ impl<'a> ServerWs<'a> {
             max_message,
             partial: early,
             message: None,
+            close_echo: Vec::new(),
         }
     }
 
@@ -183,6 +186,7 @@ impl<'a> ServerWs<'a> {
             opcode::CLOSE => {
                 let code =
                     (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]]));
+                self.close_echo = payload;
                 return Err(End::ClientClose(code));
             }
             opcode::CONTINUATION => match self.message.as_mut() {
@@ -211,9 +215,12 @@ impl<'a> ServerWs<'a> {
 
     /// Sends the Close frame `end` calls for (bounded in time), then FIN.
     async fn finish(&mut self, end: End) -> End {
+        self.outbox.close();
         let frame = match &end {
             End::Gone => return end,
-            End::ClientClose(code) => close_frame(code.unwrap_or(1000), "", None),
+            End::ClientClose(_) => {
+                crate::ws::frame::build_frame(opcode::CLOSE, &self.close_echo, None)
+            }
             End::Slow => close_frame(close_code::TRY_AGAIN_LATER, "client too slow", None),
             End::Shutdown => close_frame(close_code::GOING_AWAY, "server shutting down", None),
             End::Protocol(code, why) => close_frame(*code, why, None),

@@ -18,6 +18,8 @@ pub struct Outbox {
     /// The draining task; one waiter only.
     waker: RefCell<Option<Waker>>,
     overflowed: Cell<bool>,
+    /// The connection is closing: it takes (and counts) nothing more.
+    closed: Cell<bool>,
 }
 
 impl Outbox {
@@ -27,6 +29,7 @@ impl Outbox {
             cap: cap.max(1),
             waker: RefCell::new(None),
             overflowed: Cell::new(false),
+            closed: Cell::new(false),
         }
     }
 
@@ -34,7 +37,7 @@ impl Outbox {
     /// client was already too slow or is now: its queue is then dropped and
     /// it will be closed with 1013.
     pub fn push(&self, frame: &Frame) -> bool {
-        if self.overflowed.get() {
+        if self.overflowed.get() || self.closed.get() {
             return false;
         }
         let mut q = self.queue.borrow_mut();
@@ -52,6 +55,13 @@ impl Outbox {
             self.wake();
         }
         true
+    }
+
+    /// Stops taking frames and drops the queued ones (the connection is
+    /// closing; deliveries from now on do not count it).
+    pub fn close(&self) {
+        self.closed.set(true);
+        *self.queue.borrow_mut() = VecDeque::new();
     }
 
     pub fn pop(&self) -> Option<Frame> {

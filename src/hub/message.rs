@@ -248,7 +248,11 @@ mod tests {
             parse(br#"{"event_name":"e","subject":null}"#, "i".into()).err(),
             Some(BodyError::Subject)
         );
-        let r = parse(br#"{"event_name":"e","subject":1,"token":null}"#, "i".into()).unwrap();
+        let r = parse(
+            br#"{"event_name":"e","subject":1,"token":null}"#,
+            "i".into(),
+        )
+        .unwrap();
         assert!(r.push.user.is_none() && r.push.token.is_none());
         assert!(r.push.frame(1).ends_with(br#""token":null}}"#));
         assert_eq!(

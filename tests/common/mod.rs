@@ -7,6 +7,7 @@
 //!   blackhole, closed port).
 //! - [`client`]: both auth modes and assertions with timeouts.
 //! - [`frame`], [`http`]: raw frames and raw HTTP for byte-exact tests.
+//! - [`hub`]: push-hub configs, clients, push requests, a real redis-server.
 //! - [`tap`]: records Close codes as sent (tungstenite rewrites 1014).
 //! - [`Variant`] and the `matrix!` macros: one scenario run under each
 //!   driver × forward mode × auth mode, each as its own `#[tokio::test]`.
@@ -15,6 +16,7 @@
 pub mod client;
 pub mod frame;
 pub mod http;
+pub mod hub;
 pub mod relay;
 pub mod tap;
 pub mod target;

@@ -107,6 +107,10 @@ pub struct RelayConfig {
     pub users: Vec<UserSpec>,
     /// Raw `key = value` lines appended to `[server]`.
     pub extra_server: Vec<String>,
+    /// Raw TOML appended after `[logging]` (whole sections, e.g. `[hub]`).
+    pub extra_toml: Vec<String>,
+    /// Environment variables for the relay process.
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for RelayConfig {
@@ -126,6 +130,8 @@ impl Default for RelayConfig {
             log_level: "info".into(),
             users: vec![UserSpec::alice()],
             extra_server: Vec::new(),
+            extra_toml: Vec::new(),
+            env: Vec::new(),
         }
     }
 }
@@ -204,6 +210,10 @@ impl RelayConfig {
         s.push_str(&format!("level = {}\n", toml_str(&self.log_level)));
         s.push_str("directory = \"\"\n");
         s.push_str("console_output = true\n");
+        for line in &self.extra_toml {
+            s.push_str(line);
+            s.push('\n');
+        }
         s
     }
 }
@@ -365,6 +375,13 @@ impl Relay {
         if let Some(d) = self.cfg.driver {
             cmd.env("WS_RELAY_DRIVER", d.env_value());
         }
+        // The hub's seed variables would override the test's config.
+        for var in ["PORT", "RELAY_API_KEY", "WS_PATH", "PUSH_PATH"] {
+            cmd.env_remove(var);
+        }
+        for (k, v) in &self.cfg.env {
+            cmd.env(k, v);
+        }
         self.child = Some(cmd.spawn().expect("spawn ws-relay-core"));
     }
 
@@ -495,6 +512,11 @@ impl Relay {
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
+    }
+
+    /// SIGKILL, no shutdown: what a crash looks like.
+    pub fn kill_hard(&mut self) {
+        self.kill_now();
     }
 
     fn kill_now(&mut self) {
