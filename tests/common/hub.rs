@@ -283,6 +283,28 @@ impl RedisServer {
         Some(String::from_utf8_lossy(&buf[..n]).into_owned())
     }
 
+    /// A raw RESP subscriber on `channel`: an independent witness of what
+    /// the instances publish.
+    pub async fn watch(&self, channel: &str) -> Watcher {
+        use tokio::io::AsyncReadExt;
+        let mut s = TcpStream::connect(("127.0.0.1", self.port))
+            .await
+            .expect("connect redis");
+        s.write_all(format!("SUBSCRIBE {channel}\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut buf = vec![0u8; 256];
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(
+            String::from_utf8_lossy(&buf[..n]).contains("subscribe"),
+            "SUBSCRIBE failed"
+        );
+        Watcher {
+            stream: s,
+            seen: String::new(),
+        }
+    }
+
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
@@ -300,5 +322,27 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// What a raw subscriber has seen on the channel.
+pub struct Watcher {
+    stream: TcpStream,
+    pub seen: String,
+}
+
+impl Watcher {
+    /// Reads for `limit`; returns how often `needle` was published so far.
+    pub async fn count_after(&mut self, limit: Duration, needle: &str) -> usize {
+        use tokio::io::AsyncReadExt;
+        let mut buf = [0u8; 4096];
+        let until = Instant::now() + limit;
+        while let Some(left) = until.checked_duration_since(Instant::now()) {
+            match tokio::time::timeout(left, self.stream.read(&mut buf)).await {
+                Ok(Ok(n)) if n > 0 => self.seen.push_str(&String::from_utf8_lossy(&buf[..n])),
+                _ => break,
+            }
+        }
+        self.seen.matches(needle).count()
     }
 }
