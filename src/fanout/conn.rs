@@ -82,20 +82,31 @@ impl<'a> ServerWs<'a> {
                 return self.finish(end).await;
             }
         }
+        let end = self.serve(close_all, &mut on_message).await;
+        self.finish(end).await
+    }
+
+    /// The connection's life until it must end. One readiness wait stays
+    /// armed across outbox wake-ups, so a delivered frame costs its write and
+    /// nothing more on the read side.
+    async fn serve(&mut self, close_all: &Event, on_message: &mut impl FnMut(u8, &[u8])) -> End {
+        let ep = self.ep;
+        let mut readable = std::pin::pin!(ep.readable());
         loop {
             if let Some(end) = self.flush().await {
-                return self.finish(end).await;
+                return end;
             }
             let woke = monoio::select! {
-                r = self.ep.readable() => r.is_ok(),
+                r = &mut readable => r.is_ok(),
                 _ = self.outbox.ready() => continue,
-                _ = close_all.wait() => return self.finish(End::Shutdown).await,
+                _ = close_all.wait() => return End::Shutdown,
             };
             if !woke {
                 return End::Gone;
             }
-            if let Read::End(end) = self.read_available(&mut on_message) {
-                return self.finish(end).await;
+            readable.set(ep.readable());
+            if let Read::End(end) = self.read_available(on_message) {
+                return end;
             }
         }
     }

@@ -97,13 +97,26 @@ impl Bus {
         }
     }
 
-    /// Sends `frame` to every shard and sums the connections each reached.
-    /// Each shard answers on a channel of its own capacity, so a shard never
-    /// waits to reply; a shard that is gone counts as 0.
-    pub async fn send_counted(&self, space: Space, audience: &Audience, frame: &Frame) -> usize {
+    /// Sends `frame` to every shard but `this_shard` (the caller delivers
+    /// there itself, without a channel hop) and sums the connections each
+    /// reached. Each shard answers on a channel with room for every answer,
+    /// so no shard waits to reply; a shard that is gone counts as 0.
+    pub async fn send_counted(
+        &self,
+        this_shard: usize,
+        space: Space,
+        audience: &Audience,
+        frame: &Frame,
+    ) -> usize {
+        if self.shards.len() == 1 && this_shard == 0 {
+            return 0;
+        }
         let (tx, rx) = flume::bounded(self.shards.len());
         let mut asked = 0;
-        for shard in self.shards.iter() {
+        for (i, shard) in self.shards.iter().enumerate() {
+            if i == this_shard {
+                continue;
+            }
             let d = Delivery {
                 space,
                 audience: audience.clone(),

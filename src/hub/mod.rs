@@ -8,9 +8,9 @@
 //!   publishing to Redis. `redis.rs`: the Redis link and the subscriber.
 //!
 //! Delivery itself is [`crate::fanout`]: one frame per push, shared by every
-//! shard and socket. How `delivered` is counted: the accepting shard sends
-//! the frame to every shard (itself included) with a reply channel; each
-//! shard answers with the number of its connections that queued it; the
+//! shard and socket. How `delivered` is counted: the accepting shard queues
+//! the frame on its own connections directly and sends it to every other
+//! shard with a reply channel (room for every answer); each shard answers with the number of its connections that queued it; the
 //! handler sums the answers. With Redis the count is this instance's only:
 //! other instances deliver what they receive from the channel without
 //! reporting back.
@@ -67,9 +67,27 @@ impl HubShared {
 
 /// A shard's part of the hub.
 pub struct ShardHub {
+    pub shard_id: usize,
     pub shared: Arc<HubShared>,
     pub registry: Registry,
     pub bus: Bus,
+}
+
+impl ShardHub {
+    /// Delivers on this shard directly, on the others over their channels;
+    /// returns the connections reached in this process.
+    pub async fn send_counted(
+        &self,
+        audience: &crate::fanout::Audience,
+        frame: &crate::fanout::Frame,
+    ) -> usize {
+        let here = self.registry.deliver(audience, frame);
+        let space = crate::fanout::Space::Hub;
+        here + self
+            .bus
+            .send_counted(self.shard_id, space, audience, frame)
+            .await
+    }
 }
 
 /// The hub before shards exist: shards get [`Hub::shared`], the hub thread

@@ -13,7 +13,6 @@ use tracing::{debug, info};
 use super::engine::EngineMsg;
 use super::message::{self, now_ms, BodyError};
 use super::{random_id, ShardHub};
-use crate::fanout::Space;
 use crate::http::head::{parse_request_head, HeadError, RequestHead};
 use crate::http::response::{error_json, error_object, reason};
 use crate::http::url::query_param;
@@ -246,7 +245,7 @@ async fn handle(hub: &ShardHub, head: &RequestHead, body: &[u8], peer: SocketAdd
         info!(peer = %peer.ip(), "push refused: invalid api key");
         return Answer::json(401, r#"{"code":-1,"msg":"invalid api key"}"#.into());
     }
-    let req = match message::parse(body, random_id()) {
+    let req = match message::parse(body, String::new()) {
         Ok(r) => r,
         Err(e) => {
             debug!(peer = %peer.ip(), "push refused: {e}");
@@ -255,6 +254,8 @@ async fn handle(hub: &ShardHub, head: &RequestHead, body: &[u8], peer: SocketAdd
     };
     let mut push = req.push;
     if req.delay_seconds > 0 {
+        // Only stored pushes need an id (distinct sorted-set members).
+        push.id = random_id();
         let delay = Duration::from_secs(req.delay_seconds.min(i64::from(u32::MAX)) as u64);
         let (tx, rx) = flume::bounded(1);
         let msg = EngineMsg::Schedule {
@@ -276,14 +277,11 @@ async fn handle(hub: &ShardHub, head: &RequestHead, body: &[u8], peer: SocketAdd
         if let Err(e) = ask(hub, EngineMsg::Publish { push, reply: tx }, rx).await {
             return Answer::refuse(503, &e);
         }
-        let n = hub.bus.send_counted(Space::Hub, &audience, &frame).await;
+        let n = hub.send_counted(&audience, &frame).await;
         return delivered(n);
     }
     let frame = push.frame(0);
-    let n = hub
-        .bus
-        .send_counted(Space::Hub, &push.audience(), &frame)
-        .await;
+    let n = hub.send_counted(&push.audience(), &frame).await;
     delivered(n)
 }
 

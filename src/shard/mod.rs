@@ -297,6 +297,7 @@ impl ShardInit {
             close_all: Event::default(),
             open: Cell::new(0),
             hub: self.hub.map(|shared| crate::hub::ShardHub {
+                shard_id: self.id,
                 shared,
                 registry: crate::fanout::Registry::default(),
                 bus: crate::fanout::Bus::new(self.peers.clone()),
