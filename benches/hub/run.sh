@@ -72,10 +72,15 @@ suite() { # label port pid
     $LOAD latency "$port" "$KEY" "$BIG" "$BIG_ITERS" | tag
     for conns in 1 100 "$BIG"; do $LOAD pushes "$port" "$KEY" "$conns" "$SECS" 4 | tag; done
     $LOAD broadcast "$port" "$KEY" 1000 "$SECS" 2 | tag
-    $LOAD idle "$port" "$KEY" "$BIG" "$pid" | tag
 }
 
+# Memory per idle client, each on a fresh process (earlier rows leave freed
+# memory in the allocator that new clients would reuse).
+P=$(free_port); start_hub "$P"; $LOAD idle "$P" "$KEY" "$BIG" "$LAST_PID" | sed 's/^{/{"system":"ws-relay-core",/'; kill "$LAST_PID"
+P=$(free_port); start_base "$P"; $LOAD idle "$P" "$KEY" "$BIG" "$LAST_PID" | sed 's/^{/{"system":"baseline-tokio-tungstenite",/'; kill "$LAST_PID"
+
 P=$(free_port); start_hub "$P"; suite ws-relay-core "$P" "$LAST_PID"; kill "$LAST_PID"
+P=$(free_port); WS_RELAY_DRIVER=legacy start_hub "$P"; suite "ws-relay-core (epoll driver)" "$P" "$LAST_PID"; kill "$LAST_PID"
 P=$(free_port); start_base "$P"; suite baseline-tokio-tungstenite "$P" "$LAST_PID"; kill "$LAST_PID"
 
 if command -v redis-server >/dev/null; then

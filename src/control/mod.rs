@@ -141,6 +141,11 @@ fn warn_restart_only_changes(old: &Config, new: &Config) {
     if format!("{:?}", old.logging) != format!("{:?}", new.logging) {
         warn!("[logging] changed: takes effect after a restart");
     }
+    // Debug redacts the key and URL, so compare those directly.
+    let (h, n) = (&old.hub, &new.hub);
+    if format!("{h:?}") != format!("{n:?}") || h.api_key != n.api_key || h.redis_url != n.redis_url {
+        warn!("[hub] changed: takes effect after a restart");
+    }
 }
 
 /// Raises the soft open-file limit to the hard limit: every session holds
