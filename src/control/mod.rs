@@ -143,7 +143,8 @@ fn warn_restart_only_changes(old: &Config, new: &Config) {
     }
     // Debug redacts the key and URL, so compare those directly.
     let (h, n) = (&old.hub, &new.hub);
-    if format!("{h:?}") != format!("{n:?}") || h.api_key != n.api_key || h.redis_url != n.redis_url {
+    if format!("{h:?}") != format!("{n:?}") || h.api_key != n.api_key || h.redis_url != n.redis_url
+    {
         warn!("[hub] changed: takes effect after a restart");
     }
 }

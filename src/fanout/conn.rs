@@ -260,14 +260,12 @@ async fn slow_deadline(outbox: &Outbox) {
 }
 
 async fn drain(ep: &Endpoint) {
+    while ep.readable().await.is_ok() && discard_once(ep) {}
+}
+
+/// Reads and drops what is there; `false` at EOF or error. The buffer is on
+/// the stack of this call, not in every connection's future.
+fn discard_once(ep: &Endpoint) -> bool {
     let mut buf = [0u8; 512];
-    loop {
-        if ep.readable().await.is_err() {
-            return;
-        }
-        match ep.try_read(&mut buf) {
-            Ok(Some(0)) | Err(_) => return,
-            _ => {}
-        }
-    }
+    !matches!(ep.try_read(&mut buf), Ok(Some(0)) | Err(_))
 }

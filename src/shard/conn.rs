@@ -87,14 +87,17 @@ pub async fn handle(shard: Rc<Shard>, tcp: TcpStream, peer: SocketAddr) {
                 deadline,
                 over_capacity,
             };
-            return session::run(&shard, cfg.clone(), req).await;
+            // Boxed: this future's size is every connection task's size, and
+            // idle hub clients should not pay for the relay's state.
+            return Box::pin(session::run(&shard, cfg.clone(), req)).await;
         }
         Route::HubClient(hub) => {
             return crate::hub::run_client(&shard, hub, stream, peer, head, rest, over_capacity)
                 .await
         }
         Route::HubPush(hub) => {
-            return crate::hub::serve_push(&shard, hub, stream, peer, head, rest, deadline).await
+            let push = crate::hub::serve_push(&shard, hub, stream, peer, head, rest, deadline);
+            return Box::pin(push).await;
         }
         Route::Health => response::health(),
         Route::Status(status, msg) => response::error_json(status, "bad_request", msg),
