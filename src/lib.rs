@@ -9,6 +9,8 @@
 //! - [`net`]: socket options, DNS off the shard, buffer and pipe pools.
 //! - [`tls`]: listener certificates and target trust (rustls, ring).
 //! - [`control`]: the main thread's control plane (reload, signals, shutdown).
+//! - [`hub`]: the push hub (user-grouped clients, push API, Redis).
+//! - [`fanout`]: shared-frame delivery to many WebSocket clients.
 //! - [`doctor`]: compares live kernel settings with `tuning/`.
 //! - [`demo`]: the Axum seed's echo/broadcast demo app.
 //! - [`page`]: the single-file browser test page.
@@ -18,7 +20,9 @@ pub mod config;
 pub mod control;
 pub mod demo;
 pub mod doctor;
+pub mod fanout;
 pub mod http;
+pub mod hub;
 pub mod logging;
 pub mod metrics;
 pub mod net;

@@ -4,6 +4,7 @@
 //! [`ConfigError`] that names the file, line and key. Must not: start anything,
 //! touch sockets, or log token values.
 
+mod hub;
 mod model;
 mod routes;
 mod users;
@@ -11,6 +12,7 @@ mod users;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+pub use hub::{HubConfig, ENV_OVERRIDES, MIN_API_KEY_LEN};
 pub use model::{
     ConfigFile, DemoConfig, DriverChoice, ForwardMode, LoggingConfig, PageConfig, Redacted,
     Rotation, ServerConfig, TlsRoots, UserConfig,
@@ -28,6 +30,9 @@ pub struct Config {
     pub logging: LoggingConfig,
     pub users: UserTable,
     pub routes: RouteTable,
+    pub hub: HubConfig,
+    /// Keys the environment overrode (`[hub]` seed variables), for the log.
+    pub env_overrides: Vec<&'static str>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +63,15 @@ impl Config {
     }
 
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        Self::parse_with_env(path, text, &|k| std::env::var(k).ok())
+    }
+
+    /// [`Config::parse`] with the environment supplied (tests pass their own).
+    pub fn parse_with_env(
+        path: &Path,
+        text: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
         let shown = path.display().to_string();
         let file: ConfigFile = toml::from_str(text).map_err(|e| {
             let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(0);
@@ -75,9 +89,14 @@ impl Config {
         let mut server = file.server;
         server.demo = file.demo;
         server.page = file.page;
+        let mut hub_cfg = file.hub;
+        let env_overrides = hub::apply_env(&mut hub_cfg, &mut server.port, env)
+            .map_err(|m| invalid(find_key(text, m.0), m.1))?;
         validate_server(&server).map_err(|m| invalid(find_key(text, m.0), m.1))?;
         validate_paths(&server)
             .map_err(|(section, key, m)| invalid(find_section_key(text, section, key), m))?;
+        hub::validate(&hub_cfg, &server.relay_path)
+            .map_err(|m| invalid(find_hub_key(text, m.0), m.1))?;
         let users = UserTable::from_config(&file.users).map_err(|(o, m)| invalid(o, m))?;
         let mut reserved = routes::Reserved::default();
         reserved.add(&server.relay_path, "server.relay_path");
@@ -85,6 +104,10 @@ impl Config {
         reserved.add("/metrics", "the engine's /metrics");
         if server.demo.enabled {
             reserved.add(&server.demo.path, "demo.path");
+        }
+        if hub_cfg.enabled {
+            reserved.add(&hub_cfg.ws_path, "hub.ws_path");
+            reserved.add(&hub_cfg.push_path, "hub.push_path");
         }
         let mut routes =
             RouteTable::from_config(&file.routes, &reserved).map_err(|(o, m)| invalid(o, m))?;
@@ -109,6 +132,8 @@ impl Config {
             logging: file.logging,
             users,
             routes,
+            hub: hub_cfg,
+            env_overrides,
         })
     }
 
@@ -261,6 +286,17 @@ pub fn line_of_key(path: &Path, key: &str) -> usize {
             offset => line_of(&text, offset),
         })
         .unwrap_or(0)
+}
+
+/// Offset of `key =` inside `[hub]` (or of `[hub]` itself, or 0).
+fn find_hub_key(text: &str, key: &str) -> usize {
+    let Some(start) = text.find("[hub]") else {
+        return 0;
+    };
+    match find_key(&text[start..], key) {
+        0 => start,
+        o => start + o,
+    }
 }
 
 /// Offset of the first `key =` assignment, for errors about keys that serde

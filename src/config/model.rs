@@ -24,6 +24,7 @@ pub struct ConfigFile {
     pub demo: DemoConfig,
     #[serde(default)]
     pub page: PageConfig,
+    pub hub: super::hub::HubConfig,
 }
 
 /// How bytes move between client and target once both handshakes are done.

@@ -251,3 +251,86 @@ fn demo_page_and_metrics_keys() {
     let e = err_of("[demo]\nbogus = 1\n");
     assert!(e.contains("bogus"), "{e}");
 }
+
+fn parse_env(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    Config::parse_with_env(Path::new("/etc/relay/config.toml"), text, &|k| {
+        env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+    })
+}
+
+#[test]
+fn hub_is_off_by_default_and_needs_a_long_key() {
+    let c = parse_env(MINIMAL, &[("RELAY_API_KEY", "x"), ("PORT", "1")]).unwrap();
+    assert!(!c.hub.enabled);
+    assert_eq!(
+        c.server.port, 443,
+        "seed variables only apply with the hub on"
+    );
+    assert_eq!(
+        (c.hub.ws_path.as_str(), c.hub.push_path.as_str()),
+        ("/ws", "/api/push")
+    );
+    let e = parse_env("[server]\nenable_tls = false\n[hub]\nenabled = true\n", &[]).unwrap_err();
+    assert!(
+        e.to_string().contains(":3: hub.api_key: is required"),
+        "{e}"
+    );
+    let text = "[server]\nenable_tls = false\n[hub]\nenabled = true\napi_key = \"tooshort\"\n";
+    let e = parse_env(text, &[]).unwrap_err().to_string();
+    assert!(e.contains(":5: hub.api_key: must be at least 16"), "{e}");
+    assert!(!e.contains("tooshort"), "key leaked: {e}");
+    let e = parse_env(
+        "[hub]\nenabled = true\napi_key = \"0123456789abcdef\"\nbogus = 1\n",
+        &[],
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string().contains(":4:") && e.to_string().contains("bogus"),
+        "{e}"
+    );
+}
+
+#[test]
+fn hub_env_overrides_and_redacted_debug() {
+    let text = "[server]\nenable_tls = false\n[hub]\nenabled = true\n";
+    let c = parse_env(
+        text,
+        &[
+            ("RELAY_API_KEY", "0123456789abcdef-secret"),
+            ("WS_PATH", "/socket"),
+            ("PUSH_PATH", "/push"),
+            ("PORT", "3000"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(c.hub.api_key, "0123456789abcdef-secret");
+    assert_eq!(
+        (
+            c.hub.ws_path.as_str(),
+            c.hub.push_path.as_str(),
+            c.server.port
+        ),
+        ("/socket", "/push", 3000)
+    );
+    assert_eq!(c.env_overrides.len(), 4);
+    assert!(!format!("{:?}", c.hub).contains("secret"));
+    let e = parse_env(
+        text,
+        &[("RELAY_API_KEY", "0123456789abcdef"), ("PORT", "http")],
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("PORT=\"http\""), "{e}");
+    let e = parse_env(
+        text,
+        &[
+            ("RELAY_API_KEY", "0123456789abcdef"),
+            ("WS_PATH", "/api/push"),
+        ],
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("hub.push_path: must differ"), "{e}");
+}

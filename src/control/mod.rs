@@ -182,6 +182,12 @@ fn warn_restart_only_changes(old: &Config, new: &Config) {
     if format!("{:?}", old.logging) != format!("{:?}", new.logging) {
         warn!("[logging] changed: takes effect after a restart");
     }
+    // Debug redacts the key and URL, so compare those directly.
+    let (h, n) = (&old.hub, &new.hub);
+    if format!("{h:?}") != format!("{n:?}") || h.api_key != n.api_key || h.redis_url != n.redis_url
+    {
+        warn!("[hub] changed: takes effect after a restart");
+    }
 }
 
 /// Raises the soft open-file limit to the hard limit: every session holds
@@ -208,6 +214,23 @@ fn raise_nofile_limit() {
     }
 }
 
+/// One line saying how the hub runs (never the key or the Redis URL).
+fn log_hub(config: &Config) {
+    let hub = &config.hub;
+    if !config.env_overrides.is_empty() {
+        info!(keys = ?config.env_overrides, "environment overrides applied");
+    }
+    if hub.enabled {
+        info!(
+            ws_path = %hub.ws_path,
+            push_path = %hub.push_path,
+            redis = hub.redis_url.is_some(),
+            max_queue_messages = hub.max_queue_messages,
+            "push hub enabled"
+        );
+    }
+}
+
 /// Runs the relay until SIGTERM/SIGINT.
 pub fn serve(config: Config) -> Result<(), ServeError> {
     let _log = logging::init(&config.logging)?;
@@ -218,8 +241,21 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
         warn!("io_uring unavailable, using the epoll driver: {why}");
     }
     let control = socket::ControlSocket::bind(&config.control_socket())?;
-    let (shards, addr) =
-        shard::spawn_all(&config.server, &config.users, &config.routes, &tls, drv)?;
+    let hub = config
+        .hub
+        .enabled
+        .then(|| crate::hub::Hub::new(&config.hub));
+    let hub_shared = hub.as_ref().map(|h| h.shared.clone());
+    let (shards, addr) = shard::spawn_all(
+        &config.server,
+        &config.users,
+        &config.routes,
+        &tls,
+        drv,
+        hub_shared,
+    )?;
+    let engine = hub.map(|h| h.start(crate::fanout::Bus::new(shards.senders.clone().into())));
+    log_hub(&config);
     info!(
         %addr,
         shards = shards.senders.len(),
@@ -264,6 +300,9 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
     }
     for t in threads {
         let _ = t.join();
+    }
+    if let Some(engine) = engine {
+        engine.shutdown();
     }
     info!("shutdown complete");
     Ok(())

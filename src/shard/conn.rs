@@ -4,7 +4,8 @@
 //! `route()` is the one place that decides.
 //!
 //! Must not: wait without a deadline, or answer anything but
-//! `Connection: close` responses (no keep-alive on the relay port).
+//! `Connection: close` responses (keep-alive only on the hub's push path,
+//! which `hub::serve_push` owns).
 
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
@@ -86,7 +87,7 @@ pub async fn handle(shard: Rc<Shard>, tcp: TcpStream, peer: SocketAddr) {
     let rest = buf[head.len..].to_vec();
     buf.truncate(head.len);
     let routes = shard.routes.borrow().clone();
-    let answer = match route(&head, &cfg, &routes) {
+    let answer = match route(&head, &cfg, &routes, shard.hub.as_ref()) {
         Route::Relay => {
             let req = UpgradeRequest {
                 client: stream,
@@ -97,7 +98,19 @@ pub async fn handle(shard: Rc<Shard>, tcp: TcpStream, peer: SocketAddr) {
                 over_capacity,
             };
             drop(buf);
-            return session::run(&shard, cfg.clone(), req).await;
+            // Boxed: this future's size is every connection task's size, and
+            // idle hub clients should not pay for the relay's state.
+            return Box::pin(session::run(&shard, cfg.clone(), req)).await;
+        }
+        Route::HubClient(hub) => {
+            drop(buf);
+            return crate::hub::run_client(&shard, hub, stream, peer, head, rest, over_capacity)
+                .await;
+        }
+        Route::HubPush(hub) => {
+            drop(buf);
+            let push = crate::hub::serve_push(&shard, hub, stream, peer, head, rest, deadline);
+            return Box::pin(push).await;
         }
         Route::Proxy(index) => {
             let req = RouteRequest {
@@ -110,7 +123,7 @@ pub async fn handle(shard: Rc<Shard>, tcp: TcpStream, peer: SocketAddr) {
                 routes,
                 index,
             };
-            return proxy::session::run(&shard, cfg.clone(), req).await;
+            return Box::pin(proxy::session::run(&shard, cfg.clone(), req)).await;
         }
         Route::Demo => {
             let req = DemoRequest {
@@ -121,7 +134,7 @@ pub async fn handle(shard: Rc<Shard>, tcp: TcpStream, peer: SocketAddr) {
                 over_capacity,
             };
             drop(buf);
-            return demo::run(&shard, cfg.clone(), req).await;
+            return Box::pin(demo::run(&shard, cfg.clone(), req)).await;
         }
         Route::Page => page::response(head.method == "HEAD"),
         Route::Health => response::health(),
@@ -131,29 +144,47 @@ pub async fn handle(shard: Rc<Shard>, tcp: TcpStream, peer: SocketAddr) {
     close_after(&shard, &stream, &answer).await;
 }
 
-enum Route {
+enum Route<'a> {
     Relay,
     /// `[[routes]]` entry by index in the shard's route table.
     Proxy(usize),
     Demo,
     Page,
+    /// A WebSocket client of the push hub (`hub.ws_path`).
+    HubClient(&'a crate::hub::ShardHub),
+    /// The push API (`hub.push_path`); keep-alive is allowed there only.
+    HubPush(&'a crate::hub::ShardHub),
     Health,
     Metrics,
     Status(u16, &'static str),
 }
 
-/// The one routing point. Exact engine paths first (`/health`, `/metrics`,
-/// the test page, the relay path, the demo app), then `[[routes]]` by host
-/// and longest prefix, else 404.
-fn route(head: &RequestHead, cfg: &ServerConfig, routes: &ShardRoutes) -> Route {
+/// The one routing point. Exact engine paths first (the hub's paths,
+/// `/health`, `/metrics`, the test page, the relay path, the demo app), then
+/// `[[routes]]` by host and longest prefix, else 404.
+fn route<'a>(
+    head: &RequestHead,
+    cfg: &ServerConfig,
+    routes: &ShardRoutes,
+    hub: Option<&'a crate::hub::ShardHub>,
+) -> Route<'a> {
     let upgrade = head.is_websocket_upgrade();
     let get = head.method == "GET";
     let page = cfg.page.enabled && (get || head.method == "HEAD");
-    let needs_upgrade = |to: Route| match (get, upgrade) {
+    let needs_upgrade = |to: Route<'a>| match (get, upgrade) {
         (true, true) => to,
         (true, false) => Route::Status(426, "this endpoint needs a WebSocket upgrade"),
         (false, _) => Route::Status(405, "method not allowed"),
     };
+    if let Some(hub) = hub {
+        let hub_cfg = &hub.shared.cfg;
+        match head.path() {
+            p if p == hub_cfg.ws_path => return needs_upgrade(Route::HubClient(hub)),
+            // The push handler answers wrong methods itself, in the seed's shape.
+            p if p == hub_cfg.push_path && !upgrade => return Route::HubPush(hub),
+            _ => {}
+        }
+    }
     match head.path() {
         "/health" if !upgrade && (get || head.method == "HEAD") => Route::Health,
         "/health" if !upgrade => Route::Status(405, "method not allowed"),

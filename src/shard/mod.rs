@@ -71,6 +71,8 @@ pub enum ShardMsg {
     Scrape { reply: flume::Sender<ShardSnapshot> },
     /// A demo-app broadcast from another shard, framed once, shared.
     DemoBroadcast(Arc<[u8]>),
+    /// A frame for this shard's fan-out connections (see [`crate::fanout`]).
+    Fanout(crate::fanout::Delivery),
 }
 
 /// TLS inputs the control plane prepares (file I/O) and shards turn into
@@ -143,8 +145,10 @@ pub struct Shard {
     pub scrapes: flume::Sender<ScrapeRequest>,
     /// Every shard's channel, indexed by shard id (this one's included),
     /// for cross-shard fan-out.
-    pub peers: Vec<flume::Sender<ShardMsg>>,
+    pub peers: Arc<[flume::Sender<ShardMsg>]>,
     pub demo: crate::demo::fanout::Registry,
+    /// The push hub's per-shard part, when `[hub] enabled`.
+    pub hub: Option<crate::hub::ShardHub>,
 }
 
 impl Shard {
@@ -195,6 +199,7 @@ pub fn spawn_all(
     routes: &RouteTable,
     tls: &TlsMaterial,
     driver: Driver,
+    hub: Option<Arc<crate::hub::HubShared>>,
 ) -> Result<(Shards, SocketAddr), ShardError> {
     let addr = listen_addr(server)?;
     let cores = core_affinity::get_core_ids().unwrap_or_default();
@@ -214,9 +219,10 @@ pub fn spawn_all(
         threads: Vec::with_capacity(count),
         scrapes: scrape_rx,
     };
-    // All channels first, so every shard can reach every other one.
-    let (txs, rxs): (Vec<_>, Vec<_>) = (0..count).map(|_| flume::unbounded()).unzip();
-    for (id, (tx, rx)) in txs.iter().cloned().zip(rxs).enumerate() {
+    // Every channel first: each shard gets all of them for fan-out.
+    let (senders, receivers): (Vec<_>, Vec<_>) = (0..count).map(|_| flume::unbounded()).unzip();
+    let peers: Arc<[flume::Sender<ShardMsg>]> = senders.clone().into();
+    for (id, rx) in receivers.into_iter().enumerate() {
         let init = ShardInit {
             id,
             core: (!cores.is_empty()).then(|| cores[id % cores.len()]),
@@ -232,15 +238,16 @@ pub fn spawn_all(
             ready: ready_tx.clone(),
             rx,
             scrapes: scrape_tx.clone(),
-            peers: txs.clone(),
+            peers: peers.clone(),
+            hub: hub.clone(),
         };
         let thread = std::thread::Builder::new()
             .name(format!("shard-{id}"))
             .spawn(move || init.run())
             .map_err(ShardError::Spawn)?;
-        shards.senders.push(tx);
         shards.threads.push(thread);
     }
+    shards.senders = senders;
     drop(ready_tx);
     for _ in 0..count {
         match ready_rx.recv() {
@@ -267,7 +274,8 @@ struct ShardInit {
     ready: mpsc::Sender<Result<(), ShardError>>,
     rx: flume::Receiver<ShardMsg>,
     scrapes: flume::Sender<ScrapeRequest>,
-    peers: Vec<flume::Sender<ShardMsg>>,
+    peers: Arc<[flume::Sender<ShardMsg>]>,
+    hub: Option<Arc<crate::hub::HubShared>>,
 }
 
 impl ShardInit {
@@ -335,8 +343,14 @@ impl ShardInit {
             open: Cell::new(0),
             metrics: ShardMetrics::new(),
             scrapes: self.scrapes,
-            peers: self.peers,
+            peers: self.peers.clone(),
             demo: Default::default(),
+            hub: self.hub.map(|shared| crate::hub::ShardHub {
+                shard_id: self.id,
+                shared,
+                registry: crate::fanout::Registry::default(),
+                bus: crate::fanout::Bus::new(self.peers.clone()),
+            }),
         });
         let _ = self.ready.send(Ok(()));
         monoio::spawn(accept_loop(shard.clone(), listener));
@@ -383,8 +397,22 @@ impl ShardInit {
                 ShardMsg::DemoBroadcast(frame) => {
                     crate::demo::fanout::deliver_local(&shard, &frame);
                 }
+                ShardMsg::Fanout(d) => deliver(&shard, d),
             }
         }
+    }
+}
+
+/// Queues a fan-out frame on this shard's connections and says how many.
+fn deliver(shard: &Shard, d: crate::fanout::Delivery) {
+    let reached = match d.space {
+        crate::fanout::Space::Hub => shard
+            .hub
+            .as_ref()
+            .map_or(0, |h| h.registry.deliver(&d.audience, &d.frame)),
+    };
+    if let Some(reply) = d.reply {
+        let _ = reply.send(reached);
     }
 }
 

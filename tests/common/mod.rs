@@ -9,6 +9,7 @@
 //! - [`frame`], [`http`]: raw frames and raw HTTP for byte-exact tests.
 //! - [`browser`]: a real headless Chromium over CDP (`headless_chrome`).
 //! - [`prom`]: `/metrics` parsed by Python's `prometheus_client`.
+//! - [`hub`]: push-hub configs, clients, push requests, a real redis-server.
 //! - [`tap`]: records Close codes as sent (tungstenite rewrites 1014).
 //! - [`Variant`] and the `matrix!` macros: one scenario run under each
 //!   driver × forward mode × auth mode, each as its own `#[tokio::test]`.
@@ -18,6 +19,7 @@ pub mod browser;
 pub mod client;
 pub mod frame;
 pub mod http;
+pub mod hub;
 pub mod prom;
 pub mod python;
 pub mod relay;

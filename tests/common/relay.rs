@@ -114,8 +114,10 @@ pub struct RelayConfig {
     pub users: Vec<UserSpec>,
     /// Raw `key = value` lines appended to `[server]`.
     pub extra_server: Vec<String>,
-    /// Raw TOML (whole sections such as `[demo]`) appended after `[logging]`.
+    /// Raw TOML appended after `[logging]` (whole sections, e.g. `[hub]`).
     pub extra_toml: Vec<String>,
+    /// Environment variables for the relay process.
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for RelayConfig {
@@ -136,6 +138,7 @@ impl Default for RelayConfig {
             users: vec![UserSpec::alice()],
             extra_server: Vec::new(),
             extra_toml: Vec::new(),
+            env: Vec::new(),
         }
     }
 }
@@ -384,6 +387,13 @@ impl Relay {
         if let Some(d) = self.cfg.driver {
             cmd.env("WS_RELAY_DRIVER", d.env_value());
         }
+        // The hub's seed variables would override the test's config.
+        for var in ["PORT", "RELAY_API_KEY", "WS_PATH", "PUSH_PATH"] {
+            cmd.env_remove(var);
+        }
+        for (k, v) in &self.cfg.env {
+            cmd.env(k, v);
+        }
         self.child = Some(cmd.spawn().expect("spawn ws-relay-core"));
     }
 
@@ -514,6 +524,11 @@ impl Relay {
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
+    }
+
+    /// SIGKILL, no shutdown: what a crash looks like.
+    pub fn kill_hard(&mut self) {
+        self.kill_now();
     }
 
     fn kill_now(&mut self) {

@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# Push-hub benchmarks: ws-relay-core's hub vs a minimal tokio-tungstenite hub
+# of the seed's design (benches/hub/src/bin/baseline-hub.rs), side by side in
+# one run. Each hub runs on core 0 with one worker (`taskset -c 0`), the load
+# client on core 1 (`taskset -c 1`). With Redis: two hub instances, both on
+# core 0, one redis-server on core 1 beside the client.
+#
+#   bash benches/hub/run.sh [--quick]        # prints one JSON line per run
+#
+# Needs: cargo build --release (the relay), redis-server for the Redis rows.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+QUICK=${1:-}
+SECS=5; ITERS=2000; BIG_ITERS=50; BIG=10000
+[ "$QUICK" = "--quick" ] && { SECS=2; ITERS=300; BIG_ITERS=10; BIG=2000; }
+ulimit -n "$(ulimit -Hn)"
+
+cargo build --release -q -p ws-relay-core
+cargo build --release -q --manifest-path benches/hub/Cargo.toml
+RELAY=target/release/ws-relay-core
+LOAD="taskset -c 1 benches/hub/target/release/hub-load"
+BASE=benches/hub/target/release/baseline-hub
+KEY=bench-api-key-0123456789
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    # Warnings the hubs logged (slow clients, Redis transitions) go to stderr.
+    local warns; warns=$(grep -h "WARN" "$WORK"/*.log 2>/dev/null || true)
+    [ -n "$warns" ] && { echo "hub warnings: $(grep -c . <<<"$warns") lines, first 3:"; head -3 <<<"$warns"; grep -c "too slow" <<<"$warns" | sed 's/^/slow clients closed: /'; } >&2
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
+
+start_hub() { # port [redis_url]
+    local port=$1 cfg="$WORK/hub-$1.toml"
+    cat >"$cfg" <<TOML
+[server]
+host = "127.0.0.1"
+port = $port
+enable_tls = false
+workers = 1
+max_connections = 0
+control_socket = "$WORK/hub-$port.sock"
+[logging]
+level = "warn"
+directory = ""
+[hub]
+enabled = true
+api_key = "$KEY"
+max_queue_messages = 4096
+TOML
+    [ -n "${2:-}" ] && echo "redis_url = \"$2\"" >>"$cfg"
+    taskset -c 0 "$RELAY" --config "$cfg" serve >"$WORK/hub-$port.log" 2>&1 &
+    PIDS+=($!); LAST_PID=$!
+    wait_port "$port"
+}
+
+start_base() {
+    taskset -c 0 "$BASE" "$1" 1 >"$WORK/base.log" 2>&1 &
+    PIDS+=($!); LAST_PID=$!
+    wait_port "$1"
+}
+
+suite() { # label port pid
+    local label=$1 port=$2 pid=$3
+    tag() { sed "s/^{/{\"system\":\"$label\",/"; }
+    $LOAD latency "$port" "$KEY" 1 "$ITERS" | tag
+    $LOAD latency "$port" "$KEY" "$BIG" "$BIG_ITERS" | tag
+    for conns in 1 100 "$BIG"; do $LOAD pushes "$port" "$KEY" "$conns" "$SECS" 4 | tag; done
+    $LOAD broadcast "$port" "$KEY" 1000 "$SECS" 2 | tag
+}
+
+# Memory per idle client, each on a fresh process (earlier rows leave freed
+# memory in the allocator that new clients would reuse).
+P=$(free_port); start_hub "$P"; $LOAD idle "$P" "$KEY" "$BIG" "$LAST_PID" | sed 's/^{/{"system":"ws-relay-core",/'; kill "$LAST_PID"
+P=$(free_port); start_base "$P"; $LOAD idle "$P" "$KEY" "$BIG" "$LAST_PID" | sed 's/^{/{"system":"baseline-tokio-tungstenite",/'; kill "$LAST_PID"
+
+P=$(free_port); start_hub "$P"; suite ws-relay-core "$P" "$LAST_PID"; kill "$LAST_PID"
+P=$(free_port); WS_RELAY_DRIVER=legacy start_hub "$P"; suite "ws-relay-core (epoll driver)" "$P" "$LAST_PID"; kill "$LAST_PID"
+P=$(free_port); start_base "$P"; suite baseline-tokio-tungstenite "$P" "$LAST_PID"; kill "$LAST_PID"
+
+if command -v redis-server >/dev/null; then
+    RP=$(free_port)
+    taskset -c 1 redis-server --port "$RP" --bind 127.0.0.1 --save '' --appendonly no >/dev/null &
+    PIDS+=($!)
+    wait_port "$RP"
+    A=$(free_port); start_hub "$A" "redis://127.0.0.1:$RP/"
+    B=$(free_port); start_hub "$B" "redis://127.0.0.1:$RP/"
+    sleep 0.5
+    # Pushes go to A, clients sit on B (HUB_LOAD_CLIENT_PORT): every row
+    # crosses Redis.
+    tag() { sed "s/^{/{\"system\":\"ws-relay-core+redis (push A, clients B)\",/"; }
+    HUB_LOAD_CLIENT_PORT=$B $LOAD latency "$A" "$KEY" 1 "$ITERS" | tag
+    HUB_LOAD_CLIENT_PORT=$B $LOAD latency "$A" "$KEY" "$BIG" "$BIG_ITERS" | tag
+    # Open-loop rows: A accepts pushes faster than B's clients (sharing
+    # core 1 with redis-server) can read them, so keep the fan-out small.
+    HUB_LOAD_CLIENT_PORT=$B $LOAD pushes "$A" "$KEY" 1 "$SECS" 1 | tag
+    HUB_LOAD_CLIENT_PORT=$B $LOAD broadcast "$A" "$KEY" 10 "$SECS" 1 | tag
+else
+    echo "SKIP: redis-server not found; no Redis rows" >&2
+fi

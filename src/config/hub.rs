@@ -1,0 +1,172 @@
+//! `[hub]`: the push hub's keys, their defaults, the seed's environment
+//! overrides, and the checks that need more than types.
+//!
+//! Must not: log or echo `api_key` (errors name the key, never its value),
+//! or do I/O beyond reading the environment.
+
+use serde::Deserialize;
+
+/// `[hub]` in `config.toml`. Off by default: a relay-only config is unchanged.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HubConfig {
+    pub enabled: bool,
+    pub ws_path: String,
+    pub push_path: String,
+    /// Required when enabled, at least [`MIN_API_KEY_LEN`] characters.
+    pub api_key: String,
+    /// `redis://host:port/db`; absent = single instance, delayed pushes in memory.
+    pub redis_url: Option<String>,
+    /// Prefix of the Redis channel (`<prefix>:push`) and sorted set (`<prefix>:delayed`).
+    pub redis_prefix: String,
+    /// Frames queued per client before it counts as too slow (closed with 1013).
+    pub max_queue_messages: usize,
+    /// Largest push request body.
+    pub max_push_body_bytes: usize,
+    /// Largest message a hub client may send (identify); larger ones close with 1009.
+    pub max_client_message_bytes: usize,
+    /// Exact `Origin` values browsers may connect from; empty = any. Requests
+    /// without `Origin` (non-browser clients) are always allowed.
+    pub allowed_origins: Vec<String>,
+    /// Seconds an idle keep-alive push connection stays open.
+    pub keepalive_timeout_secs: u64,
+}
+
+/// Shortest accepted `api_key`.
+pub const MIN_API_KEY_LEN: usize = 16;
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            ws_path: "/ws".into(),
+            push_path: "/api/push".into(),
+            api_key: String::new(),
+            redis_url: None,
+            redis_prefix: "ws-relay-core:hub".into(),
+            max_queue_messages: 256,
+            max_push_body_bytes: 64 * 1024,
+            max_client_message_bytes: 4096,
+            allowed_origins: Vec::new(),
+            keepalive_timeout_secs: 60,
+        }
+    }
+}
+
+// Hand-written so `{:?}` of a config can never print the key.
+impl std::fmt::Debug for HubConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HubConfig")
+            .field("enabled", &self.enabled)
+            .field("ws_path", &self.ws_path)
+            .field("push_path", &self.push_path)
+            .field("api_key", &"<redacted>")
+            .field("redis_url", &self.redis_url.as_ref().map(|_| "<set>"))
+            .field("max_queue_messages", &self.max_queue_messages)
+            .field("allowed_origins", &self.allowed_origins)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The seed's environment variables and the keys they override. They apply
+/// only when `[hub] enabled = true`, so a relay-only deployment never changes
+/// its port because some unrelated `PORT` is set.
+pub const ENV_OVERRIDES: [(&str, &str); 4] = [
+    ("RELAY_API_KEY", "hub.api_key"),
+    ("WS_PATH", "hub.ws_path"),
+    ("PUSH_PATH", "hub.push_path"),
+    ("PORT", "server.port"),
+];
+
+/// Applies [`ENV_OVERRIDES`] from `env`; returns the keys overridden, or
+/// (key, message) when a value is unusable.
+pub(crate) fn apply_env(
+    hub: &mut HubConfig,
+    port: &mut u16,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Vec<&'static str>, (&'static str, String)> {
+    let mut applied = Vec::new();
+    if !hub.enabled {
+        return Ok(applied);
+    }
+    for (var, key) in ENV_OVERRIDES {
+        let Some(v) = env(var).filter(|v| !v.is_empty()) else {
+            continue;
+        };
+        match var {
+            "RELAY_API_KEY" => hub.api_key = v,
+            "WS_PATH" => hub.ws_path = v,
+            "PUSH_PATH" => hub.push_path = v,
+            _ => {
+                *port = v
+                    .trim()
+                    .parse()
+                    .map_err(|_| ("port", format!("PORT={v:?}: not a port number")))?
+            }
+        }
+        applied.push(key);
+    }
+    Ok(applied)
+}
+
+/// Semantic checks; returns (key, message) for the first problem.
+pub(crate) fn validate(hub: &HubConfig, relay_path: &str) -> Result<(), (&'static str, String)> {
+    if !hub.enabled {
+        return Ok(());
+    }
+    if hub.api_key.chars().count() < MIN_API_KEY_LEN {
+        let how = if hub.api_key.is_empty() {
+            "is required when the hub is enabled (or set RELAY_API_KEY)".to_string()
+        } else {
+            format!("must be at least {MIN_API_KEY_LEN} characters")
+        };
+        return Err(("api_key", format!("hub.api_key: {how}")));
+    }
+    for (key, path) in [("ws_path", &hub.ws_path), ("push_path", &hub.push_path)] {
+        if !path.starts_with('/') || path.contains('?') {
+            return Err((
+                key,
+                format!("hub.{key}: must start with '/' and have no query"),
+            ));
+        }
+        if path == relay_path || path == "/health" {
+            return Err((
+                key,
+                format!("hub.{key}: {path:?} is already served (relay_path or /health)"),
+            ));
+        }
+    }
+    if hub.ws_path == hub.push_path {
+        return Err((
+            "push_path",
+            "hub.push_path: must differ from hub.ws_path".into(),
+        ));
+    }
+    if hub.max_queue_messages == 0 {
+        return Err((
+            "max_queue_messages",
+            "hub.max_queue_messages: must be at least 1".into(),
+        ));
+    }
+    if hub.max_push_body_bytes < 64 {
+        return Err((
+            "max_push_body_bytes",
+            "hub.max_push_body_bytes: must be at least 64".into(),
+        ));
+    }
+    if hub.max_client_message_bytes < 64 {
+        return Err((
+            "max_client_message_bytes",
+            "hub.max_client_message_bytes: must be at least 64".into(),
+        ));
+    }
+    if let Some(url) = &hub.redis_url {
+        if !(url.starts_with("redis://") || url.starts_with("unix://")) {
+            return Err((
+                "redis_url",
+                "hub.redis_url: must start with redis:// or unix://".into(),
+            ));
+        }
+    }
+    Ok(())
+}

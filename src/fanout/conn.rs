@@ -1,0 +1,271 @@
+//! A server-side WebSocket connection after the 101, for fan-out features:
+//! the client's frames come in (control frames answered here, data messages
+//! handed to the caller), the connection's [`Outbox`] goes out.
+//!
+//! Idle, a connection holds no read buffer: it waits for readiness, reads
+//! into the stack, and keeps only an incomplete frame's bytes. Must not:
+//! block, let one client's slowness reach another, or send a Close frame in
+//! the middle of a frame it is writing.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use super::{Frame, Outbox};
+use crate::net::endpoint::Endpoint;
+use crate::shard::event::Event;
+use crate::ws::frame::{apply_mask, close_code, close_frame, opcode, parse_header};
+
+/// How long a client that overflowed its queue gets to take the frame being
+/// written (and then the 1013 Close) before the socket is simply dropped.
+const SLOW_LINGER: Duration = Duration::from_secs(5);
+/// Stack buffer for one read.
+const READ_CHUNK: usize = 4096;
+
+/// Why a connection ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum End {
+    /// The client sent Close (its code, if any); it was echoed.
+    ClientClose(Option<u16>),
+    /// The client's queue overflowed; closed with 1013.
+    Slow,
+    /// Shutdown; closed with 1001.
+    Shutdown,
+    /// A protocol error; closed with the given code.
+    Protocol(u16, &'static str),
+    /// EOF or a socket error without a Close.
+    Gone,
+}
+
+/// A server-side WebSocket connection (client frames are masked).
+pub struct ServerWs<'a> {
+    ep: &'a Endpoint,
+    outbox: Rc<Outbox>,
+    max_message: usize,
+    /// Bytes of an incomplete frame, empty (unallocated) between frames.
+    partial: Vec<u8>,
+    /// A fragmented data message being assembled: (opcode, payload).
+    message: Option<(u8, Vec<u8>)>,
+    /// The client's Close payload, echoed back.
+    close_echo: Vec<u8>,
+}
+
+/// What reading found.
+enum Read {
+    More,
+    End(End),
+}
+
+impl<'a> ServerWs<'a> {
+    /// `early` holds client bytes that arrived behind the upgrade request.
+    pub fn new(ep: &'a Endpoint, outbox: Rc<Outbox>, max_message: usize, early: Vec<u8>) -> Self {
+        ServerWs {
+            ep,
+            outbox,
+            max_message,
+            partial: early,
+            message: None,
+            close_echo: Vec::new(),
+        }
+    }
+
+    pub fn outbox(&self) -> &Rc<Outbox> {
+        &self.outbox
+    }
+
+    /// Runs until the connection ends. `on_message(opcode, payload)` gets
+    /// every complete text or binary message, in order; it may queue answers
+    /// on the outbox.
+    pub async fn run(&mut self, close_all: &Event, mut on_message: impl FnMut(u8, &[u8])) -> End {
+        if !self.partial.is_empty() {
+            let early = std::mem::take(&mut self.partial);
+            if let Read::End(end) = self.consume(&early, &mut on_message) {
+                return self.finish(end).await;
+            }
+        }
+        let end = self.serve(close_all, &mut on_message).await;
+        self.finish(end).await
+    }
+
+    /// The connection's life until it must end. One readiness wait stays
+    /// armed across outbox wake-ups, so a delivered frame costs its write and
+    /// nothing more on the read side.
+    async fn serve(&mut self, close_all: &Event, on_message: &mut impl FnMut(u8, &[u8])) -> End {
+        let ep = self.ep;
+        let mut readable = std::pin::pin!(ep.readable());
+        loop {
+            if let Some(end) = self.flush().await {
+                return end;
+            }
+            let woke = monoio::select! {
+                r = &mut readable => r.is_ok(),
+                _ = self.outbox.ready() => continue,
+                _ = close_all.wait() => return End::Shutdown,
+            };
+            if !woke {
+                return End::Gone;
+            }
+            readable.set(ep.readable());
+            if let Read::End(end) = self.read_available(on_message) {
+                return end;
+            }
+        }
+    }
+
+    /// Writes every queued frame. `Some` when the connection must end.
+    async fn flush(&mut self) -> Option<End> {
+        while let Some(frame) = self.outbox.pop() {
+            let written = monoio::select! {
+                r = self.ep.write_all(&frame) => r.is_ok(),
+                _ = slow_deadline(&self.outbox) => return Some(End::Gone),
+            };
+            if !written {
+                return Some(End::Gone);
+            }
+        }
+        self.outbox.overflowed().then_some(End::Slow)
+    }
+
+    /// Reads what the socket has now (stack buffer) and handles it.
+    fn read_available(&mut self, on_message: &mut impl FnMut(u8, &[u8])) -> Read {
+        let mut buf = [0u8; READ_CHUNK];
+        loop {
+            match self.ep.try_read(&mut buf) {
+                Ok(Some(0)) | Err(_) => return Read::End(End::Gone),
+                Ok(None) => return Read::More,
+                Ok(Some(n)) => {
+                    if let Read::End(e) = self.consume(&buf[..n], on_message) {
+                        return Read::End(e);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Parses complete frames from `partial + data`; keeps the remainder.
+    fn consume(&mut self, data: &[u8], on_message: &mut impl FnMut(u8, &[u8])) -> Read {
+        let mut pending = std::mem::take(&mut self.partial);
+        let bytes: &[u8] = if pending.is_empty() {
+            data
+        } else {
+            pending.extend_from_slice(data);
+            &pending
+        };
+        let mut at = 0;
+        let out = loop {
+            match self.one_frame(&bytes[at..], on_message) {
+                Ok(Some(used)) => at += used,
+                Ok(None) => break Read::More,
+                Err(end) => break Read::End(end),
+            }
+        };
+        if matches!(out, Read::More) && at < bytes.len() {
+            self.partial = bytes[at..].to_vec();
+        }
+        out
+    }
+
+    /// Handles the frame at the start of `buf`; `Ok(None)` = incomplete.
+    fn one_frame(
+        &mut self,
+        buf: &[u8],
+        on_message: &mut impl FnMut(u8, &[u8]),
+    ) -> Result<Option<usize>, End> {
+        let h = match parse_header(buf) {
+            Ok(Some(h)) => h,
+            Ok(None) => return Ok(None),
+            Err(_) => return Err(End::Protocol(1002, "malformed frame")),
+        };
+        let Some(mask) = h.mask else {
+            return Err(End::Protocol(1002, "client frames must be masked"));
+        };
+        let assembled = self.message.as_ref().map_or(0, |(_, m)| m.len() as u64);
+        if h.payload_len + assembled > self.max_message as u64 {
+            return Err(End::Protocol(1009, "message too big"));
+        }
+        let total = h.frame_len() as usize;
+        if buf.len() < total {
+            return Ok(None);
+        }
+        let mut payload = buf[h.header_len..total].to_vec();
+        apply_mask(&mut payload, mask, 0);
+        match h.opcode {
+            opcode::PING => {
+                let pong = crate::ws::frame::build_frame(opcode::PONG, &payload, None);
+                self.outbox.push(&Frame::from(pong));
+            }
+            opcode::PONG => {}
+            opcode::CLOSE => {
+                let code =
+                    (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]]));
+                self.close_echo = payload;
+                return Err(End::ClientClose(code));
+            }
+            opcode::CONTINUATION => match self.message.as_mut() {
+                None => return Err(End::Protocol(1002, "continuation without a message")),
+                Some((_, m)) => {
+                    m.extend_from_slice(&payload);
+                    if h.fin {
+                        let (op, m) = self.message.take().unwrap_or_default();
+                        on_message(op, &m);
+                    }
+                }
+            },
+            op => {
+                if self.message.is_some() {
+                    return Err(End::Protocol(1002, "new message inside a fragmented one"));
+                }
+                if h.fin {
+                    on_message(op, &payload);
+                } else {
+                    self.message = Some((op, payload));
+                }
+            }
+        }
+        Ok(Some(total))
+    }
+
+    /// Sends the Close frame `end` calls for (bounded in time), then FIN.
+    async fn finish(&mut self, end: End) -> End {
+        self.outbox.close();
+        let frame = match &end {
+            End::Gone => return end,
+            End::ClientClose(_) => {
+                crate::ws::frame::build_frame(opcode::CLOSE, &self.close_echo, None)
+            }
+            End::Slow => close_frame(close_code::TRY_AGAIN_LATER, "client too slow", None),
+            End::Shutdown => close_frame(close_code::GOING_AWAY, "server shutting down", None),
+            End::Protocol(code, why) => close_frame(*code, why, None),
+        };
+        let linger = if end == End::Slow {
+            SLOW_LINGER
+        } else {
+            Duration::from_secs(1)
+        };
+        if monoio::time::timeout(linger, self.ep.write_all(&frame))
+            .await
+            .is_ok()
+        {
+            self.ep.shutdown_write().await;
+            // Let the client's Close arrive so the kernel does not reset.
+            let _ = monoio::time::timeout(Duration::from_secs(1), drain(self.ep)).await;
+        }
+        end
+    }
+}
+
+/// Ready `SLOW_LINGER` after the outbox overflowed; never otherwise.
+async fn slow_deadline(outbox: &Outbox) {
+    outbox.overflow().await;
+    monoio::time::sleep(SLOW_LINGER).await;
+}
+
+async fn drain(ep: &Endpoint) {
+    while ep.readable().await.is_ok() && discard_once(ep) {}
+}
+
+/// Reads and drops what is there; `false` at EOF or error. The buffer is on
+/// the stack of this call, not in every connection's future.
+fn discard_once(ep: &Endpoint) -> bool {
+    let mut buf = [0u8; 512];
+    !matches!(ep.try_read(&mut buf), Ok(Some(0)) | Err(_))
+}

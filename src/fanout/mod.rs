@@ -1,0 +1,138 @@
+//! Fan-out: the reusable core of every "server pushes to many WebSocket
+//! clients" feature (the push hub today, the demo app's broadcast next).
+//!
+//! Three pieces, each in its own file:
+//! - [`Outbox`] (`outbox.rs`): one client's bounded queue of shared frames.
+//!   Enqueueing never waits; a full queue marks the client too slow.
+//! - [`ServerWs`] (`conn.rs`): a server-side WebSocket connection after the
+//!   101: reads the client's frames (ping/pong/close handled, data messages
+//!   handed to the caller), writes what its outbox holds, closes a slow
+//!   client with 1013 and everyone with 1001 at shutdown.
+//! - [`Registry`] (`registry.rs`): one shard's index of connections and of
+//!   groups (a user's token for the hub), with no lock: it lives on its
+//!   shard and is touched only there.
+//!
+//! Across shards, [`Bus`] sends one [`Delivery`] per shard through the
+//! per-core channels (`ShardMsg::Fanout`); each shard hands it to its own
+//! registry. A [`Frame`] is `bytes::Bytes`: serialized and framed once,
+//! then shared by reference count by every shard and socket it reaches.
+//!
+//! A new user of this module adds a [`Space`] variant and a registry on the
+//! shard for it; nothing else changes.
+//!
+//! Must not: block, lock, or copy a frame per recipient.
+
+mod conn;
+mod outbox;
+mod registry;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+pub use conn::{End, ServerWs};
+pub use outbox::Outbox;
+pub use registry::{Membership, Registry};
+
+use crate::shard::ShardMsg;
+use crate::ws::frame::{encode_header, opcode, MAX_HEADER_LEN};
+
+/// A complete server-to-client WebSocket frame (header and payload).
+pub type Frame = Bytes;
+
+/// A FIN text frame carrying `payload`, built once for every recipient.
+pub fn text_frame(payload: &[u8]) -> Frame {
+    let mut header = [0u8; MAX_HEADER_LEN];
+    let n = encode_header(&mut header, true, opcode::TEXT, payload.len() as u64, None);
+    let mut out = Vec::with_capacity(n + payload.len());
+    out.extend_from_slice(&header[..n]);
+    out.extend_from_slice(payload);
+    Bytes::from(out)
+}
+
+/// Which registry on each shard a delivery is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Space {
+    Hub,
+}
+
+/// Who receives a frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Audience {
+    /// Every connection in the space.
+    All,
+    /// The connections that joined this group.
+    Group(Arc<str>),
+}
+
+/// One frame for one shard's registry.
+pub struct Delivery {
+    pub space: Space,
+    pub audience: Audience,
+    pub frame: Frame,
+    /// Told how many connections on that shard took the frame.
+    pub reply: Option<flume::Sender<usize>>,
+}
+
+/// Every shard's channel: the one way to reach connections on other cores.
+#[derive(Clone)]
+pub struct Bus {
+    shards: Arc<[flume::Sender<ShardMsg>]>,
+}
+
+impl Bus {
+    pub fn new(shards: Arc<[flume::Sender<ShardMsg>]>) -> Bus {
+        Bus { shards }
+    }
+
+    /// Sends `frame` to every shard without waiting (control threads, Redis).
+    pub fn send(&self, space: Space, audience: &Audience, frame: &Frame) {
+        for tx in self.shards.iter() {
+            let _ = tx.send(ShardMsg::Fanout(Delivery {
+                space,
+                audience: audience.clone(),
+                frame: frame.clone(),
+                reply: None,
+            }));
+        }
+    }
+
+    /// Sends `frame` to every shard but `this_shard` (the caller delivers
+    /// there itself, without a channel hop) and sums the connections each
+    /// reached. Each shard answers on a channel with room for every answer,
+    /// so no shard waits to reply; a shard that is gone counts as 0.
+    pub async fn send_counted(
+        &self,
+        this_shard: usize,
+        space: Space,
+        audience: &Audience,
+        frame: &Frame,
+    ) -> usize {
+        if self.shards.len() == 1 && this_shard == 0 {
+            return 0;
+        }
+        let (tx, rx) = flume::bounded(self.shards.len());
+        let mut asked = 0;
+        for (i, shard) in self.shards.iter().enumerate() {
+            if i == this_shard {
+                continue;
+            }
+            let d = Delivery {
+                space,
+                audience: audience.clone(),
+                frame: frame.clone(),
+                reply: Some(tx.clone()),
+            };
+            asked += usize::from(shard.send(ShardMsg::Fanout(d)).is_ok());
+        }
+        drop(tx);
+        let mut total = 0;
+        for _ in 0..asked {
+            match rx.recv_async().await {
+                Ok(n) => total += n,
+                Err(_) => break,
+            }
+        }
+        total
+    }
+}

@@ -1,0 +1,186 @@
+//! The hub's own thread: delayed pushes and everything that talks to Redis.
+//!
+//! Without Redis, delayed pushes wait in a heap in memory and are lost at
+//! shutdown (the count is logged). With Redis, they wait in a sorted set
+//! scored by due time (ms since the epoch); every instance polls it and a
+//! Lua script claims due members and publishes them in one atomic step, so
+//! exactly one instance takes each and nothing is lost between claim and
+//! publish. Pushes that fell due while every instance was down are claimed
+//! by the first instance that comes back, late, for whoever is connected.
+//!
+//! Must not: run on a shard (Redis calls block), or hold a push in memory
+//! when Redis is configured.
+
+use std::cmp::Ordering as CmpOrdering;
+use std::collections::BinaryHeap;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tracing::{info, warn};
+
+use super::message::{now_ms, Push};
+use super::redis::{self as link, RedisLink};
+use super::HubShared;
+use crate::fanout::{Bus, Space};
+
+/// How often each instance looks for due delayed pushes in Redis.
+pub const CLAIM_INTERVAL: Duration = Duration::from_millis(20);
+
+/// Requests from shards.
+pub enum EngineMsg {
+    /// Redis only: publish an immediate push (already delivered here).
+    Publish {
+        push: Push,
+        reply: flume::Sender<Result<(), String>>,
+    },
+    /// Deliver `push` after `delay`.
+    Schedule {
+        push: Push,
+        delay: Duration,
+        reply: flume::Sender<Result<(), String>>,
+    },
+    Shutdown,
+}
+
+/// The running hub thread.
+pub struct Engine {
+    tx: flume::Sender<EngineMsg>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Engine {
+    pub fn start(shared: Arc<HubShared>, rx: flume::Receiver<EngineMsg>, bus: Bus) -> Engine {
+        let tx = shared.engine.clone();
+        if let Some(url) = shared.cfg.redis_url.clone() {
+            link::spawn_subscriber(url, shared.clone(), bus.clone());
+        }
+        let thread = std::thread::Builder::new()
+            .name("hub".into())
+            .spawn(move || run(shared, rx, bus))
+            .ok();
+        Engine { tx, thread }
+    }
+
+    /// Stops the thread; it logs what became of pending delayed pushes.
+    pub fn shutdown(mut self) {
+        let _ = self.tx.send(EngineMsg::Shutdown);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+struct Delayed {
+    due: Instant,
+    seq: u64,
+    push: Push,
+}
+
+impl PartialEq for Delayed {
+    fn eq(&self, o: &Self) -> bool {
+        (self.due, self.seq) == (o.due, o.seq)
+    }
+}
+impl Eq for Delayed {}
+impl PartialOrd for Delayed {
+    fn partial_cmp(&self, o: &Self) -> Option<CmpOrdering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Delayed {
+    // Reversed: BinaryHeap is a max-heap, the earliest due must be on top.
+    fn cmp(&self, o: &Self) -> CmpOrdering {
+        (o.due, o.seq).cmp(&(self.due, self.seq))
+    }
+}
+
+fn run(shared: Arc<HubShared>, rx: flume::Receiver<EngineMsg>, bus: Bus) {
+    match shared.cfg.redis_url.clone() {
+        None => run_memory(rx, bus),
+        Some(url) => run_redis(&shared, rx, RedisLink::new(url, &shared.cfg.redis_prefix)),
+    }
+}
+
+fn run_memory(rx: flume::Receiver<EngineMsg>, bus: Bus) {
+    let mut heap = BinaryHeap::new();
+    let mut seq = 0u64;
+    loop {
+        let wait = heap
+            .peek()
+            .map_or(Duration::from_secs(3600), |d: &Delayed| {
+                d.due.saturating_duration_since(Instant::now())
+            });
+        match rx.recv_timeout(wait) {
+            Ok(EngineMsg::Schedule { push, delay, reply }) => {
+                seq += 1;
+                heap.push(Delayed {
+                    due: Instant::now() + delay,
+                    seq,
+                    push,
+                });
+                let _ = reply.send(Ok(()));
+            }
+            Ok(EngineMsg::Publish { reply, .. }) => {
+                let _ = reply.send(Err("no redis_url configured".into()));
+            }
+            Ok(EngineMsg::Shutdown) | Err(flume::RecvTimeoutError::Disconnected) => break,
+            Err(flume::RecvTimeoutError::Timeout) => {}
+        }
+        while heap.peek().is_some_and(|d| d.due <= Instant::now()) {
+            if let Some(d) = heap.pop() {
+                let frame = d.push.frame(now_ms());
+                bus.send(Space::Hub, &d.push.audience(), &frame);
+            }
+        }
+    }
+    if heap.is_empty() {
+        info!("hub stopped: no delayed pushes pending");
+    } else {
+        warn!(
+            dropped = heap.len(),
+            "hub stopped: delayed pushes dropped (in memory; set hub.redis_url to keep them)"
+        );
+    }
+}
+
+fn run_redis(shared: &HubShared, rx: flume::Receiver<EngineMsg>, mut redis: RedisLink) {
+    let mut next_claim = Instant::now();
+    loop {
+        let wait = next_claim.saturating_duration_since(Instant::now());
+        let mut batch = Vec::new();
+        match rx.recv_timeout(wait) {
+            Ok(EngineMsg::Shutdown) | Err(flume::RecvTimeoutError::Disconnected) => break,
+            Ok(m) => batch.push(m),
+            Err(flume::RecvTimeoutError::Timeout) => {}
+        }
+        // Whatever else is waiting goes in the same round trip.
+        let mut stop = false;
+        while batch.len() < 512 {
+            match rx.try_recv() {
+                Ok(EngineMsg::Shutdown) => {
+                    stop = true;
+                    break;
+                }
+                Ok(m) => batch.push(m),
+                Err(_) => break,
+            }
+        }
+        if !batch.is_empty() {
+            redis.submit(batch);
+        }
+        if stop {
+            break;
+        }
+        if Instant::now() >= next_claim {
+            redis.claim_due();
+            next_claim = Instant::now() + CLAIM_INTERVAL;
+        }
+    }
+    info!(
+        slow_closed = shared
+            .slow_closed
+            .load(std::sync::atomic::Ordering::Relaxed),
+        "hub stopped: delayed pushes stay in Redis for the other instances or the next start"
+    );
+}

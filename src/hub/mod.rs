@@ -1,0 +1,133 @@
+//! The push hub (SPEC §7, issue 11): WebSocket clients grouped by user token,
+//! an HTTP push API with delayed pushes, and scale-out through Redis.
+//!
+//! - `client.rs`: a client session on `ws_path` (token, identify).
+//! - `push.rs`: `POST push_path` with keep-alive.
+//! - `message.rs`: the seed's body and token rules, the client message.
+//! - `engine.rs`: the hub's own thread: delayed pushes (memory or Redis),
+//!   publishing to Redis. `redis.rs`: the Redis link and the subscriber.
+//!
+//! Delivery itself is [`crate::fanout`]: one frame per push, shared by every
+//! shard and socket. How `delivered` is counted: the accepting shard queues
+//! the frame on its own connections directly and sends it to every other
+//! shard with a reply channel (room for every answer); each shard answers with the number of its connections that queued it; the
+//! handler sums the answers. With Redis the count is this instance's only:
+//! other instances deliver what they receive from the channel without
+//! reporting back.
+//!
+//! Must not: run Redis or any blocking call on a shard, or log the API key.
+
+mod client;
+pub mod engine;
+pub mod message;
+mod push;
+mod redis;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use ring::digest::{digest, SHA256};
+use subtle::ConstantTimeEq;
+
+pub use client::run as run_client;
+pub use push::serve as serve_push;
+
+use crate::config::HubConfig;
+use crate::fanout::{Bus, Registry};
+use engine::{Engine, EngineMsg};
+
+/// Process-wide hub state, shared by shards and the hub thread. Touched per
+/// push (the engine channel) or per slow client, never per delivered frame.
+pub struct HubShared {
+    pub cfg: HubConfig,
+    /// Random per process: marks pushes this instance already delivered.
+    pub instance: String,
+    key_digest: [u8; 32],
+    pub engine: flume::Sender<EngineMsg>,
+    pub slow_closed: AtomicU64,
+}
+
+impl HubShared {
+    /// Constant-time check of a presented API key (digests first, so the
+    /// key's length does not leak through timing either).
+    pub fn key_matches(&self, presented: &str) -> bool {
+        let d = digest(&SHA256, presented.as_bytes());
+        bool::from(d.as_ref().ct_eq(&self.key_digest))
+    }
+
+    pub fn redis(&self) -> bool {
+        self.cfg.redis_url.is_some()
+    }
+
+    /// Counts a client closed for being slow; returns the running total.
+    pub fn count_slow(&self) -> u64 {
+        self.slow_closed.fetch_add(1, Ordering::Relaxed) + 1
+    }
+}
+
+/// A shard's part of the hub.
+pub struct ShardHub {
+    pub shard_id: usize,
+    pub shared: Arc<HubShared>,
+    pub registry: Registry,
+    pub bus: Bus,
+}
+
+impl ShardHub {
+    /// Delivers on this shard directly, on the others over their channels;
+    /// returns the connections reached in this process.
+    pub async fn send_counted(
+        &self,
+        audience: &crate::fanout::Audience,
+        frame: &crate::fanout::Frame,
+    ) -> usize {
+        let here = self.registry.deliver(audience, frame);
+        let space = crate::fanout::Space::Hub;
+        here + self
+            .bus
+            .send_counted(self.shard_id, space, audience, frame)
+            .await
+    }
+}
+
+/// The hub before shards exist: shards get [`Hub::shared`], the hub thread
+/// starts once every shard's channel is known.
+pub struct Hub {
+    pub shared: Arc<HubShared>,
+    rx: flume::Receiver<EngineMsg>,
+}
+
+impl Hub {
+    pub fn new(cfg: &HubConfig) -> Hub {
+        let (tx, rx) = flume::unbounded();
+        let mut key_digest = [0u8; 32];
+        key_digest.copy_from_slice(digest(&SHA256, cfg.api_key.as_bytes()).as_ref());
+        let shared = Arc::new(HubShared {
+            cfg: cfg.clone(),
+            instance: random_id(),
+            key_digest,
+            engine: tx,
+            slow_closed: AtomicU64::new(0),
+        });
+        Hub { shared, rx }
+    }
+
+    /// Starts the hub thread (and the Redis subscriber, with Redis).
+    pub fn start(self, bus: Bus) -> Engine {
+        Engine::start(self.shared, self.rx, bus)
+    }
+}
+
+/// 128 random bits, hex.
+pub fn random_id() -> String {
+    use ring::rand::{SecureRandom, SystemRandom};
+    let mut b = [0u8; 16];
+    if SystemRandom::new().fill(&mut b).is_err() {
+        // No OS randomness: fall back to time and a counter (ids need only
+        // be unique, not secret).
+        static N: AtomicU64 = AtomicU64::new(0);
+        let t = message::now_ms() as u128;
+        b = ((t << 64) | u128::from(N.fetch_add(1, Ordering::Relaxed))).to_be_bytes();
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}

@@ -1,0 +1,304 @@
+//! `POST push_path`: the seed's push API over HTTP/1.1 with keep-alive.
+//!
+//! Owns request framing (Content-Length bodies, pipelined requests), the key
+//! check and the answers. Delivery goes to every shard over the per-core
+//! channels; Redis and delayed pushes go to the hub thread. Must not: log
+//! keys or bodies, wait without a deadline, or block the shard.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use tracing::{debug, info};
+
+use super::engine::EngineMsg;
+use super::message::{self, now_ms, BodyError};
+use super::{random_id, ShardHub};
+use crate::http::head::{parse_request_head, HeadError, RequestHead};
+use crate::http::response::{error_json, error_object, reason};
+use crate::http::url::query_param;
+use crate::net::endpoint::Endpoint;
+use crate::relay::session::close_after;
+use crate::shard::Shard;
+
+/// One answer and whether the connection stays open after it.
+struct Answer {
+    status: u16,
+    body: String,
+    keep: bool,
+}
+
+impl Answer {
+    fn json(status: u16, body: String) -> Answer {
+        Answer {
+            status,
+            body,
+            keep: true,
+        }
+    }
+
+    fn refuse(status: u16, msg: &str) -> Answer {
+        Answer::json(
+            status,
+            serde_json::json!({ "code": -1, "msg": msg }).to_string(),
+        )
+    }
+
+    fn closing(mut self) -> Answer {
+        self.keep = false;
+        self
+    }
+
+    fn bytes(&self) -> Vec<u8> {
+        let conn = if self.keep { "keep-alive" } else { "close" };
+        format!(
+            "HTTP/1.1 {} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: {conn}\r\n\r\n{}",
+            self.status,
+            reason(self.status),
+            self.body.len(),
+            self.body
+        )
+        .into_bytes()
+    }
+}
+
+/// Serves push requests on one connection until it closes. `rest` holds
+/// the bytes behind the first head; `deadline` bounds its body.
+pub async fn serve(
+    shard: &Shard,
+    hub: &ShardHub,
+    stream: Endpoint,
+    peer: SocketAddr,
+    head: RequestHead,
+    mut rest: Vec<u8>,
+    deadline: Instant,
+) {
+    let cfg = shard.settings();
+    let mut head = head;
+    let mut deadline = deadline;
+    loop {
+        let answer = match read_body(
+            &stream,
+            &head,
+            &mut rest,
+            hub.shared.cfg.max_push_body_bytes,
+            deadline,
+        )
+        .await
+        {
+            Err(BodyRead::Gone) => return,
+            Err(BodyRead::Answer(a)) => a,
+            Ok(body) => handle(hub, &head, &body, peer).await,
+        };
+        let close = !answer.keep || head.header_has_token("connection", "close");
+        if close {
+            return close_after(shard, &stream, &answer.closing().bytes()).await;
+        }
+        if stream.write_all(&answer.bytes()).await.is_err() {
+            return;
+        }
+        let keepalive = Duration::from_secs(hub.shared.cfg.keepalive_timeout_secs);
+        let next = next_head(&stream, &mut rest, keepalive, &cfg).await;
+        (head, deadline) = match next {
+            Next::Head(h, d) => (h, d),
+            Next::Closed => return,
+            Next::Refuse(bytes) => return close_after(shard, &stream, &bytes).await,
+        };
+        if head.path() != hub.shared.cfg.push_path {
+            let a = Answer::refuse(
+                404,
+                "only the push path is served on a keep-alive connection",
+            );
+            return close_after(shard, &stream, &a.closing().bytes()).await;
+        }
+    }
+}
+
+enum BodyRead {
+    Gone,
+    Answer(Answer),
+}
+
+/// Takes the request's body out of `rest`, reading more within `deadline`.
+async fn read_body(
+    stream: &Endpoint,
+    head: &RequestHead,
+    rest: &mut Vec<u8>,
+    max: usize,
+    deadline: Instant,
+) -> Result<Vec<u8>, BodyRead> {
+    if head.header("transfer-encoding").is_some() {
+        let a = Answer::refuse(400, "chunked bodies are not supported; send Content-Length");
+        return Err(BodyRead::Answer(a.closing()));
+    }
+    let len = match head
+        .header("content-length")
+        .map(|v| v.trim().parse::<usize>())
+    {
+        None => 0,
+        Some(Ok(n)) => n,
+        Some(Err(_)) => {
+            return Err(BodyRead::Answer(
+                Answer::refuse(400, "invalid Content-Length").closing(),
+            ))
+        }
+    };
+    if len > max {
+        let msg = BodyError::TooLarge(max).to_string();
+        return Err(BodyRead::Answer(Answer::refuse(400, &msg).closing()));
+    }
+    let fill = async {
+        while rest.len() < len {
+            match stream
+                .recv_some(rest, (len - rest.len()).min(16 * 1024))
+                .await
+            {
+                Ok(0) | Err(_) => return false,
+                Ok(_) => {}
+            }
+        }
+        true
+    };
+    match monoio::time::timeout_at(deadline.into(), fill).await {
+        Ok(true) => Ok(rest.drain(..len).collect()),
+        Ok(false) => Err(BodyRead::Gone),
+        Err(_) => {
+            let body = error_object("request_timeout", "request body not received in time");
+            Err(BodyRead::Answer(Answer::json(408, body).closing()))
+        }
+    }
+}
+
+enum Next {
+    Head(RequestHead, Instant),
+    Closed,
+    Refuse(Vec<u8>),
+}
+
+/// Waits up to `keepalive` for the next request, then gives its head the
+/// relay's limits: complete within `auth_timeout_secs`, size and header count.
+async fn next_head(
+    stream: &Endpoint,
+    buf: &mut Vec<u8>,
+    keepalive: Duration,
+    cfg: &crate::config::ServerConfig,
+) -> Next {
+    if buf.is_empty() {
+        match monoio::time::timeout(keepalive, stream.recv_some(buf, 2048)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            _ => return Next::Closed,
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(cfg.auth_timeout_secs);
+    let read = async {
+        loop {
+            if let Some(h) =
+                parse_request_head(buf, cfg.max_request_head_bytes, cfg.max_request_headers)?
+            {
+                return Ok::<_, HeadError>(Some(h));
+            }
+            match stream.recv_some(buf, 2048).await {
+                Ok(0) | Err(_) => return Ok(None),
+                Ok(_) => {}
+            }
+        }
+    };
+    match monoio::time::timeout_at(deadline.into(), read).await {
+        Err(_) => Next::Refuse(error_json(
+            408,
+            "auth_timeout",
+            "request head not received in time",
+        )),
+        Ok(Ok(None)) => Next::Closed,
+        Ok(Err(e)) => Next::Refuse(error_json(e.status(), "bad_request", &e.to_string())),
+        Ok(Ok(Some(h))) => {
+            buf.drain(..h.len);
+            Next::Head(
+                h,
+                Instant::now() + Duration::from_secs(cfg.auth_timeout_secs),
+            )
+        }
+    }
+}
+
+/// The key from `X-API-KEY`, `API-KEY` or `?api_key=`, first non-empty.
+fn presented_key(head: &RequestHead) -> Option<String> {
+    let header = |n| {
+        head.header(n)
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(str::to_string)
+    };
+    header("x-api-key")
+        .or_else(|| header("api-key"))
+        .or_else(|| {
+            head.query()
+                .and_then(|q| query_param(q, "api_key"))
+                .filter(|v| !v.is_empty())
+        })
+}
+
+async fn handle(hub: &ShardHub, head: &RequestHead, body: &[u8], peer: SocketAddr) -> Answer {
+    if head.method != "POST" {
+        return Answer::refuse(405, "method not allowed; use POST");
+    }
+    if !presented_key(head).is_some_and(|k| hub.shared.key_matches(&k)) {
+        info!(peer = %peer.ip(), "push refused: invalid api key");
+        return Answer::json(401, r#"{"code":-1,"msg":"invalid api key"}"#.into());
+    }
+    let req = match message::parse(body, String::new()) {
+        Ok(r) => r,
+        Err(e) => {
+            debug!(peer = %peer.ip(), "push refused: {e}");
+            return Answer::refuse(400, &e.to_string());
+        }
+    };
+    let mut push = req.push;
+    if req.delay_seconds > 0 {
+        // Only stored pushes need an id (distinct sorted-set members).
+        push.id = random_id();
+        let delay = Duration::from_secs(req.delay_seconds.min(i64::from(u32::MAX)) as u64);
+        let (tx, rx) = flume::bounded(1);
+        let msg = EngineMsg::Schedule {
+            push,
+            delay,
+            reply: tx,
+        };
+        return match ask(hub, msg, rx).await {
+            Ok(()) => Answer::json(200, r#"{"code":0,"msg":"ok","scheduled":true}"#.into()),
+            Err(e) => Answer::refuse(503, &e),
+        };
+    }
+    push.ts = Some(now_ms());
+    if hub.shared.redis() {
+        push.origin = hub.shared.instance.clone();
+        let frame = push.frame(0);
+        let audience = push.audience();
+        let (tx, rx) = flume::bounded(1);
+        if let Err(e) = ask(hub, EngineMsg::Publish { push, reply: tx }, rx).await {
+            return Answer::refuse(503, &e);
+        }
+        let n = hub.send_counted(&audience, &frame).await;
+        return delivered(n);
+    }
+    let frame = push.frame(0);
+    let n = hub.send_counted(&push.audience(), &frame).await;
+    delivered(n)
+}
+
+fn delivered(n: usize) -> Answer {
+    Answer::json(200, format!(r#"{{"code":0,"msg":"ok","delivered":{n}}}"#))
+}
+
+/// Sends `msg` to the hub thread and waits for its verdict.
+async fn ask(
+    hub: &ShardHub,
+    msg: EngineMsg,
+    rx: flume::Receiver<Result<(), String>>,
+) -> Result<(), String> {
+    if hub.shared.engine.send(msg).is_err() {
+        return Err("hub is shutting down".into());
+    }
+    rx.recv_async()
+        .await
+        .unwrap_or_else(|_| Err("hub is shutting down".into()))
+}
