@@ -13,6 +13,8 @@
 #   cargo build --release --bin ws-relay-core
 #   benches/peers/wstunnel/build.sh /work/.mirror/erebe+wstunnel/repo
 #   benches/tunnel/tunnel.sh                # 5 rounds (~5 min)
+# wstunnel-ws-mask is wstunnel ws:// with --websocket-mask-frame: its client
+# masks frames as RFC 6455 requires (and as ours always does).
 #   benches/tunnel/tunnel.sh --quick        # 1 round, smaller sizes (smoke)
 #
 # Raw outputs: target/bench/tunnel-<stamp>/ (raw/*.json, logs/, results.tsv).
@@ -30,15 +32,14 @@ usage: benches/tunnel/tunnel.sh [--quick] [options]
   --bytes N       bytes per bulk run, shared by the streams (268435456 = 256 MiB)
   --cpu C         the one core everything is pinned to (0)
   --systems LIST  comma list of: direct,ours-ws,ours-wss,wstunnel-ws,wstunnel-wss,
-                  wstunnel-ws-mask,websockify
-                  (default: all but wstunnel-ws-mask)
+                  wstunnel-ws-mask,websockify (all)
   --summary DIR   where summary.md goes (docs/bench/tunnel-<stamp>)
   --raw DIR       where raw outputs go (target/bench/tunnel-<stamp>)
 USAGE
 }
 
 ROUNDS=5 PINGS=5000 WARMUP=500 BYTES=$((256 << 20)) CPU=0 SUMDIR="" RAWDIR=""
-SYSTEMS_ARG="direct,ours-ws,ours-wss,wstunnel-ws,wstunnel-wss,websockify"
+SYSTEMS_ARG="direct,ours-ws,ours-wss,wstunnel-ws,wstunnel-wss,wstunnel-ws-mask,websockify"
 ARGS_GIVEN="$*"
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -404,6 +405,11 @@ for metric, label in (("bulk1", "1 stream"), ("bulk16", "16 streams")):
     bw, bs = ratio("ours-ws", "wstunnel-ws", metric), ratio("ours-wss", "wstunnel-wss", metric)
     tgt = "≥ 1.3× — " + verdict(bw, bs, lambda v: v >= 1.3)
     p(f"| our bulk ÷ wstunnel's bulk, {label} | {cell(bw)} | {cell(bs)} | {tgt if metric == 'bulk1' else '(≥ 1.3× asked for 1 stream) ' + verdict(bw, bs, lambda v: v >= 1.3)} |")
+if ("wstunnel-ws-mask", "ping64_p50") in val:
+    am = ratio_added("ours-ws", "wstunnel-ws-mask")
+    p(f"| same, against wstunnel ws:// with `--websocket-mask-frame`: added p50 | {cell(am)} | — | ≤ 0.7× |")
+    for metric, label in (("bulk1", "1 stream"), ("bulk16", "16 streams")):
+        p(f"| same, against masked wstunnel ws://: bulk {label} | {cell(ratio('ours-ws', 'wstunnel-ws-mask', metric))} | — | ≥ 1.3× |")
 if ("websockify", "ping64_p50") in val:
     aw2 = paired("ours-ws", "websockify", "ping64_p50", lambda x, y: x / y)
     ax = [((val[('ours-ws','ping64_p50')][r] - val[('direct','ping64_p50')][r]) /
