@@ -14,7 +14,9 @@
 #   benches/peers/wstunnel/build.sh /work/.mirror/erebe+wstunnel/repo
 #   benches/tunnel/tunnel.sh                # 5 rounds (~5 min)
 # wstunnel-ws-mask is wstunnel ws:// with --websocket-mask-frame: its client
-# masks frames as RFC 6455 requires (and as ours always does).
+# masks frames as RFC 6455 requires (and as ours always does). Not in the
+# default set: wstunnel 10.6.2 (14168c5) garbles the bytes with that flag
+# ("hello world" comes back scrambled), so it cannot be measured.
 #   benches/tunnel/tunnel.sh --quick        # 1 round, smaller sizes (smoke)
 #
 # Raw outputs: target/bench/tunnel-<stamp>/ (raw/*.json, logs/, results.tsv).
@@ -32,14 +34,14 @@ usage: benches/tunnel/tunnel.sh [--quick] [options]
   --bytes N       bytes per bulk run, shared by the streams (268435456 = 256 MiB)
   --cpu C         the one core everything is pinned to (0)
   --systems LIST  comma list of: direct,ours-ws,ours-wss,wstunnel-ws,wstunnel-wss,
-                  wstunnel-ws-mask,websockify (all)
+                  wstunnel-ws-mask,websockify (default: all but wstunnel-ws-mask)
   --summary DIR   where summary.md goes (docs/bench/tunnel-<stamp>)
   --raw DIR       where raw outputs go (target/bench/tunnel-<stamp>)
 USAGE
 }
 
 ROUNDS=5 PINGS=5000 WARMUP=500 BYTES=$((256 << 20)) CPU=0 SUMDIR="" RAWDIR=""
-SYSTEMS_ARG="direct,ours-ws,ours-wss,wstunnel-ws,wstunnel-wss,wstunnel-ws-mask,websockify"
+SYSTEMS_ARG="direct,ours-ws,ours-wss,wstunnel-ws,wstunnel-wss,websockify"
 ARGS_GIVEN="$*"
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -251,7 +253,7 @@ measure() {
     local kind=$1 metric=$2; shift 2
     local out="$RAWDIR/raw/$CASE-$metric.json"
     echo "$(qcmd "${PIN[@]}" "$TCPBENCH" "$kind" "$@" --json)" >>"$CMDS"
-    if timeout 300 "${PIN[@]}" "$TCPBENCH" "$kind" "$@" --json >"$out" 2>"$out.err"; then
+    if timeout 120 "${PIN[@]}" "$TCPBENCH" "$kind" "$@" --json >"$out" 2>"$out.err"; then
         python3 - "$out" "$ROUND" "$SYS" "$metric" >>"$RESULTS" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
@@ -423,6 +425,8 @@ p("\nAdded p50 = a system's p50 minus direct's p50 in the same round. The issue'
   "were measured elsewhere; only the rows above are side by side.")
 p("\nNotes on fairness: wstunnel's client does not mask its frames by default "
   "(`--websocket-mask-frame` is off; RFC 6455 requires masking); our client masks every frame. "
+  "wstunnel with `--websocket-mask-frame` could not be compared: this build returns garbled bytes "
+  "through its own server with that flag (`hello world` came back scrambled). "
   "Both wstunnel ends ran with `TOKIO_WORKER_THREADS=1` and `--log-lvl WARN`; our relay has "
   "`workers = 1` and `level = \"warn\"`, our client `RUST_LOG=warn`. The sink protocol announces each "
   "stream's length first, because wstunnel turns a FIN into a full close (no half-close), which "
