@@ -6,20 +6,12 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
+use common::tcp::Kill;
 use common::*;
 
 const PEER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/deflate_peer.py");
-
-struct Kill(Child);
-
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn start_server(python: &str) -> (Kill, u16) {
     let mut child = Command::new(python)

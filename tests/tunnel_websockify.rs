@@ -7,26 +7,16 @@
 mod common;
 
 use std::net::TcpStream as StdTcp;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::tcp::{tcp_echo, Kill};
 use common::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 
 const PEER: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/tests/support/websockify_peer.py"
 );
-
-struct Kill(Child);
-
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn websockify_available() -> bool {
     let found = Command::new("websockify")
@@ -43,24 +33,6 @@ fn websockify_available() -> bool {
         python::skip("websockify not installed (apt-get install websockify)");
     }
     found
-}
-
-async fn tcp_echo() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = l.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 65536];
-                while let Ok(n) = s.read(&mut buf).await {
-                    if n == 0 || s.write_all(&buf[..n]).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    port
 }
 
 async fn run_peer(python: &str, url: String) -> serde_json::Value {

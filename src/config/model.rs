@@ -24,6 +24,7 @@ pub struct ConfigFile {
     pub demo: DemoConfig,
     #[serde(default)]
     pub page: PageConfig,
+    #[serde(default)]
     pub hub: super::hub::HubConfig,
 }
 

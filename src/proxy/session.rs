@@ -18,7 +18,7 @@ use super::response::{read_answer, relay_refusal, upgrade_head, Answer};
 use super::table::{Rejection, ShardRoute, ShardRoutes};
 use crate::config::{RouteAuth, RouteSlot, ServerConfig, SessionSlot, Upstream};
 use crate::http::head::RequestHead;
-use crate::metrics::{Direction, SessionKind};
+use crate::metrics::SessionKind;
 use crate::net::endpoint::Endpoint;
 use crate::relay::error::{ErrorCode, RelayError};
 use crate::relay::forward::{passthrough, ForwardCtx};
@@ -112,17 +112,8 @@ pub async fn run(shard: &Shard, cfg: Rc<ServerConfig>, req: RouteRequest) {
     let _open = shard.metrics.session(SessionKind::Route);
     shard.metrics.target_setup(setup);
     let ctx = ForwardCtx {
-        relayed: [
-            shard.metrics.bytes_cell(Direction::ClientToTarget),
-            shard.metrics.bytes_cell(Direction::TargetToClient),
-        ],
-        mode: cfg.forward,
-        buffers: &shard.buffers,
-        pipes: &shard.pipes,
-        idle_timeout: (cfg.idle_timeout_secs > 0)
-            .then(|| Duration::from_secs(cfg.idle_timeout_secs)),
-        close_all: &shard.close_all,
         reserved_bits,
+        ..ForwardCtx::of_shard(shard, &cfg)
     };
     let out = passthrough(&ctx, &client, &stream, rest, early).await;
     stats.open.set(stats.open.get() - 1);

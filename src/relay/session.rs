@@ -19,7 +19,7 @@ use super::target::{self, TargetUpgrade, TargetUrl};
 use crate::config::{ServerConfig, SessionSlot, User};
 use crate::http::head::RequestHead;
 use crate::http::response;
-use crate::metrics::{Direction, SessionKind, TlsSide};
+use crate::metrics::{SessionKind, TlsSide};
 use crate::net::endpoint::Endpoint;
 use crate::shard::Shard;
 use crate::ws::frame::{build_frame, close_frame, opcode};
@@ -168,19 +168,7 @@ async fn relay_opened(
         false => SessionKind::Relay,
     };
     let _open = shard.metrics.session(kind);
-    let ctx = ForwardCtx {
-        relayed: [
-            shard.metrics.bytes_cell(Direction::ClientToTarget),
-            shard.metrics.bytes_cell(Direction::TargetToClient),
-        ],
-        mode: cfg.forward,
-        buffers: &shard.buffers,
-        pipes: &shard.pipes,
-        idle_timeout: (cfg.idle_timeout_secs > 0)
-            .then(|| std::time::Duration::from_secs(cfg.idle_timeout_secs)),
-        close_all: &shard.close_all,
-        reserved_bits: false,
-    };
+    let ctx = ForwardCtx::of_shard(shard, cfg);
     let out = if o.url.tcp {
         use crate::tunnel::bridge::{bridge, Role};
         bridge(&ctx, Role::RELAY, &client, &o.stream, client_early).await

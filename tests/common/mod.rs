@@ -25,6 +25,7 @@ pub mod python;
 pub mod relay;
 pub mod tap;
 pub mod target;
+pub mod tcp;
 pub mod upstream;
 
 pub use client::*;

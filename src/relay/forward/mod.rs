@@ -12,10 +12,12 @@ use std::cell::{Cell, RefCell};
 use std::io;
 use std::time::{Duration, Instant};
 
-use crate::config::ForwardMode;
+use crate::config::{ForwardMode, ServerConfig};
+use crate::metrics::Direction as MetricsDirection;
 use crate::net::endpoint::Endpoint;
 use crate::net::pool::{BufferPool, PipePool};
 use crate::shard::event::Event;
+use crate::shard::Shard;
 use crate::ws::frame::{close_code, close_frame, FrameTracker};
 
 /// How long the surviving side gets to finish once the other has ended.
@@ -125,7 +127,25 @@ pub struct ForwardCtx<'a> {
     pub relayed: [&'a Cell<u64>; 2],
 }
 
-impl ForwardCtx<'_> {
+impl<'a> ForwardCtx<'a> {
+    /// What a session on `shard` forwards with: its pools, byte counters,
+    /// shutdown event, and the session's forward mode and idle timeout.
+    pub fn of_shard(shard: &'a Shard, cfg: &ServerConfig) -> ForwardCtx<'a> {
+        ForwardCtx {
+            relayed: [
+                shard.metrics.bytes_cell(MetricsDirection::ClientToTarget),
+                shard.metrics.bytes_cell(MetricsDirection::TargetToClient),
+            ],
+            mode: cfg.forward,
+            buffers: &shard.buffers,
+            pipes: &shard.pipes,
+            idle_timeout: (cfg.idle_timeout_secs > 0)
+                .then(|| Duration::from_secs(cfg.idle_timeout_secs)),
+            close_all: &shard.close_all,
+            reserved_bits: false,
+        }
+    }
+
     /// `splice` applies only between two plain TCP sockets.
     fn splices(&self, a: &Endpoint, b: &Endpoint) -> bool {
         self.mode == ForwardMode::Splice && !a.is_tls() && !b.is_tls()

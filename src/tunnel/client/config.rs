@@ -13,20 +13,8 @@ use serde::Deserialize;
 
 use crate::relay::target::{parse_target, TargetUrl};
 
-#[derive(Debug, thiserror::Error)]
-pub enum ClientConfigError {
-    #[error("{path}: cannot read: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("{path}:{line}: {message}")]
-    Invalid {
-        path: String,
-        line: usize,
-        message: String,
-    },
-}
+/// The relay's config error: same file, line and key reporting.
+pub use crate::config::ConfigError as ClientConfigError;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -70,6 +70,22 @@ struct Client {
     relayed: [std::cell::Cell<u64>; 2],
 }
 
+impl Client {
+    /// Bridges run in copy mode (the WebSocket side is framed) with no idle
+    /// timeout: the tunnel lives as long as its local connection.
+    fn forward_ctx(&self) -> ForwardCtx<'_> {
+        ForwardCtx {
+            relayed: [&self.relayed[0], &self.relayed[1]],
+            mode: ForwardMode::Copy,
+            buffers: &self.buffers,
+            pipes: &self.pipes,
+            idle_timeout: None,
+            close_all: &self.never,
+            reserved_bits: false,
+        }
+    }
+}
+
 /// Runs the forwards in `cfg`, or one `--stdio` session to `stdio_target`.
 pub fn run(cfg: ClientConfig, stdio_target: Option<String>) -> Result<(), TunnelError> {
     if stdio_target.is_none() && cfg.forwards.is_empty() {
@@ -161,15 +177,7 @@ async fn carry(client: Rc<Client>, local: TcpStream, peer: SocketAddr, target: S
         }
     };
     let local = Endpoint::plain(local);
-    let ctx = ForwardCtx {
-        relayed: [&client.relayed[0], &client.relayed[1]],
-        mode: ForwardMode::Copy,
-        buffers: &client.buffers,
-        pipes: &client.pipes,
-        idle_timeout: None,
-        close_all: &client.never,
-        reserved_bits: false,
-    };
+    let ctx = client.forward_ctx();
     let out = bridge(&ctx, Role::TUNNEL_CLIENT, &tunnel.ws, &local, tunnel.early).await;
     info!(
         peer = %peer,
@@ -216,15 +224,7 @@ async fn run_stdio(client: Rc<Client>, target: String) -> Result<(), TunnelError
     std::thread::spawn(move || copy_stdio(addr, done_tx));
     let (local, _) = listener.accept().await.map_err(TunnelError::Runtime)?;
     let local = Endpoint::plain(local);
-    let ctx = ForwardCtx {
-        relayed: [&client.relayed[0], &client.relayed[1]],
-        mode: ForwardMode::Copy,
-        buffers: &client.buffers,
-        pipes: &client.pipes,
-        idle_timeout: None,
-        close_all: &client.never,
-        reserved_bits: false,
-    };
+    let ctx = client.forward_ctx();
     let out = bridge(&ctx, Role::TUNNEL_CLIENT, &tunnel.ws, &local, tunnel.early).await;
     info!(target = %target, closed_by = out.closed_by, reason = %out.reason, "tunnel end");
     drop(local);
