@@ -106,7 +106,9 @@ pub fn run(cfg: ClientConfig, stdio_target: Option<String>) -> Result<(), Tunnel
             cfg,
             tls,
             dns: DnsCache::new(Duration::from_secs(30)),
-            buffers: BufferPool::new(16 * 1024, 64),
+            // 64 KiB: each read leaves as one frame, so bulk transfers make
+            // fewer, larger writes (benches/tunnel).
+            buffers: BufferPool::new(64 * 1024, 64),
             pipes: PipePool::new(0),
             never: Event::default(),
             relayed: Default::default(),

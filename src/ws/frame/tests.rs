@@ -56,6 +56,24 @@ fn mask_is_an_involution_at_any_offset() {
 }
 
 #[test]
+fn word_wise_mask_matches_the_rfc_definition() {
+    let mask = [0x12, 0x34, 0x56, 0x78];
+    let orig: Vec<u8> = (0..100u8).map(|i| i.wrapping_mul(37)).collect();
+    for offset in 0..9 {
+        for len in 0..orig.len() {
+            let mut fast = orig[..len].to_vec();
+            apply_mask(&mut fast, mask, offset);
+            let slow: Vec<u8> = orig[..len]
+                .iter()
+                .enumerate()
+                .map(|(i, b)| b ^ mask[(offset + i) % 4])
+                .collect();
+            assert_eq!(fast, slow, "offset {offset} len {len}");
+        }
+    }
+}
+
+#[test]
 fn close_frame_truncates_reason_on_char_boundary() {
     let reason = "é".repeat(100);
     let f = close_frame(1001, &reason, None);
