@@ -234,14 +234,16 @@ mod tests {
         let m = ShardMetrics::new();
         let a = m.session(SessionKind::Relay);
         let b = m.session(SessionKind::Demo);
-        let s = m.snapshot(0, 2);
-        assert_eq!(s.sessions_open, vec![1, 1]);
-        drop(a);
-        drop(b);
+        let t = m.session(SessionKind::Tunnel);
+        let s = m.snapshot(0, 3);
+        // Indexed like SessionKind::ALL: relay, demo, route, tunnel.
+        assert_eq!(s.sessions_open, vec![1, 1, 0, 1]);
+        drop((a, b, t));
         let _c = m.session(SessionKind::Relay);
-        let s = m.snapshot(0, 1);
-        assert_eq!(s.sessions_open, vec![1, 0]);
-        assert_eq!(s.sessions_total, vec![2, 1]);
+        let _r = m.session(SessionKind::Route);
+        let s = m.snapshot(0, 2);
+        assert_eq!(s.sessions_open, vec![1, 0, 1, 0]);
+        assert_eq!(s.sessions_total, vec![2, 1, 1, 1]);
     }
 
     #[test]
