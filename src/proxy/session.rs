@@ -22,7 +22,7 @@ use crate::metrics::SessionKind;
 use crate::net::endpoint::Endpoint;
 use crate::relay::error::{ErrorCode, RelayError};
 use crate::relay::forward::{passthrough, ForwardCtx};
-use crate::relay::session::{close_after, refuse_http};
+use crate::relay::session::{close_after, not_throttled, refuse_http};
 use crate::relay::target;
 use crate::shard::Shard;
 
@@ -153,17 +153,7 @@ fn admit(
     let (user, user_slot) = match spec.auth {
         RouteAuth::None => (None, None),
         RouteAuth::Token => {
-            if shard
-                .shared
-                .throttle
-                .is_blocked(ip, cfg.auth_fail_limit_per_min)
-            {
-                let e = RelayError::new(
-                    ErrorCode::AuthThrottled,
-                    "too many failed authentications; retry later",
-                );
-                return Err((Rejection::Auth, e));
-            }
+            not_throttled(shard, cfg, req.peer).map_err(|e| (Rejection::Auth, e))?;
             let Some(token) = route_token(&req.head.headers, req.head.query()) else {
                 let e = RelayError::new(
                     ErrorCode::AuthFailed,

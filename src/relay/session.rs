@@ -62,16 +62,7 @@ pub async fn run(shard: &Shard, cfg: Rc<ServerConfig>, req: UpgradeRequest) {
         deadline,
         over_capacity,
     } = req;
-    let ip = peer.ip();
-    if shard
-        .shared
-        .throttle
-        .is_blocked(ip, cfg.auth_fail_limit_per_min)
-    {
-        let e = RelayError::new(
-            ErrorCode::AuthThrottled,
-            "too many failed authentications; retry later",
-        );
+    if let Err(e) = not_throttled(shard, &cfg, peer) {
         return refuse_http(shard, &client, peer, &e).await;
     }
     let Some(key) = valid_key(&head) else {
@@ -265,6 +256,26 @@ async fn open_target(
 
 fn capacity_error() -> RelayError {
     RelayError::new(ErrorCode::OverCapacity, "server is at max_connections")
+}
+
+/// `auth_throttled` when this client's IP failed too often lately (the
+/// throttle is process-wide; relay and token routes share it).
+pub(crate) fn not_throttled(
+    shard: &Shard,
+    cfg: &ServerConfig,
+    peer: SocketAddr,
+) -> Result<(), RelayError> {
+    let blocked = shard
+        .shared
+        .throttle
+        .is_blocked(peer.ip(), cfg.auth_fail_limit_per_min);
+    match blocked {
+        false => Ok(()),
+        true => Err(RelayError::new(
+            ErrorCode::AuthThrottled,
+            "too many failed authentications; retry later",
+        )),
+    }
 }
 
 /// `Sec-WebSocket-Key` of a version-13 upgrade.
