@@ -105,6 +105,16 @@ async fn greeting(ws: &mut Client) -> String {
     }
 }
 
+/// Opens `n` sessions on `path`; returns the upstream names that greeted.
+async fn greetings(port: u16, path: &str, n: usize) -> Vec<String> {
+    let mut seen = Vec::with_capacity(n);
+    for _ in 0..n {
+        let mut ans = open(port, path, "h", &[]).await;
+        seen.push(greeting(ans.ws()).await);
+    }
+    seen
+}
+
 async fn echo(ws: &mut Client, text: &str) {
     ws.send(Message::text(text)).await.unwrap();
     match within(STEP, "echo", ws.next()).await {
@@ -331,28 +341,17 @@ async fn round_robin_and_passive_failover_then_recovery() {
         "fail_timeout_secs = 1",
     );
     let relay = relay_with(routes, |c| RelayConfig { workers: 1, ..c }).await;
-    let mut seen = Vec::new();
-    for _ in 0..4 {
-        let mut ans = open(relay.port, "/pool", "h", &[]).await;
-        seen.push(greeting(ans.ws()).await);
-    }
+    let mut seen = greetings(relay.port, "/pool", 4).await;
     seen.sort();
     assert_eq!(seen, ["a", "a", "b", "b"]);
     b.stop();
-    // Every client still gets through: the failed dial moves on to `a`.
-    for _ in 0..4 {
-        let mut ans = open(relay.port, "/pool", "h", &[]).await;
-        assert_eq!(ans.status, 101);
-        assert_eq!(greeting(ans.ws()).await, "a");
-    }
+    // Every client still gets through (a 101, greeted): the failed dial
+    // moves on to `a`.
+    assert_eq!(greetings(relay.port, "/pool", 4).await, ["a"; 4]);
     log_line(&relay, "marked down on this shard").await;
     b.restart().await;
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    let mut seen = Vec::new();
-    for _ in 0..4 {
-        let mut ans = open(relay.port, "/pool", "h", &[]).await;
-        seen.push(greeting(ans.ws()).await);
-    }
+    let seen = greetings(relay.port, "/pool", 4).await;
     assert!(seen.iter().any(|s| s == "b"), "b never rejoined: {seen:?}");
 }
 
@@ -370,17 +369,10 @@ async fn active_health_check_takes_an_upstream_out_and_back() {
     // Sick answer (503), then a killed listener: both count as down.
     b.set_healthy(false);
     log_line(&relay, "upstream is down (health check)").await;
-    for _ in 0..4 {
-        let mut ans = open(relay.port, "/pool", "h", &[]).await;
-        assert_eq!(greeting(ans.ws()).await, "a");
-    }
+    assert_eq!(greetings(relay.port, "/pool", 4).await, ["a"; 4]);
     b.set_healthy(true);
     log_line(&relay, "upstream is up (health check)").await;
-    let mut seen = Vec::new();
-    for _ in 0..4 {
-        let mut ans = open(relay.port, "/pool", "h", &[]).await;
-        seen.push(greeting(ans.ws()).await);
-    }
+    let seen = greetings(relay.port, "/pool", 4).await;
     assert!(seen.iter().any(|s| s == "b"), "{seen:?}");
     b.stop();
     wait_log_count(&relay, "upstream is down (health check)", 2).await;
