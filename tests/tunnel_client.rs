@@ -8,40 +8,13 @@ mod tls_support;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::tcp::tcp_echo;
+use common::tcp::{
+    echo_through, free_port, start_tunnel, tcp_echo, wait_exit, wait_listening, Proc,
+};
 use common::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-
-/// A child process killed on drop, its stderr in a file.
-struct Proc {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Proc {
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn write_client_config(dir: &Path, client: &str, forwards: &[(u16, String)]) -> PathBuf {
     let mut text = format!("[client]\n{client}\n");
@@ -53,55 +26,6 @@ fn write_client_config(dir: &Path, client: &str, forwards: &[(u16, String)]) -> 
     let path = dir.join("client.toml");
     std::fs::write(&path, text).unwrap();
     path
-}
-
-fn start_tunnel(dir: &Path, config: &Path, extra: &[&str]) -> Proc {
-    let log = dir.join(format!("tunnel-{}.log", free_port()));
-    let child = Command::new(BIN)
-        .arg("--config")
-        .arg(config)
-        .arg("tunnel")
-        .args(extra)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("start the tunnel client");
-    Proc { child, log }
-}
-
-async fn wait_listening(port: u16, p: &Proc) {
-    let deadline = Instant::now() + STEP;
-    while TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "tunnel never listened:\n{}",
-            p.log()
-        );
-        tokio::time::sleep(Duration::from_millis(30)).await;
-    }
-}
-
-/// Sends `n` bytes through `port` and checks they all come back in order.
-async fn echo_through(port: u16, n: usize, seed: u8) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    let data = pattern(n, seed);
-    let (mut r, mut w) = s.split();
-    let send = async {
-        w.write_all(&data).await.unwrap();
-        w.shutdown().await.unwrap();
-    };
-    let recv = async {
-        let mut got = Vec::with_capacity(n);
-        r.read_to_end(&mut got).await.unwrap();
-        got
-    };
-    let (_, got) = within(Duration::from_secs(60), "echo through the tunnel", async {
-        tokio::join!(send, recv)
-    })
-    .await;
-    assert_eq!(got.len(), n, "bytes back");
-    assert!(got == data, "bytes differ");
 }
 
 fn relay_user(echo: u16) -> UserSpec {
@@ -216,17 +140,6 @@ async fn refusals_are_clear_errors() {
         let out = wait_exit(p).await;
         assert!(out.contains(want), "wanted {want:?}:\n{out}");
     }
-}
-
-/// Waits for the child to exit; returns its stderr log.
-async fn wait_exit(mut p: Proc) -> String {
-    within(STEP, "tunnel exits", async {
-        while p.child.try_wait().unwrap().is_none() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
-    p.log()
 }
 
 /// A real tinyproxy on a free port, optionally with Basic auth.

@@ -221,6 +221,10 @@ pub struct UserConfig {
     /// absent = all of them.
     #[serde(default)]
     pub routes: Option<Vec<Spanned<String>>>,
+    /// Ports this user's reverse tunnels may publish on the relay host
+    /// (`publish://ADDR:PORT`); absent or empty = none.
+    #[serde(default)]
+    pub publish_ports: Option<Spanned<Vec<u16>>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

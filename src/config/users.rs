@@ -23,6 +23,8 @@ pub struct User {
     pub max_sessions: usize,
     /// Route names this user may use; `None` = every token route.
     pub routes: Option<Vec<String>>,
+    /// Ports this user's reverse tunnels may publish.
+    pub publish_ports: Vec<u16>,
     /// Open sessions across every shard. Shared by name across reloads so a
     /// reload cannot reset a user's limit.
     pub sessions: Arc<AtomicUsize>,
@@ -89,6 +91,10 @@ impl User {
         self.routes
             .as_ref()
             .is_none_or(|names| names.iter().any(|n| n == route))
+    }
+
+    pub fn may_publish(&self, port: u16) -> bool {
+        self.publish_ports.contains(&port)
     }
 
     /// Claims one session slot; `None` when `max_sessions` is reached.
@@ -174,6 +180,15 @@ impl UserTable {
                     format!("users[{i}].token: duplicate token (also used by users[{j}])"),
                 ));
             }
+            let publish_ports = u.publish_ports.as_ref();
+            if let Some(p) = publish_ports.filter(|p| p.get_ref().contains(&0)) {
+                return Err((
+                    p.span().start,
+                    format!(
+                        "users[{i}].publish_ports: 0 is not a port (list the ports to publish)"
+                    ),
+                ));
+            }
             users.push(Arc::new(User {
                 name: name.to_string(),
                 digest: digest(token.as_bytes()),
@@ -186,6 +201,9 @@ impl UserTable {
                     .routes
                     .as_ref()
                     .map(|v| v.iter().map(|n| n.get_ref().clone()).collect()),
+                publish_ports: publish_ports
+                    .map(|p| p.get_ref().clone())
+                    .unwrap_or_default(),
                 sessions: Arc::new(AtomicUsize::new(0)),
             }));
         }

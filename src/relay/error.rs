@@ -17,11 +17,13 @@ pub enum ErrorCode {
     TargetTimeout,
     TargetHandshakeFailed,
     OverCapacity,
+    /// A reverse tunnel asked for a port that is already published.
+    PortInUse,
 }
 
 impl ErrorCode {
     /// Every code, for series that should exist (at 0) before the first use.
-    pub const ALL: [ErrorCode; 9] = [
+    pub const ALL: [ErrorCode; 10] = [
         ErrorCode::BadRequest,
         ErrorCode::AuthFailed,
         ErrorCode::AuthTimeout,
@@ -31,6 +33,7 @@ impl ErrorCode {
         ErrorCode::TargetTimeout,
         ErrorCode::TargetHandshakeFailed,
         ErrorCode::OverCapacity,
+        ErrorCode::PortInUse,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -43,6 +46,7 @@ impl ErrorCode {
             ErrorCode::TargetUnreachable | ErrorCode::TargetTimeout => "target_unreachable",
             ErrorCode::TargetHandshakeFailed => "target_handshake_failed",
             ErrorCode::OverCapacity => "over_capacity",
+            ErrorCode::PortInUse => "port_in_use",
         }
     }
 
@@ -56,7 +60,7 @@ impl ErrorCode {
             ErrorCode::TargetUnreachable
             | ErrorCode::TargetTimeout
             | ErrorCode::TargetHandshakeFailed => close_code::BAD_GATEWAY,
-            ErrorCode::OverCapacity => close_code::TRY_AGAIN_LATER,
+            ErrorCode::OverCapacity | ErrorCode::PortInUse => close_code::TRY_AGAIN_LATER,
         }
     }
 
@@ -70,6 +74,7 @@ impl ErrorCode {
             ErrorCode::TargetUnreachable | ErrorCode::TargetHandshakeFailed => 502,
             ErrorCode::TargetTimeout => 504,
             ErrorCode::OverCapacity => 503,
+            ErrorCode::PortInUse => 409,
         }
     }
 }

@@ -28,15 +28,36 @@ use crate::ws::handshake::accept_response;
 /// The exact status message of the original protocol.
 pub const CONNECTED: &str = r#"{"status":"已连接"}"#;
 
-/// A dialed, upgraded target with the user it was opened for.
+/// A dialed, upgraded target (or a published port) with the user it was
+/// opened for.
 struct Opened {
     /// Dial + TLS + upgrade toward the target.
     setup: std::time::Duration,
     user: Arc<User>,
     _slot: SessionSlot,
     url: TargetUrl,
-    stream: Endpoint,
-    upgrade: TargetUpgrade,
+    far: Far,
+}
+
+/// What the client's session is relayed to.
+enum Far {
+    /// A `ws://`, `wss://` or `tcp://` target.
+    Target {
+        stream: Endpoint,
+        upgrade: TargetUpgrade,
+    },
+    /// A reverse tunnel's published port (`publish://`).
+    Published(monoio::net::TcpListener),
+}
+
+impl Opened {
+    /// The subprotocol to answer the client with.
+    fn protocol(&self) -> Option<&str> {
+        match &self.far {
+            Far::Target { upgrade, .. } => upgrade.protocol.as_deref(),
+            Far::Published(_) => None,
+        }
+    }
 }
 
 /// An upgrade request on the relay path, as the front door hands it over.
@@ -78,6 +99,7 @@ pub async fn run(shard: &Shard, cfg: Rc<ServerConfig>, req: UpgradeRequest) {
     };
     let started = Instant::now();
     let protocols = offered_protocols(&head);
+    let keepalive = crate::tunnel::publish::keepalive(&head);
     // Nothing of the request head may outlive the handshake.
     drop(head);
     let opened = if let Some(creds) = creds {
@@ -88,7 +110,7 @@ pub async fn run(shard: &Shard, cfg: Rc<ServerConfig>, req: UpgradeRequest) {
         match open_target(shard, &cfg, &creds, peer, protocols.as_deref()).await {
             Err(e) => return refuse_http(shard, &client, peer, &e).await,
             Ok(o) => {
-                let answer = accept_response(&key, o.upgrade.protocol.as_deref());
+                let answer = accept_response(&key, o.protocol());
                 if client.write_all(&answer).await.is_err() {
                     return;
                 }
@@ -134,7 +156,7 @@ pub async fn run(shard: &Shard, cfg: Rc<ServerConfig>, req: UpgradeRequest) {
             }
         }
     };
-    relay_opened(shard, &cfg, client, opened, rest, started).await;
+    relay_opened(shard, &cfg, client, opened, rest, started, keepalive).await;
 }
 
 /// Flushes what each side sent early, relays, and logs the session end.
@@ -145,37 +167,45 @@ async fn relay_opened(
     mut o: Opened,
     client_early: Vec<u8>,
     started: Instant,
+    keepalive: crate::tunnel::bridge::Keepalive,
 ) {
-    let target_early = std::mem::take(&mut o.upgrade.early);
-    // A tcp:// target gets the client's frames decoded by the bridge.
-    if !o.url.tcp
-        && (o.stream.write_all(&client_early).await.is_err()
-            || client.write_all(&target_early).await.is_err())
-    {
-        return;
-    }
+    use crate::tunnel::bridge::{bridge, Role};
     let kind = match o.url.tcp {
         true => SessionKind::Tunnel,
         false => SessionKind::Relay,
     };
     let _open = shard.metrics.session(kind);
     let ctx = ForwardCtx::of_shard(shard, cfg);
-    let out = if o.url.tcp {
-        use crate::tunnel::bridge::{bridge, Role};
-        bridge(&ctx, Role::RELAY, &client, &o.stream, client_early).await
-    } else {
-        passthrough(&ctx, &client, &o.stream, client_early, target_early).await
-    };
-    let tls_kind = |ep: &Endpoint| match ep.tls_resumed() {
-        None => "none",
-        Some(true) => "resumed",
-        Some(false) => "full",
+    let (out, target_tls) = match o.far {
+        Far::Published(listener) => {
+            let out =
+                crate::tunnel::publish::serve(&ctx, &client, listener, client_early, keepalive);
+            (out.await, "none")
+        }
+        // A tcp:// target gets the client's frames decoded by the bridge.
+        Far::Target { ref stream, .. } if o.url.tcp => {
+            let out = bridge(&ctx, Role::RELAY, &client, stream, client_early, None).await;
+            (out, "none")
+        }
+        Far::Target {
+            ref stream,
+            ref mut upgrade,
+        } => {
+            let target_early = std::mem::take(&mut upgrade.early);
+            if stream.write_all(&client_early).await.is_err()
+                || client.write_all(&target_early).await.is_err()
+            {
+                return;
+            }
+            let out = passthrough(&ctx, &client, stream, client_early, target_early).await;
+            (out, tls_kind(stream))
+        }
     };
     info!(
         shard = shard.id,
         user = %o.user.name,
         client_tls = tls_kind(&client),
-        target_tls = tls_kind(&o.stream),
+        target_tls,
         target = %o.url.host_header,
         tcp = o.url.tcp,
         target_setup_us = o.setup.as_micros() as u64,
@@ -202,6 +232,18 @@ async fn open_target(
         shard.shared.throttle.record_failure(peer.ip());
         return Err(RelayError::new(ErrorCode::AuthFailed, "unknown token"));
     };
+    if let Some(addr) = crate::tunnel::publish::requested(&creds.target) {
+        let addr = addr?;
+        let slot = claim_slot(&user)?;
+        let listener = crate::tunnel::publish::listen(&user, addr)?;
+        return Ok(Opened {
+            setup: std::time::Duration::ZERO,
+            url: target::parse_target(&format!("tcp://{addr}"))?,
+            user,
+            _slot: slot,
+            far: Far::Published(listener),
+        });
+    }
     let url = target::parse_target(&creds.target)?;
     if !user.may_reach(&creds.target) {
         return Err(RelayError::new(
@@ -209,15 +251,7 @@ async fn open_target(
             format!("target not allowed for user {}", user.name),
         ));
     }
-    let slot = user.claim_session().ok_or_else(|| {
-        RelayError::new(
-            ErrorCode::OverCapacity,
-            format!(
-                "user {} has reached max_sessions ({})",
-                user.name, user.max_sessions
-            ),
-        )
-    })?;
+    let slot = claim_slot(&user)?;
     let timeout = std::time::Duration::from_secs(cfg.connect_timeout_secs);
     let dial_started = Instant::now();
     let tls = url.secure.then(|| shard.target_tls());
@@ -229,10 +263,12 @@ async fn open_target(
             user,
             _slot: slot,
             url,
-            stream: Endpoint::plain(tcp),
-            upgrade: TargetUpgrade {
-                protocol,
-                early: Vec::new(),
+            far: Far::Target {
+                stream: Endpoint::plain(tcp),
+                upgrade: TargetUpgrade {
+                    protocol,
+                    early: Vec::new(),
+                },
             },
         });
     }
@@ -249,9 +285,28 @@ async fn open_target(
         user,
         _slot: slot,
         url,
-        stream,
-        upgrade,
+        far: Far::Target { stream, upgrade },
     })
+}
+
+fn claim_slot(user: &Arc<User>) -> Result<SessionSlot, RelayError> {
+    user.claim_session().ok_or_else(|| {
+        RelayError::new(
+            ErrorCode::OverCapacity,
+            format!(
+                "user {} has reached max_sessions ({})",
+                user.name, user.max_sessions
+            ),
+        )
+    })
+}
+
+fn tls_kind(ep: &Endpoint) -> &'static str {
+    match ep.tls_resumed() {
+        None => "none",
+        Some(true) => "resumed",
+        Some(false) => "full",
+    }
 }
 
 fn capacity_error() -> RelayError {

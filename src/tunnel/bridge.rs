@@ -5,6 +5,10 @@
 //! `tcp://` targets (server role: peer frames masked, ours not); the tunnel
 //! client runs it toward the relay (client role: the reverse).
 //!
+//! The stream side is anything `ByteStream`: a TCP socket, or the pipe
+//! into a reverse tunnel's multiplexer (`pipe.rs`), whose control session
+//! also runs a keepalive (`Keepalive`).
+//!
 //! Owns the two pumps and the session-end policy of a bridged session.
 //! Must not: allocate per message (pooled buffers, frames built in place),
 //! queue without bound (each pump waits for its writer), or let two writers
@@ -34,6 +38,67 @@ const PROTOCOL_ERROR: u16 = 1002;
 const DRAIN_IDLE: Duration = Duration::from_secs(60);
 /// RFC 6455 §7.4.1: the Close frame carried no code.
 const NO_STATUS: u16 = 1005;
+
+/// What the bridge carries WebSocket payloads to and from.
+pub trait ByteStream {
+    /// Waits until a read may make progress.
+    fn readable(&self) -> impl Future<Output = io::Result<()>>;
+    /// One non-blocking read: `Ok(Some(0))` = EOF, `Ok(None)` = nothing now.
+    fn try_read(&self, buf: &mut [u8]) -> io::Result<Option<usize>>;
+    fn write_all(&self, buf: &[u8]) -> impl Future<Output = io::Result<()>>;
+    /// Ends our sending side (FIN).
+    fn shutdown_write(&self) -> impl Future<Output = ()>;
+}
+
+impl ByteStream for Endpoint {
+    fn readable(&self) -> impl Future<Output = io::Result<()>> {
+        Endpoint::readable(self)
+    }
+    fn try_read(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        Endpoint::try_read(self, buf)
+    }
+    fn write_all(&self, buf: &[u8]) -> impl Future<Output = io::Result<()>> {
+        Endpoint::write_all(self, buf)
+    }
+    fn shutdown_write(&self) -> impl Future<Output = ()> {
+        Endpoint::shutdown_write(self)
+    }
+}
+
+impl ByteStream for super::pipe::WsEnd {
+    fn readable(&self) -> impl Future<Output = io::Result<()>> {
+        super::pipe::WsEnd::readable(self)
+    }
+    fn try_read(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        super::pipe::WsEnd::try_read(self, buf)
+    }
+    fn write_all(&self, buf: &[u8]) -> impl Future<Output = io::Result<()>> {
+        super::pipe::WsEnd::write_all(self, buf)
+    }
+    async fn shutdown_write(&self) {
+        super::pipe::WsEnd::shutdown_write(self)
+    }
+}
+
+/// Pings the WebSocket peer every `interval`, and ends the session when
+/// nothing at all has arrived from it for `dead_after`: a control session
+/// whose peer vanished without a FIN (a cut link, a frozen NAT) is noticed
+/// within that bound instead of never.
+#[derive(Clone, Copy, Debug)]
+pub struct Keepalive {
+    pub interval: Duration,
+    pub dead_after: Duration,
+}
+
+impl Keepalive {
+    /// Three missed intervals mean the peer is gone.
+    pub fn every(interval: Duration) -> Keepalive {
+        Keepalive {
+            interval,
+            dead_after: interval * 3,
+        }
+    }
+}
 
 /// A re-armable wake-up from the up pump to the down pump (pongs to send).
 #[derive(Default)]
@@ -128,6 +193,10 @@ struct Shared {
     /// The latest Ping's payload, still to be answered (RFC 6455 §5.5.3
     /// allows answering only the most recent one).
     pong: RefCell<Option<([u8; 125], usize)>>,
+    /// The keepalive wants a Ping sent.
+    ping_due: Cell<bool>,
+    /// When the WebSocket peer last sent anything (for the keepalive).
+    heard: Cell<Instant>,
     wake_down: Notify,
     /// The down pump is halfway through a frame: nothing may be injected.
     mid_frame: Cell<bool>,
@@ -170,6 +239,8 @@ enum First {
     Down(DownEnd),
     Idle,
     Shutdown,
+    /// The keepalive heard nothing for this long.
+    Silent(Duration),
 }
 
 /// Bridges until the session ends. `early` holds client frames that
@@ -178,13 +249,16 @@ pub async fn bridge(
     ctx: &ForwardCtx<'_>,
     role: Role,
     client: &Endpoint,
-    tcp: &Endpoint,
+    tcp: &impl ByteStream,
     early: Vec<u8>,
+    keepalive: Option<Keepalive>,
 ) -> Outcome {
     let st = Shared {
         role,
         masks: role.masks.then(Masks::new),
         pong: RefCell::new(None),
+        ping_due: Cell::new(false),
+        heard: Cell::new(Instant::now()),
         wake_down: Notify::default(),
         mid_frame: Cell::new(false),
         peer_close: Cell::new(None),
@@ -200,6 +274,7 @@ pub async fn bridge(
         e = &mut down_f => First::Down(e),
         _ = idle_watch(&st.clock, ctx.idle_timeout) => First::Idle,
         _ = ctx.close_all.wait() => First::Shutdown,
+        d = keep_alive(&st, keepalive) => First::Silent(d),
     };
     // Half-close: the peer's Close is a FIN toward the stream and the
     // stream's FIN is a Close toward the peer (sent by the down pump), while
@@ -280,6 +355,11 @@ fn describe_end(first: &First, role: Role) -> (&'static str, String, Close) {
         }
         First::Idle => ("relay", "idle timeout".into(), going("idle timeout")),
         First::Shutdown => ("relay", "shutdown".into(), going("shutting down")),
+        First::Silent(d) => (
+            ws,
+            format!("{ws} silent for {}s (keepalive)", d.as_secs()),
+            going("keepalive timeout"),
+        ),
     }
 }
 
@@ -292,11 +372,27 @@ fn echo_code(code: u16) -> u16 {
     }
 }
 
+/// Asks the down pump for a Ping every interval; returns once the peer has
+/// been silent for `dead_after`. Without a keepalive it never returns.
+async fn keep_alive(st: &Shared, keepalive: Option<Keepalive>) -> Duration {
+    let Some(k) = keepalive else {
+        return std::future::pending().await;
+    };
+    loop {
+        monoio::time::sleep(k.interval).await;
+        if st.heard.get().elapsed() >= k.dead_after {
+            return k.dead_after;
+        }
+        st.ping_due.set(true);
+        st.wake_down.notify();
+    }
+}
+
 /// Client → service: decode frames, unmask in place, write payloads.
 async fn up(
     ctx: &ForwardCtx<'_>,
     client: &Endpoint,
-    tcp: &Endpoint,
+    tcp: &impl ByteStream,
     st: &Shared,
     mut early: Vec<u8>,
 ) -> UpEnd {
@@ -320,6 +416,7 @@ async fn up(
                 Ok(None) => break,
                 Err(e) => return UpEnd::ReadError(e),
             };
+            st.heard.set(Instant::now());
             if let Some(end) = feed(&mut dec, &mut buf[..n], tcp, st).await {
                 return end;
             }
@@ -331,7 +428,12 @@ async fn up(
 }
 
 /// Handles one chunk of client bytes; `Some` when the session must end.
-async fn feed(dec: &mut Decoder, chunk: &mut [u8], tcp: &Endpoint, st: &Shared) -> Option<UpEnd> {
+async fn feed(
+    dec: &mut Decoder,
+    chunk: &mut [u8],
+    tcp: &impl ByteStream,
+    st: &Shared,
+) -> Option<UpEnd> {
     let mut pos = 0;
     loop {
         match dec.next(chunk, &mut pos) {
@@ -359,7 +461,12 @@ async fn feed(dec: &mut Decoder, chunk: &mut [u8], tcp: &Endpoint, st: &Shared) 
 
 /// Service → client: each read leaves as one binary frame, its header
 /// written into the buffer just before the payload.
-async fn down(ctx: &ForwardCtx<'_>, client: &Endpoint, tcp: &Endpoint, st: &Shared) -> DownEnd {
+async fn down(
+    ctx: &ForwardCtx<'_>,
+    client: &Endpoint,
+    tcp: &impl ByteStream,
+    st: &Shared,
+) -> DownEnd {
     loop {
         monoio::select! {
             r = tcp.readable() => {
@@ -369,7 +476,7 @@ async fn down(ctx: &ForwardCtx<'_>, client: &Endpoint, tcp: &Endpoint, st: &Shar
             }
             _ = st.wake_down.notified() => {}
         }
-        if let Err(e) = send_pong(client, st).await {
+        if let Err(e) = send_control(client, st).await {
             return DownEnd::ClientWrite(e);
         }
         let mut buf = ctx.buffers.borrow();
@@ -411,11 +518,26 @@ async fn down(ctx: &ForwardCtx<'_>, client: &Endpoint, tcp: &Endpoint, st: &Shar
     }
 }
 
+/// Sends what the up pump and the keepalive asked for: a Pong, a Ping.
+async fn send_control(client: &Endpoint, st: &Shared) -> io::Result<()> {
+    send_pong(client, st).await?;
+    if st.ping_due.replace(false) {
+        let ping = build_frame(opcode::PING, &[], st.mask());
+        st.mid_frame.set(true);
+        client.write_all(&ping).await?;
+        st.mid_frame.set(false);
+    }
+    Ok(())
+}
+
 async fn send_pong(client: &Endpoint, st: &Shared) -> io::Result<()> {
     let Some((payload, len)) = st.pong.borrow_mut().take() else {
         return Ok(());
     };
     let mut frame = [0u8; MAX_HEADER_LEN + 125];
+    // The client role masks every frame it sends, control frames included
+    // (RFC 6455 §5.3): the relay refuses an unmasked one.
+    let mask = st.mask();
     let h = encode_header(
         (&mut frame[..MAX_HEADER_LEN])
             .try_into()
@@ -423,9 +545,12 @@ async fn send_pong(client: &Endpoint, st: &Shared) -> io::Result<()> {
         true,
         opcode::PONG,
         len as u64,
-        None,
+        mask,
     );
     frame[h..h + len].copy_from_slice(&payload[..len]);
+    if let Some(m) = mask {
+        apply_mask(&mut frame[h..h + len], m, 0);
+    }
     st.mid_frame.set(true);
     client.write_all(&frame[..h + len]).await?;
     st.mid_frame.set(false);

@@ -11,6 +11,9 @@
 pub mod bridge;
 pub mod client;
 pub mod decode;
+pub mod mux;
+pub mod pipe;
+pub mod publish;
 
 /// The subprotocol websockify offers and accepts for raw binary frames.
 pub const BINARY_PROTOCOL: &str = "binary";

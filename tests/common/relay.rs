@@ -58,6 +58,8 @@ pub struct UserSpec {
     pub max_sessions: Option<usize>,
     /// `routes = [...]`: the token routes this user may use.
     pub routes: Option<Vec<String>>,
+    /// `publish_ports = [...]`: ports its reverse tunnels may publish.
+    pub publish_ports: Option<Vec<u16>>,
 }
 
 impl UserSpec {
@@ -68,6 +70,7 @@ impl UserSpec {
             allowed_targets: None,
             max_sessions: None,
             routes: None,
+            publish_ports: None,
         }
     }
     pub fn alice() -> UserSpec {
@@ -85,6 +88,10 @@ impl UserSpec {
     }
     pub fn max_sessions(mut self, n: usize) -> UserSpec {
         self.max_sessions = Some(n);
+        self
+    }
+    pub fn publish(mut self, ports: &[u16]) -> UserSpec {
+        self.publish_ports = Some(ports.to_vec());
         self
     }
     pub fn routes(mut self, names: &[&str]) -> UserSpec {
@@ -215,6 +222,10 @@ impl RelayConfig {
             if let Some(routes) = &u.routes {
                 let list: Vec<String> = routes.iter().map(|t| toml_str(t)).collect();
                 s.push_str(&format!("routes = [{}]\n", list.join(", ")));
+            }
+            if let Some(ports) = &u.publish_ports {
+                let list: Vec<String> = ports.iter().map(|p| p.to_string()).collect();
+                s.push_str(&format!("publish_ports = [{}]\n", list.join(", ")));
             }
         }
         s.push_str("\n[logging]\n");
@@ -529,6 +540,15 @@ impl Relay {
     /// SIGKILL, no shutdown: what a crash looks like.
     pub fn kill_hard(&mut self) {
         self.kill_now();
+    }
+
+    /// A crash, then the same config started again on the same port.
+    pub async fn crash_and_restart(&mut self) {
+        self.kill_now();
+        self.spawn();
+        if let Err(e) = self.wait_healthy(Duration::from_secs(10)).await {
+            panic!("relay did not come back: {e}\n{}", self.log());
+        }
     }
 
     fn kill_now(&mut self) {

@@ -1,5 +1,6 @@
 //! `client.toml` for `ws-relay-core tunnel`: the relay to reach, the token,
-//! TLS trust, an optional HTTP CONNECT proxy, and the forwards.
+//! TLS trust, an optional HTTP CONNECT proxy, the forwards, and the
+//! reverse tunnels (`[[proxies]]`).
 //!
 //! Also reads the tls-tunnel seed's `client-wss.toml` keys (`server_addr`,
 //! `server_port`, `transport`, `auth_key`), so its users switch by changing
@@ -22,9 +23,9 @@ struct File {
     client: ClientSection,
     #[serde(default)]
     forwards: Vec<ForwardSection>,
-    /// The seed's reverse tunnels; refused with a clear error until built.
+    /// Reverse tunnels, in the seed's shape.
     #[serde(default)]
-    proxies: Vec<toml::Value>,
+    proxies: Vec<ProxySection>,
 }
 
 #[derive(Deserialize)]
@@ -39,6 +40,9 @@ struct ClientSection {
     path: Option<String>,
     #[serde(default = "default_connect_timeout")]
     connect_timeout_secs: u64,
+    /// Reverse tunnels' keepalive ping interval; three missed = dead.
+    #[serde(default = "default_keepalive")]
+    keepalive_secs: u64,
     // The seed's names.
     server_addr: Option<String>,
     server_port: Option<u16>,
@@ -48,6 +52,36 @@ struct ClientSection {
 
 fn default_connect_timeout() -> u64 {
     10
+}
+
+fn default_keepalive() -> u64 {
+    10
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProxySection {
+    name: String,
+    #[serde(default = "default_proxy_type")]
+    proxy_type: String,
+    #[serde(default = "default_publish_addr")]
+    publish_addr: String,
+    publish_port: u16,
+    #[serde(default = "default_local_addr")]
+    local_addr: String,
+    local_port: u16,
+}
+
+fn default_proxy_type() -> String {
+    "tcp".into()
+}
+
+fn default_publish_addr() -> String {
+    "0.0.0.0".into()
+}
+
+fn default_local_addr() -> String {
+    "127.0.0.1".into()
 }
 
 #[derive(Deserialize)]
@@ -81,6 +115,16 @@ pub struct Forward {
     pub target: String,
 }
 
+/// One `[[proxies]]` entry: publish `local_host:local_port` (reached from
+/// this machine) on `publish` of the relay host.
+#[derive(Debug, Clone)]
+pub struct Publish {
+    pub name: String,
+    pub publish: SocketAddr,
+    pub local_host: String,
+    pub local_port: u16,
+}
+
 /// A validated client config.
 #[derive(Clone)]
 pub struct ClientConfig {
@@ -90,7 +134,9 @@ pub struct ClientConfig {
     pub ca_cert_path: Option<String>,
     pub proxy: Option<HttpProxy>,
     pub connect_timeout_secs: u64,
+    pub keepalive_secs: u64,
     pub forwards: Vec<Forward>,
+    pub proxies: Vec<Publish>,
 }
 
 impl fmt::Debug for ClientConfig {
@@ -100,6 +146,7 @@ impl fmt::Debug for ClientConfig {
             .field("token", &"<redacted>")
             .field("proxy", &self.proxy)
             .field("forwards", &self.forwards)
+            .field("proxies", &self.proxies)
             .finish()
     }
 }
@@ -128,12 +175,6 @@ impl ClientConfig {
                 .unwrap_or(0),
             message: e.message().to_string(),
         })?;
-        if !file.proxies.is_empty() {
-            return Err(invalid(
-                "[[proxies]]",
-                "[[proxies]] (reverse tunnels, publishing a local service on the relay host) are not built yet; use [[forwards]]".into(),
-            ));
-        }
         let c = file.client;
         let server = server_url(&c).map_err(|(k, m)| invalid(k, m))?;
         let token = c
@@ -178,6 +219,7 @@ impl ClientConfig {
                 target: format!("tcp://{}", t.host_header),
             });
         }
+        let proxies = publishes(&file.proxies).map_err(|(k, m)| invalid(k, m))?;
         Ok(ClientConfig {
             server,
             token,
@@ -185,9 +227,63 @@ impl ClientConfig {
             ca_cert_path: c.ca_cert_path,
             proxy,
             connect_timeout_secs: c.connect_timeout_secs.max(1),
+            keepalive_secs: c.keepalive_secs.clamp(1, 300),
             forwards,
+            proxies,
         })
     }
+}
+
+/// `[[proxies]]`: `proxy_type = "http/1.1"` is carried as TCP, like
+/// `"tcp"` (HTTP/1.1 is bytes on a stream; the relay does not parse it).
+fn publishes(entries: &[ProxySection]) -> Result<Vec<Publish>, (&'static str, String)> {
+    let mut out: Vec<Publish> = Vec::with_capacity(entries.len());
+    for (i, p) in entries.iter().enumerate() {
+        if out.iter().any(|o| o.name == p.name) {
+            return Err((
+                "name",
+                format!("proxies[{i}].name: duplicate name {:?}", p.name),
+            ));
+        }
+        if !matches!(p.proxy_type.as_str(), "tcp" | "http/1.1") {
+            return Err((
+                "proxy_type",
+                format!(
+                    "proxies[{i}].proxy_type: {:?} is not supported: use \"tcp\" (\"http/1.1\" is carried as tcp)",
+                    p.proxy_type
+                ),
+            ));
+        }
+        let ip: std::net::IpAddr = p.publish_addr.parse().map_err(|_| {
+            (
+                "publish_addr",
+                format!(
+                    "proxies[{i}].publish_addr: {:?} is not an IP address",
+                    p.publish_addr
+                ),
+            )
+        })?;
+        if p.publish_port == 0 || p.local_port == 0 {
+            return Err((
+                "publish_port",
+                format!("proxies[{i}]: publish_port and local_port must not be 0"),
+            ));
+        }
+        let publish = SocketAddr::new(ip, p.publish_port);
+        if out.iter().any(|o| o.publish == publish) {
+            return Err((
+                "publish_port",
+                format!("proxies[{i}].publish_port: {publish} is published twice"),
+            ));
+        }
+        out.push(Publish {
+            name: p.name.clone(),
+            publish,
+            local_host: p.local_addr.trim_matches(['[', ']']).to_string(),
+            local_port: p.local_port,
+        });
+    }
+    Ok(out)
 }
 
 /// `server = "wss://host/path"`, or the seed's `server_addr`/`server_port`
@@ -295,12 +391,22 @@ mod tests {
         let c = parse(seed).unwrap();
         assert_eq!(c.server.host_header, "your-server.com");
         assert_eq!(c.token, "k");
-        let with_proxies = format!("{seed}[[proxies]]\nname = \"ssh\"\nproxy_type = \"tcp\"\npublish_addr = \"0.0.0.0\"\npublish_port = 2222\nlocal_port = 22\n");
-        let e = parse(&with_proxies).err().unwrap().to_string();
-        assert!(
-            e.starts_with("client.toml:7:") && e.contains("not built yet"),
-            "{e}"
+        // The seed's own two entries, as written.
+        let with_proxies = format!("{seed}[[proxies]]\nname = \"web-server\"\nproxy_type = \"http/1.1\"\npublish_addr = \"0.0.0.0\"\npublish_port = 8080\nlocal_port = 80\n\n[[proxies]]\nname = \"ssh-server\"\nproxy_type = \"tcp\"\npublish_addr = \"0.0.0.0\"\npublish_port = 2222\nlocal_port = 22\n");
+        let c = parse(&with_proxies).unwrap();
+        assert_eq!(c.proxies.len(), 2);
+        assert_eq!(c.proxies[1].publish, "0.0.0.0:2222".parse().unwrap());
+        assert_eq!(
+            (c.proxies[1].local_host.as_str(), c.proxies[1].local_port),
+            ("127.0.0.1", 22)
         );
+        assert_eq!(c.keepalive_secs, 10);
+        let bad = format!("{seed}[[proxies]]\nname = \"x\"\nproxy_type = \"udp\"\npublish_port = 1\nlocal_port = 2\n");
+        let e = parse(&bad).err().unwrap().to_string();
+        assert!(e.starts_with("client.toml:9: proxies[0].proxy_type"), "{e}");
+        let twice = format!("{seed}[[proxies]]\nname = \"a\"\npublish_port = 1\nlocal_port = 2\n[[proxies]]\nname = \"b\"\npublish_port = 1\nlocal_port = 3\n");
+        let e = parse(&twice).err().unwrap().to_string();
+        assert!(e.contains("published twice"), "{e}");
     }
 
     #[test]

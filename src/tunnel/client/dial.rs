@@ -112,13 +112,12 @@ async fn open_inner(
         }
     };
     let key = generate_key();
-    ws.write_all(&upgrade_request(server, &cfg.token, target, &key))
-        .await?;
+    ws.write_all(&upgrade_request(cfg, target, &key)).await?;
     let early = read_upgrade(&ws, &key).await?;
     Ok(Tunnel { ws, early })
 }
 
-async fn connect(
+pub(super) async fn connect(
     dns: &DnsCache,
     what: &'static str,
     host: &str,
@@ -202,9 +201,12 @@ async fn through_proxy(
     }
 }
 
-fn upgrade_request(server: &TargetUrl, token: &str, target: &str, key: &str) -> Vec<u8> {
+/// The upgrade with handshake-time auth; `X-Relay-Keepalive` tells the
+/// relay how often a reverse tunnel's control session pings.
+fn upgrade_request(cfg: &ClientConfig, target: &str, key: &str) -> Vec<u8> {
+    let (server, token, keepalive) = (&cfg.server, &cfg.token, cfg.keepalive_secs);
     format!(
-        "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: binary\r\nAuthorization: Bearer {token}\r\nX-Relay-Target: {target}\r\nUser-Agent: ws-relay-core-tunnel\r\n\r\n",
+        "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: binary\r\nAuthorization: Bearer {token}\r\nX-Relay-Target: {target}\r\nX-Relay-Keepalive: {keepalive}\r\nUser-Agent: ws-relay-core-tunnel\r\n\r\n",
         server.path, server.host_header
     )
     .into_bytes()

@@ -1,8 +1,9 @@
-//! `ws-relay-core tunnel`: the forward tunnel client. Each connection
-//! accepted on a `[[forwards]] listen` address opens one tunnel session to
-//! the relay (`tcp://` target, handshake-time auth) and is bridged over it;
-//! `--stdio` carries standard input and output instead, for SSH's
-//! `ProxyCommand`.
+//! `ws-relay-core tunnel`: the tunnel client. Each connection accepted on a
+//! `[[forwards]] listen` address opens one tunnel session to the relay
+//! (`tcp://` target, handshake-time auth) and is bridged over it; `--stdio`
+//! carries standard input and output instead, for SSH's `ProxyCommand`.
+//! Each `[[proxies]]` entry publishes a local service on the relay host
+//! (`reverse.rs`).
 //!
 //! Runs one monoio runtime on the calling thread (io_uring, or epoll where
 //! that is unavailable), with DNS on a small thread pool. Must not: block
@@ -10,6 +11,7 @@
 
 pub mod config;
 pub mod dial;
+mod reverse;
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;
@@ -49,7 +51,7 @@ pub enum TunnelError {
     Runtime(std::io::Error),
     #[error(transparent)]
     Dial(#[from] DialError),
-    #[error("nothing to do: the config has no [[forwards]] (or use --stdio tcp://host:port)")]
+    #[error("nothing to do: the config has no [[forwards]] or [[proxies]] (or use --stdio tcp://host:port)")]
     NoForwards,
 }
 
@@ -88,7 +90,7 @@ impl Client {
 
 /// Runs the forwards in `cfg`, or one `--stdio` session to `stdio_target`.
 pub fn run(cfg: ClientConfig, stdio_target: Option<String>) -> Result<(), TunnelError> {
-    if stdio_target.is_none() && cfg.forwards.is_empty() {
+    if stdio_target.is_none() && cfg.forwards.is_empty() && cfg.proxies.is_empty() {
         return Err(TunnelError::NoForwards);
     }
     let tls = match cfg.server.secure {
@@ -147,6 +149,12 @@ async fn run_forwards(client: Rc<Client>) -> Result<(), TunnelError> {
     for (l, target) in listeners {
         tasks.push(monoio::spawn(accept_loop(client.clone(), l, target)));
     }
+    for p in &client.cfg.proxies {
+        tasks.push(monoio::spawn(reverse::publish_forever(
+            client.clone(),
+            p.clone(),
+        )));
+    }
     for t in tasks {
         t.await;
     }
@@ -180,7 +188,15 @@ async fn carry(client: Rc<Client>, local: TcpStream, peer: SocketAddr, target: S
     };
     let local = Endpoint::plain(local);
     let ctx = client.forward_ctx();
-    let out = bridge(&ctx, Role::TUNNEL_CLIENT, &tunnel.ws, &local, tunnel.early).await;
+    let out = bridge(
+        &ctx,
+        Role::TUNNEL_CLIENT,
+        &tunnel.ws,
+        &local,
+        tunnel.early,
+        None,
+    )
+    .await;
     info!(
         peer = %peer,
         target = %target,
@@ -227,7 +243,15 @@ async fn run_stdio(client: Rc<Client>, target: String) -> Result<(), TunnelError
     let (local, _) = listener.accept().await.map_err(TunnelError::Runtime)?;
     let local = Endpoint::plain(local);
     let ctx = client.forward_ctx();
-    let out = bridge(&ctx, Role::TUNNEL_CLIENT, &tunnel.ws, &local, tunnel.early).await;
+    let out = bridge(
+        &ctx,
+        Role::TUNNEL_CLIENT,
+        &tunnel.ws,
+        &local,
+        tunnel.early,
+        None,
+    )
+    .await;
     info!(target = %target, closed_by = out.closed_by, reason = %out.reason, "tunnel end");
     drop(local);
     // Let the stdout copier write out what the tunnel delivered (this is
