@@ -3,12 +3,13 @@
 # bulk throughput (1 and 16 streams) direct, through OUR forward tunnel
 # (`ws-relay-core tunnel` -> relay `tcp://` target) over ws:// and wss://,
 # through wstunnel (built from source) over ws:// and wss://, and through
-# Debian's websockify as the server with our tunnel client in front.
+# Debian's websockify as the server with our tunnel client in front; and
+# through reverse tunnels: ours (`[[proxies]]`, one yamux control session)
+# and wstunnel's `-R`, each publishing the echo and the sink on the server.
 #
 # Same-core: every process (servers, tunnels, clients) runs under
 # `taskset -c $CPU` (default 0). Rounds are interleaved: each round starts
 # every system afresh, measures it, and stops it, in turn.
-# Reverse tunnels are not built yet, so there are no reverse rows.
 #
 #   cargo build --release --bin ws-relay-core
 #   benches/peers/wstunnel/build.sh /work/.mirror/erebe+wstunnel/repo
@@ -34,14 +35,15 @@ usage: benches/tunnel/tunnel.sh [--quick] [options]
   --bytes N       bytes per bulk run, shared by the streams (268435456 = 256 MiB)
   --cpu C         the one core everything is pinned to (0)
   --systems LIST  comma list of: direct,ours-ws,ours-wss,wstunnel-ws,wstunnel-wss,
-                  wstunnel-ws-mask,websockify (default: all but wstunnel-ws-mask)
+                  wstunnel-ws-mask,websockify,ours-rev-ws,ours-rev-wss,
+                  wstunnel-rev-ws,wstunnel-rev-wss (default: all but wstunnel-ws-mask)
   --summary DIR   where summary.md goes (docs/bench/tunnel-<stamp>)
   --raw DIR       where raw outputs go (target/bench/tunnel-<stamp>)
 USAGE
 }
 
 ROUNDS=5 PINGS=5000 WARMUP=500 BYTES=$((256 << 20)) CPU=0 SUMDIR="" RAWDIR=""
-SYSTEMS_ARG="direct,ours-ws,ours-wss,wstunnel-ws,wstunnel-wss,websockify"
+SYSTEMS_ARG="direct,ours-ws,ours-wss,wstunnel-ws,wstunnel-wss,websockify,ours-rev-ws,ours-rev-wss,wstunnel-rev-ws,wstunnel-rev-wss"
 ARGS_GIVEN="$*"
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -145,7 +147,7 @@ for s in "${SYSTEMS[@]}"; do
     case "$s" in
         wstunnel-*) [ -x "$WSTUNNEL" ] || die "$WSTUNNEL missing: run benches/peers/wstunnel/build.sh" ;;
         websockify) [ -x "$WEBSOCKIFY" ] || die "$WEBSOCKIFY missing: apt-get install -y websockify" ;;
-        direct|ours-ws|ours-wss) ;;
+        direct|ours-ws|ours-wss|ours-rev-ws|ours-rev-wss) ;;
         *) die "unknown system $s" ;;
     esac
 done
@@ -161,7 +163,7 @@ SINK_PID=$LAST; SINK=$(listen_port "$RAWDIR/logs/sink.err" "$SINK_PID") || die "
 log "echo on $ECHO, sink on $SINK"
 
 # ------------------------------------------------------------------ systems
-relay_config() {   # relay_config FILE PORT TLS
+relay_config() {   # relay_config FILE PORT TLS [PUBLISH_PORTS]
     cat >"$1" <<TOML
 [server]
 host = "127.0.0.1"
@@ -176,6 +178,7 @@ control_socket = "$(dirname "$1")/relay.sock"
 name = "bench"
 token = "$TOKEN"
 allowed_targets = ["tcp://127.0.0.1:$ECHO", "tcp://127.0.0.1:$SINK"]
+publish_ports = [${4:-}]
 [logging]
 level = "warn"
 directory = ""
@@ -185,7 +188,12 @@ client_config() {   # client_config FILE SERVER_URL SKIP_VERIFY (LISTEN TARGET).
     local f=$1 url=$2 skip=$3; shift 3
     printf '[client]\nserver = "%s"\ntoken = "%s"\nskip_verify = %s\n' "$url" "$TOKEN" "$skip" >"$f"
     while [ $# -gt 0 ]; do
-        printf '\n[[forwards]]\nlisten = "127.0.0.1:%s"\ntarget = "%s"\n' "$1" "$2" >>"$f"
+        case "$2" in
+            # publish:LOCAL_PORT: a reverse tunnel publishing LISTEN on the relay.
+            publish:*) printf '\n[[proxies]]\nname = "p%s"\npublish_addr = "127.0.0.1"\npublish_port = %s\nlocal_port = %s\n' \
+                "$1" "$1" "${2#publish:}" >>"$f" ;;
+            *) printf '\n[[forwards]]\nlisten = "127.0.0.1:%s"\ntarget = "%s"\n' "$1" "$2" >>"$f" ;;
+        esac
         shift 2
     done
 }
@@ -214,6 +222,30 @@ start_system() {
             EP=$(free_port) SP=$(free_port)
             start_our_client client "$scheme://127.0.0.1:$rp/" "$tls" \
                 "$EP" "tcp://127.0.0.1:$ECHO" "$SP" "tcp://127.0.0.1:$SINK"
+            ;;
+        ours-rev-ws|ours-rev-wss)
+            local tls=false scheme=ws
+            [ "$name" = ours-rev-wss ] && tls=true scheme=wss
+            rp=$(free_port) EP=$(free_port) SP=$(free_port)
+            relay_config "$D/relay.toml" "$rp" "$tls" "$EP, $SP"
+            cp "$D/relay.toml" "$RAWDIR/logs/$CASE-relay.toml"
+            spawn "$RAWDIR/logs/$CASE-relay.log" "${PIN[@]}" "$RELAY" --config "$D/relay.toml"
+            PIDS+=("$LAST"); wait_port "$rp" "$LAST" || return 1
+            start_our_client client "$scheme://127.0.0.1:$rp/" "$tls" \
+                "$EP" "publish:$ECHO" "$SP" "publish:$SINK"
+            ;;
+        wstunnel-rev-ws|wstunnel-rev-wss)
+            local scheme=ws
+            [ "$name" = wstunnel-rev-wss ] && scheme=wss
+            rp=$(free_port) EP=$(free_port) SP=$(free_port)
+            TOKIO_WORKER_THREADS=1 spawn "$RAWDIR/logs/$CASE-server.log" "${PIN[@]}" "$WSTUNNEL" \
+                --log-lvl WARN server "$scheme://127.0.0.1:$rp"
+            PIDS+=("$LAST"); wait_port "$rp" "$LAST" || return 1
+            TOKIO_WORKER_THREADS=1 spawn "$RAWDIR/logs/$CASE-client.log" "${PIN[@]}" "$WSTUNNEL" \
+                --log-lvl WARN client \
+                -R "tcp://127.0.0.1:$EP:127.0.0.1:$ECHO" -R "tcp://127.0.0.1:$SP:127.0.0.1:$SINK" \
+                "$scheme://127.0.0.1:$rp"
+            PIDS+=("$LAST")
             ;;
         wstunnel-ws|wstunnel-wss|wstunnel-ws-mask)
             local scheme=ws mask=()
@@ -355,7 +387,8 @@ p(f"- Duration {int(E['T_END']) - int(E['T_START'])} s; kernel {E['KERNEL']}; CP
 p(f"- ws-relay-core {E['OUR_REV']}{' (src/ modified)' if E['OUR_DIRTY'] != '0' else ''} release build; "
   f"wstunnel `{E['WST_VERSION']}` built from source {E['WST_REV'][:12]} "
   f"(its release profile, TLS backend {E['WST_FEAT']}); websockify {E['WEBSOCKIFY_VERSION']} (Debian).")
-p("- Reverse tunnels are not built yet: no reverse-tunnel rows, no `-R` comparison.\n")
+p("- Reverse rows: the bench client connects to ports published on the server by the tunnel "
+  "client (ours: `[[proxies]]`, one yamux control session per published port; wstunnel: `-R`).\n")
 
 names = {
     "direct": "direct (tcpbench → echo/sink)",
@@ -365,6 +398,10 @@ names = {
     "wstunnel-wss": "wstunnel wss://",
     "wstunnel-ws-mask": "wstunnel ws:// --websocket-mask-frame",
     "websockify": "websockify server, our client in front (ws://)",
+    "ours-rev-ws": "ours reverse ws:// (published port → relay → client → TCP)",
+    "ours-rev-wss": "ours reverse wss://",
+    "wstunnel-rev-ws": "wstunnel -R ws://",
+    "wstunnel-rev-wss": "wstunnel -R wss://",
 }
 p("## Medians over rounds (range)\n")
 p("| system | 64 B p50 µs | added p50 µs | 64 B p99 µs | bulk 1 stream MB/s | ×direct | bulk 16 streams MB/s | ×direct |")
@@ -407,6 +444,12 @@ for metric, label in (("bulk1", "1 stream"), ("bulk16", "16 streams")):
     bw, bs = ratio("ours-ws", "wstunnel-ws", metric), ratio("ours-wss", "wstunnel-wss", metric)
     tgt = "≥ 1.3× — " + verdict(bw, bs, lambda v: v >= 1.3)
     p(f"| our bulk ÷ wstunnel's bulk, {label} | {cell(bw)} | {cell(bs)} | {tgt if metric == 'bulk1' else '(≥ 1.3× asked for 1 stream) ' + verdict(bw, bs, lambda v: v >= 1.3)} |")
+if ("ours-rev-ws", "ping64_p50") in val:
+    aw, aS = ratio_added("ours-rev-ws", "wstunnel-rev-ws"), ratio_added("ours-rev-wss", "wstunnel-rev-wss")
+    p(f"| reverse: our added p50 ÷ wstunnel -R's | {cell(aw)} | {cell(aS)} | ≤ 0.7× — {verdict(aw, aS, lambda v: v <= 0.7)} |")
+    for metric, label in (("bulk1", "1 stream"), ("bulk16", "16 streams")):
+        bw, bs = ratio("ours-rev-ws", "wstunnel-rev-ws", metric), ratio("ours-rev-wss", "wstunnel-rev-wss", metric)
+        p(f"| reverse: our bulk ÷ wstunnel -R's, {label} | {cell(bw)} | {cell(bs)} | ≥ 1.3× — {verdict(bw, bs, lambda v: v >= 1.3)} |")
 if ("wstunnel-ws-mask", "ping64_p50") in val:
     am = ratio_added("ours-ws", "wstunnel-ws-mask")
     p(f"| same, against wstunnel ws:// with `--websocket-mask-frame`: added p50 | {cell(am)} | — | ≤ 0.7× |")

@@ -1,12 +1,13 @@
-//! TCP over WebSocket (SPEC §8), server side: `tcp://host:port` targets,
+//! TCP over WebSocket (SPEC §8): `tcp://host:port` targets,
 //! bridged websockify-style (binary messages ↔ stream bytes), so noVNC-style
 //! browser clients and tunnel clients reach TCP services through the relay.
 //!
 //! - `decode`: client frames → payload bytes (streaming, unmasked in place).
 //! - `bridge`: the two pumps and the session end (both WebSocket roles).
-//! - `client`: `ws-relay-core tunnel`, the forward tunnel client.
-//!
-//! Multiplexed reverse tunnels are not built yet (see README "Tunnels").
+//! - `client`: `ws-relay-core tunnel`, the tunnel client (forwards, stdio,
+//!   and the client side of reverse tunnels).
+//! - `publish`, `mux`, `pipe`: reverse tunnels (`publish://ADDR:PORT`), the
+//!   relay side, yamux over the control session, and the pipe joining them.
 
 pub mod bridge;
 pub mod client;
