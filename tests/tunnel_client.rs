@@ -286,3 +286,31 @@ async fn over_wss_with_a_ca_file_or_skip_verify() {
     let out = wait_exit(p).await;
     assert!(out.contains("TLS handshake with localhost failed"), "{out}");
 }
+
+#[tokio::test]
+async fn forwards_recover_after_a_relay_crash() {
+    let echo = tcp_echo().await;
+    let mut relay = Relay::start(RelayConfig::default().with_users(vec![relay_user(echo)])).await;
+    let dir = tempfile::tempdir().unwrap();
+    let listen = free_port();
+    let cfg = write_client_config(
+        dir.path(),
+        &format!(
+            "server = \"ws://127.0.0.1:{}/\"\ntoken = {ALICE_TOKEN:?}",
+            relay.port
+        ),
+        &[(listen, format!("tcp://127.0.0.1:{echo}"))],
+    );
+    let p = start_tunnel(dir.path(), &cfg, &[]);
+    wait_listening(listen, &p).await;
+    echo_through(listen, 1 << 20, 1).await;
+    // While the relay is down, a new local connection waits out the backoff
+    // instead of failing; once the relay is back it is carried.
+    relay.kill_hard();
+    let pending = tokio::spawn(echo_through(listen, 1 << 20, 2));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    relay.crash_and_restart().await;
+    pending.await.unwrap();
+    echo_through(listen, 1 << 20, 3).await;
+    assert!(p.log().contains("tunnel attempt failed"), "{}", p.log());
+}
