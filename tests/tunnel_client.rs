@@ -28,6 +28,20 @@ fn write_client_config(dir: &Path, client: &str, forwards: &[(u16, String)]) -> 
     path
 }
 
+/// A tunnel client forwarding a free local port to the echo service.
+async fn forwarding_client(relay_port: u16, echo: u16) -> (tempfile::TempDir, u16, Proc) {
+    let dir = tempfile::tempdir().unwrap();
+    let listen = free_port();
+    let cfg = write_client_config(
+        dir.path(),
+        &format!("server = \"ws://127.0.0.1:{relay_port}/\"\ntoken = {ALICE_TOKEN:?}"),
+        &[(listen, format!("tcp://127.0.0.1:{echo}"))],
+    );
+    let p = start_tunnel(dir.path(), &cfg, &[]);
+    wait_listening(listen, &p).await;
+    (dir, listen, p)
+}
+
 fn relay_user(echo: u16) -> UserSpec {
     UserSpec::alice().allowed(&[&format!("tcp://127.0.0.1:{echo}")])
 }
@@ -36,18 +50,7 @@ fn relay_user(echo: u16) -> UserSpec {
 async fn forwards_carry_many_concurrent_connections() {
     let echo = tcp_echo().await;
     let relay = Relay::start(RelayConfig::default().with_users(vec![relay_user(echo)])).await;
-    let dir = tempfile::tempdir().unwrap();
-    let listen = free_port();
-    let cfg = write_client_config(
-        dir.path(),
-        &format!(
-            "server = \"ws://127.0.0.1:{}/\"\ntoken = {ALICE_TOKEN:?}",
-            relay.port
-        ),
-        &[(listen, format!("tcp://127.0.0.1:{echo}"))],
-    );
-    let p = start_tunnel(dir.path(), &cfg, &[]);
-    wait_listening(listen, &p).await;
+    let (_dir, listen, p) = forwarding_client(relay.port, echo).await;
     echo_through(listen, 8 << 20, 1).await;
     let mut all = Vec::new();
     for i in 0..50u8 {
@@ -291,18 +294,7 @@ async fn over_wss_with_a_ca_file_or_skip_verify() {
 async fn forwards_recover_after_a_relay_crash() {
     let echo = tcp_echo().await;
     let mut relay = Relay::start(RelayConfig::default().with_users(vec![relay_user(echo)])).await;
-    let dir = tempfile::tempdir().unwrap();
-    let listen = free_port();
-    let cfg = write_client_config(
-        dir.path(),
-        &format!(
-            "server = \"ws://127.0.0.1:{}/\"\ntoken = {ALICE_TOKEN:?}",
-            relay.port
-        ),
-        &[(listen, format!("tcp://127.0.0.1:{echo}"))],
-    );
-    let p = start_tunnel(dir.path(), &cfg, &[]);
-    wait_listening(listen, &p).await;
+    let (_dir, listen, p) = forwarding_client(relay.port, echo).await;
     echo_through(listen, 1 << 20, 1).await;
     // While the relay is down, a new local connection waits out the backoff
     // instead of failing; once the relay is back it is carried.

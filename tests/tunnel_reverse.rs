@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::tcp::{echo_through, free_port, start_tunnel, wait_listening, Proc};
+use common::tcp::{echo_through, free_port, serve_echo, start_tunnel, wait_listening, Proc};
 use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -42,18 +42,7 @@ impl Echo {
     async fn start(port: u16) -> Echo {
         let l = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
         let port = l.local_addr().unwrap().port();
-        let task = tokio::spawn(async move {
-            while let Ok((mut s, _)) = l.accept().await {
-                tokio::spawn(async move {
-                    let mut buf = vec![0u8; 65536];
-                    while let Ok(n) = s.read(&mut buf).await {
-                        if n == 0 || s.write_all(&buf[..n]).await.is_err() {
-                            return;
-                        }
-                    }
-                });
-            }
-        });
+        let task = serve_echo(l);
         Echo { port, task }
     }
 

@@ -13,6 +13,12 @@ use super::{pattern, within, BIN, STEP};
 pub async fn tcp_echo() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = l.local_addr().unwrap().port();
+    serve_echo(l);
+    port
+}
+
+/// Echoes every connection `l` accepts; aborting the task closes `l`.
+pub fn serve_echo(l: TcpListener) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         while let Ok((mut s, _)) = l.accept().await {
             tokio::spawn(async move {
@@ -24,8 +30,7 @@ pub async fn tcp_echo() -> u16 {
                 }
             });
         }
-    });
-    port
+    })
 }
 
 /// A child process killed (and reaped) on drop.
