@@ -33,8 +33,7 @@ pub const SCHEME: &str = "publish://";
 /// The request header in which the client announces its keepalive interval
 /// (seconds); the relay pings at the same rate and gives up after three.
 pub const KEEPALIVE_HEADER: &str = "x-relay-keepalive";
-pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(10);
-const KEEPALIVE_RANGE: std::ops::RangeInclusive<u64> = 1..=300;
+pub const DEFAULT_KEEPALIVE_SECS: u64 = 10;
 
 /// `Some` when `target` asks to publish: the address to listen on.
 pub fn requested(target: &str) -> Option<Result<SocketAddr, RelayError>> {
@@ -51,13 +50,18 @@ pub fn requested(target: &str) -> Option<Result<SocketAddr, RelayError>> {
     }))
 }
 
+/// A keepalive interval within what both ends accept: 1–300 s.
+pub fn keepalive_secs(asked: u64) -> u64 {
+    asked.clamp(1, 300)
+}
+
 /// The keepalive the client asked for, within bounds.
 pub fn keepalive(head: &RequestHead) -> Keepalive {
     let secs = head
         .header(KEEPALIVE_HEADER)
         .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(|s| s.clamp(*KEEPALIVE_RANGE.start(), *KEEPALIVE_RANGE.end()));
-    Keepalive::every(secs.map_or(DEFAULT_KEEPALIVE, Duration::from_secs))
+        .map_or(DEFAULT_KEEPALIVE_SECS, keepalive_secs);
+    Keepalive::every(Duration::from_secs(secs))
 }
 
 /// Listens on `addr` for `user`, refusing ports it was not given and

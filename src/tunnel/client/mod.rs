@@ -32,7 +32,7 @@ use crate::net::dns::DnsCache;
 use crate::net::endpoint::Endpoint;
 use crate::net::pool::{BufferPool, PipePool};
 use crate::net::sockopt::tune_stream;
-use crate::relay::forward::ForwardCtx;
+use crate::relay::forward::{ForwardCtx, Outcome};
 use crate::shard::event::Event;
 use crate::tls::target::TargetTrust;
 
@@ -58,7 +58,7 @@ pub enum TunnelError {
 /// Attempts per local connection, and the first wait between them (doubled
 /// each time): rides out a relay restart of about a second.
 const ATTEMPTS: u32 = 4;
-const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+pub(super) const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 
 /// What every session of this client shares.
 struct Client {
@@ -85,6 +85,20 @@ impl Client {
             close_all: &self.never,
             reserved_bits: false,
         }
+    }
+
+    /// Bridges one local connection over its tunnel until either ends.
+    async fn bridge_local(&self, tunnel: dial::Tunnel, local: &Endpoint) -> Outcome {
+        let ctx = self.forward_ctx();
+        bridge(
+            &ctx,
+            Role::TUNNEL_CLIENT,
+            &tunnel.ws,
+            local,
+            tunnel.early,
+            None,
+        )
+        .await
     }
 }
 
@@ -186,17 +200,7 @@ async fn carry(client: Rc<Client>, local: TcpStream, peer: SocketAddr, target: S
             return;
         }
     };
-    let local = Endpoint::plain(local);
-    let ctx = client.forward_ctx();
-    let out = bridge(
-        &ctx,
-        Role::TUNNEL_CLIENT,
-        &tunnel.ws,
-        &local,
-        tunnel.early,
-        None,
-    )
-    .await;
+    let out = client.bridge_local(tunnel, &Endpoint::plain(local)).await;
     info!(
         peer = %peer,
         target = %target,
@@ -242,16 +246,7 @@ async fn run_stdio(client: Rc<Client>, target: String) -> Result<(), TunnelError
     std::thread::spawn(move || copy_stdio(addr, done_tx));
     let (local, _) = listener.accept().await.map_err(TunnelError::Runtime)?;
     let local = Endpoint::plain(local);
-    let ctx = client.forward_ctx();
-    let out = bridge(
-        &ctx,
-        Role::TUNNEL_CLIENT,
-        &tunnel.ws,
-        &local,
-        tunnel.early,
-        None,
-    )
-    .await;
+    let out = client.bridge_local(tunnel, &local).await;
     info!(target = %target, closed_by = out.closed_by, reason = %out.reason, "tunnel end");
     drop(local);
     // Let the stdout copier write out what the tunnel delivered (this is

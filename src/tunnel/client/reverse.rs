@@ -15,12 +15,11 @@ use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
 use super::config::Publish;
-use super::{dial, Client};
+use super::{dial, Client, FIRST_BACKOFF};
 use crate::net::endpoint::Endpoint;
 use crate::tunnel::bridge::{Keepalive, Role};
 use crate::tunnel::mux::{self, StreamSlots};
 
-const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// A session that lived this long was healthy: the next failure starts the
 /// backoff over.
