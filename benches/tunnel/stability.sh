@@ -40,14 +40,8 @@ RELAY=$(readlink -f target/release/ws-relay-core)
 [ -x "$RELAY" ] || { echo "build first: cargo build --release --bin ws-relay-core" >&2; exit 1; }
 TOKEN=stability-token-0123456789
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() {
-    for _ in $(seq 200); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.05
-    done
-    return 1
-}
+# free_port, wait_port
+. benches/lib.sh
 
 PIDS=()
 trap 'for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done' EXIT
