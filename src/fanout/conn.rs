@@ -10,8 +10,10 @@
 use std::rc::Rc;
 use std::time::Duration;
 
+use super::outbox::Flushed;
 use super::{Frame, Outbox};
 use crate::net::endpoint::Endpoint;
+use crate::net::io::try_send_vectored;
 use crate::shard::event::Event;
 use crate::ws::frame::{apply_mask, close_code, close_frame, opcode, parse_header};
 
@@ -113,16 +115,30 @@ impl<'a> ServerWs<'a> {
 
     /// Writes every queued frame. `Some` when the connection must end.
     async fn flush(&mut self) -> Option<End> {
-        while let Some(frame) = self.outbox.pop() {
-            let written = monoio::select! {
-                r = self.ep.write_all(&frame) => r.is_ok(),
-                _ = slow_deadline(&self.outbox) => return Some(End::Gone),
-            };
-            if !written {
-                return Some(End::Gone);
-            }
+        let written = monoio::select! {
+            r = self.write_queued() => r.is_ok(),
+            _ = slow_deadline(&self.outbox) => false,
+        };
+        if !written {
+            return Some(End::Gone);
         }
         self.outbox.overflowed().then_some(End::Slow)
+    }
+
+    /// Plain sockets take everything queued in one vectored send; TLS seals
+    /// frame by frame through the record layer.
+    async fn write_queued(&self) -> std::io::Result<()> {
+        if self.ep.is_tls() {
+            while let Some(frame) = self.outbox.pop() {
+                self.ep.write_all(&frame).await?;
+            }
+            return Ok(());
+        }
+        let fd = self.ep.fd();
+        while self.outbox.send_queued(|iov| try_send_vectored(fd, iov))? == Flushed::Blocked {
+            self.ep.stream().writable(false).await?;
+        }
+        Ok(())
     }
 
     /// Reads what the socket has now (stack buffer) and handles it.

@@ -1,19 +1,42 @@
 //! One connection's bounded queue of shared frames, filled by deliveries on
 //! its shard and drained by the connection's own task.
 //!
-//! Must not: wait when full (the caller is delivering to everyone else), or
-//! be touched from another thread (`Rc`/`Cell`, shard-local by design).
+//! Draining is vectored: every frame queued when the task runs goes out in
+//! one `sendmsg`. On loopback nearly all of a delivery's cost is the kernel's
+//! per-send work (the profile in README "Push hub"), so a client that fell
+//! a few pushes behind catches up with one syscall, not one per push.
+//!
+//! Must not: wait when full (the caller is delivering to everyone else), be
+//! touched from another thread (`Rc`/`Cell`, shard-local by design), or drop
+//! a frame that is partly on the wire (a Close must not land inside it).
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::future::Future;
+use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
+use bytes::Bytes;
+
 use super::Frame;
+
+/// Most frames one vectored send takes (`IoSlice`s on the caller's stack).
+const BATCH: usize = 64;
+
+/// What [`Outbox::send_queued`] left behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flushed {
+    /// Everything queued went out.
+    Empty,
+    /// The socket is full; wait for writability and call again.
+    Blocked,
+}
 
 pub struct Outbox {
     queue: RefCell<VecDeque<Frame>>,
+    /// Bytes of the front frame already sent by a short vectored send.
+    head_sent: Cell<usize>,
     cap: usize,
     /// The draining task; one waiter only.
     waker: RefCell<Option<Waker>>,
@@ -26,6 +49,7 @@ impl Outbox {
     pub fn new(cap: usize) -> Outbox {
         Outbox {
             queue: RefCell::new(VecDeque::new()),
+            head_sent: Cell::new(0),
             cap: cap.max(1),
             waker: RefCell::new(None),
             overflowed: Cell::new(false),
@@ -43,7 +67,12 @@ impl Outbox {
         let mut q = self.queue.borrow_mut();
         if q.len() >= self.cap {
             self.overflowed.set(true);
-            *q = VecDeque::new();
+            if self.head_sent.get() > 0 {
+                // Half on the wire: it must finish before the 1013 Close.
+                q.truncate(1);
+            } else {
+                *q = VecDeque::new();
+            }
             drop(q);
             self.wake();
             return false;
@@ -61,17 +90,60 @@ impl Outbox {
     /// closing; deliveries from now on do not count it).
     pub fn close(&self) {
         self.closed.set(true);
+        self.head_sent.set(0);
         *self.queue.borrow_mut() = VecDeque::new();
     }
 
+    /// The next whole frame (for writers that cannot send vectored: TLS).
+    /// Not to be mixed with [`Outbox::send_queued`] on one connection.
     pub fn pop(&self) -> Option<Frame> {
+        debug_assert_eq!(self.head_sent.get(), 0, "pop after a short send");
         let mut q = self.queue.borrow_mut();
         let f = q.pop_front();
-        if q.is_empty() && q.capacity() > 16 {
-            // A burst grew the ring; an idle client should not keep it.
-            *q = VecDeque::new();
-        }
+        shrink_if_idle(&mut q);
         f
+    }
+
+    /// Sends what is queued through `send` (one non-blocking vectored send:
+    /// `Ok(None)` = would block), up to [`BATCH`] frames per call, and pops
+    /// every frame that went out whole. Never waits.
+    pub fn send_queued(
+        &self,
+        mut send: impl FnMut(&[IoSlice<'_>]) -> io::Result<Option<usize>>,
+    ) -> io::Result<Flushed> {
+        let mut q = self.queue.borrow_mut();
+        loop {
+            if q.is_empty() {
+                shrink_if_idle(&mut q);
+                return Ok(Flushed::Empty);
+            }
+            let mut iov = [IoSlice::new(&[]); BATCH];
+            let mut asked = 0;
+            let mut n = 0;
+            for (slot, frame) in iov.iter_mut().zip(q.iter()) {
+                let rest = if n == 0 {
+                    &frame[self.head_sent.get()..]
+                } else {
+                    frame
+                };
+                *slot = IoSlice::new(rest);
+                asked += rest.len();
+                n += 1;
+            }
+            let Some(sent) = send(&iov[..n])? else {
+                return Ok(Flushed::Blocked);
+            };
+            let mut done = self.head_sent.get() + sent;
+            while q.front().is_some_and(|f| done >= f.len()) {
+                done -= q.front().map_or(0, Bytes::len);
+                q.pop_front();
+            }
+            self.head_sent.set(done);
+            if sent < asked {
+                // A short send means the socket buffer is full now.
+                return Ok(Flushed::Blocked);
+            }
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -106,6 +178,13 @@ impl Outbox {
         if let Some(w) = self.waker.borrow_mut().take() {
             w.wake();
         }
+    }
+}
+
+/// A burst grew the ring; an idle client should not keep it.
+fn shrink_if_idle(q: &mut VecDeque<Frame>) {
+    if q.is_empty() && q.capacity() > 16 {
+        *q = VecDeque::new();
     }
 }
 
@@ -147,6 +226,91 @@ mod tests {
         assert!(!o.push(&f));
         let mut cx = Context::from_waker(Waker::noop());
         assert!(Pin::new(&mut o.overflow()).poll(&mut cx).is_ready());
+    }
+
+    /// A stand-in socket that takes at most `room` bytes per call.
+    fn sink<'a>(
+        out: &'a mut Vec<u8>,
+        room: &'a mut usize,
+    ) -> impl FnMut(&[IoSlice<'_>]) -> io::Result<Option<usize>> + 'a {
+        move |iov| {
+            if *room == 0 {
+                return Ok(None);
+            }
+            let mut took = 0;
+            for s in iov {
+                let n = s.len().min(*room - took);
+                out.extend_from_slice(&s[..n]);
+                took += n;
+            }
+            *room -= took;
+            Ok(Some(took))
+        }
+    }
+
+    #[test]
+    fn vectored_send_takes_every_frame_and_resumes_mid_frame() {
+        let o = Outbox::new(8);
+        for f in [&b"aaaa"[..], b"bb", b"cccccc"] {
+            o.push(&Frame::copy_from_slice(f));
+        }
+        let (mut out, mut room) = (Vec::new(), 5);
+        assert_eq!(
+            o.send_queued(sink(&mut out, &mut room)).unwrap(),
+            Flushed::Blocked
+        );
+        assert_eq!(out, b"aaaab", "one call took a frame and a half");
+        assert_eq!(o.len(), 2, "the half-sent frame stays queued");
+        let mut room = 100;
+        assert_eq!(
+            o.send_queued(sink(&mut out, &mut room)).unwrap(),
+            Flushed::Empty
+        );
+        assert_eq!(
+            out, b"aaaabbcccccc",
+            "resumed inside the frame, nothing doubled"
+        );
+        assert!(o.is_empty());
+    }
+
+    #[test]
+    fn overflow_keeps_a_frame_that_is_half_on_the_wire() {
+        let o = Outbox::new(2);
+        o.push(&Frame::from_static(b"1234"));
+        o.push(&Frame::from_static(b"5678"));
+        let (mut out, mut room) = (Vec::new(), 2);
+        assert_eq!(
+            o.send_queued(sink(&mut out, &mut room)).unwrap(),
+            Flushed::Blocked
+        );
+        assert!(!o.push(&Frame::from_static(b"x")), "third in a queue of 2");
+        assert!(o.overflowed());
+        let mut room = 100;
+        assert_eq!(
+            o.send_queued(sink(&mut out, &mut room)).unwrap(),
+            Flushed::Empty
+        );
+        assert_eq!(
+            out, b"1234",
+            "the started frame finishes; the rest is dropped"
+        );
+    }
+
+    #[test]
+    fn more_frames_than_one_batch_all_go() {
+        let o = Outbox::new(1000);
+        for i in 0..(BATCH * 2 + 3) {
+            o.push(&Frame::from(vec![i as u8]));
+        }
+        let (mut out, mut room) = (Vec::new(), usize::MAX);
+        assert_eq!(
+            o.send_queued(sink(&mut out, &mut room)).unwrap(),
+            Flushed::Empty
+        );
+        assert_eq!(
+            out,
+            (0..(BATCH * 2 + 3)).map(|i| i as u8).collect::<Vec<_>>()
+        );
     }
 
     #[test]

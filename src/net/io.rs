@@ -6,7 +6,7 @@
 //! hold no buffer at all; the `recv` that follows completes at once.
 //! Must not: block, or hold a buffer across a readiness wait it owns.
 
-use std::io;
+use std::io::{self, IoSlice};
 use std::os::fd::{AsRawFd, RawFd};
 
 use monoio::net::TcpStream;
@@ -40,6 +40,18 @@ pub fn try_send(fd: RawFd, buf: &[u8]) -> io::Result<Option<usize>> {
     let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
     // SAFETY: `buf` is valid for reads of `buf.len()` bytes.
     nonblocking(|| unsafe { libc::send(fd, buf.as_ptr().cast(), buf.len(), flags) })
+}
+
+/// One non-blocking vectored `sendmsg`. `Ok(None)` = would block.
+pub fn try_send_vectored(fd: RawFd, bufs: &[IoSlice<'_>]) -> io::Result<Option<usize>> {
+    // SAFETY: an all-zero msghdr is valid (no name, no control data).
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    // `IoSlice` is ABI-compatible with `iovec` on Unix; sendmsg only reads.
+    msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
+    msg.msg_iovlen = bufs.len() as _;
+    let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
+    // SAFETY: `msg` points at `bufs`, valid for reads for this call.
+    nonblocking(|| unsafe { libc::sendmsg(fd, &msg, flags) })
 }
 
 /// Writes all of `buf`, waiting for writability whenever the socket is full.

@@ -54,38 +54,19 @@ pub async fn handle(shard: Rc<Shard>, tcp: TcpStream, peer: SocketAddr) {
     let (_guard, over_capacity) = ConnGuard::enter(&shard, cfg.max_connections);
     tune_stream(tcp.as_raw_fd());
     let deadline = Instant::now() + Duration::from_secs(cfg.auth_timeout_secs);
-    let Some(stream) = accept_tls(&shard, tcp, peer, deadline).await else {
+    // Every phase below is boxed. This task lives as long as its connection
+    // and is as large as the largest future it awaits inline; the TLS
+    // handshake and the head read are the largest and end first, and an idle
+    // hub client should pay for its own state only (README "Push hub").
+    let Some(Opened {
+        stream,
+        head,
+        buf,
+        rest,
+    }) = Box::pin(open(&shard, &cfg, tcp, peer, deadline)).await
+    else {
         return;
     };
-    let mut buf = Vec::with_capacity(1024);
-    let read = read_head(
-        &stream,
-        &mut buf,
-        cfg.max_request_head_bytes,
-        cfg.max_request_headers,
-    );
-    let head = match monoio::time::timeout_at(deadline.into(), read).await {
-        Err(_) => {
-            debug!(peer = %peer.ip(), "request head not complete within auth_timeout_secs; closing");
-            return close_after(
-                &shard,
-                &stream,
-                &response::error_json(408, "auth_timeout", "request head not received in time"),
-            )
-            .await;
-        }
-        Ok(Ok(None)) => return,
-        Ok(Err(e)) => {
-            debug!(peer = %peer.ip(), "bad request head: {e}");
-            let body = response::error_json(e.status(), "bad_request", &e.to_string());
-            return close_after(&shard, &stream, &body).await;
-        }
-        Ok(Ok(Some(h))) => h,
-    };
-    // Keep only what followed the head; the head buffer itself must not
-    // live as long as the session.
-    let rest = buf[head.len..].to_vec();
-    buf.truncate(head.len);
     let routes = shard.routes.borrow().clone();
     let answer = match route(&head, &cfg, &routes, shard.hub.as_ref()) {
         Route::Relay => {
@@ -98,14 +79,13 @@ pub async fn handle(shard: Rc<Shard>, tcp: TcpStream, peer: SocketAddr) {
                 over_capacity,
             };
             drop(buf);
-            // Boxed: this future's size is every connection task's size, and
-            // idle hub clients should not pay for the relay's state.
             return Box::pin(session::run(&shard, cfg.clone(), req)).await;
         }
         Route::HubClient(hub) => {
             drop(buf);
-            return crate::hub::run_client(&shard, hub, stream, peer, head, rest, over_capacity)
-                .await;
+            let client =
+                crate::hub::run_client(&shard, hub, stream, peer, head, rest, over_capacity);
+            return Box::pin(client).await;
         }
         Route::HubPush(hub) => {
             drop(buf);
@@ -138,10 +118,65 @@ pub async fn handle(shard: Rc<Shard>, tcp: TcpStream, peer: SocketAddr) {
         }
         Route::Page => page::response(head.method == "HEAD"),
         Route::Health => response::health(),
-        Route::Metrics => metrics_response(&shard, &cfg, peer, &head).await,
+        Route::Metrics => Box::pin(metrics_response(&shard, &cfg, peer, &head)).await,
         Route::Status(status, msg) => response::error_json(status, "bad_request", msg),
     };
-    close_after(&shard, &stream, &answer).await;
+    Box::pin(close_after(&shard, &stream, &answer)).await;
+}
+
+/// A connection whose TLS handshake (if any) is done and whose request head
+/// has arrived whole.
+struct Opened {
+    stream: Endpoint,
+    head: RequestHead,
+    /// The head's bytes (the proxy forwards them as they came).
+    buf: Vec<u8>,
+    /// What followed the head.
+    rest: Vec<u8>,
+}
+
+/// TLS, then the request head, both within the auth deadline. `None` when
+/// the connection ended here (answered with 408/400 where that helps).
+async fn open(
+    shard: &Shard,
+    cfg: &ServerConfig,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    deadline: Instant,
+) -> Option<Opened> {
+    let stream = accept_tls(shard, tcp, peer, deadline).await?;
+    let mut buf = Vec::with_capacity(1024);
+    let read = read_head(
+        &stream,
+        &mut buf,
+        cfg.max_request_head_bytes,
+        cfg.max_request_headers,
+    );
+    let answer = match monoio::time::timeout_at(deadline.into(), read).await {
+        Ok(Ok(Some(head))) => {
+            // Keep only what followed the head; the head buffer itself must
+            // not live as long as the session.
+            let rest = buf[head.len..].to_vec();
+            buf.truncate(head.len);
+            return Some(Opened {
+                stream,
+                head,
+                buf,
+                rest,
+            });
+        }
+        Ok(Ok(None)) => return None,
+        Err(_) => {
+            debug!(peer = %peer.ip(), "request head not complete within auth_timeout_secs; closing");
+            response::error_json(408, "auth_timeout", "request head not received in time")
+        }
+        Ok(Err(e)) => {
+            debug!(peer = %peer.ip(), "bad request head: {e}");
+            response::error_json(e.status(), "bad_request", &e.to_string())
+        }
+    };
+    close_after(shard, &stream, &answer).await;
+    None
 }
 
 enum Route<'a> {
