@@ -175,7 +175,10 @@ async fn relay_opened(
         false => SessionKind::Relay,
     };
     let _open = shard.metrics.session(kind);
-    let ctx = ForwardCtx::of_shard(shard, cfg);
+    let mut ctx = ForwardCtx::of_shard(shard, cfg);
+    if kind == SessionKind::Tunnel || matches!(o.far, Far::Published(_)) {
+        ctx.buffers = &shard.tunnel_buffers;
+    }
     let (out, target_tls) = match o.far {
         Far::Published(listener) => {
             let out =

@@ -132,6 +132,8 @@ pub struct Shard {
     /// Swapped whole on reload; sessions keep the `Rc` they started with.
     pub routes: RefCell<Rc<ShardRoutes>>,
     pub buffers: BufferPool,
+    /// Larger buffers for tunnel bridges (`tcp://` and reverse tunnels).
+    pub tunnel_buffers: BufferPool,
     pub pipes: PipePool,
     pub dns: DnsCache,
     tls: RefCell<ShardTls>,
@@ -331,6 +333,10 @@ impl ShardInit {
         let shard = Rc::new(Shard {
             id: self.id,
             buffers: BufferPool::new(self.server.buffer_size, 1024),
+            tunnel_buffers: BufferPool::new(
+                crate::tunnel::BUFFER_BYTES,
+                crate::tunnel::BUFFERS_KEPT,
+            ),
             pipes: PipePool::new(256),
             dns: DnsCache::new(Duration::from_secs(self.server.dns_cache_secs)),
             tls: RefCell::new(tls),

@@ -122,9 +122,7 @@ pub fn run(cfg: ClientConfig, stdio_target: Option<String>) -> Result<(), Tunnel
             cfg,
             tls,
             dns: DnsCache::new(Duration::from_secs(30)),
-            // 64 KiB: each read leaves as one frame, so bulk transfers make
-            // fewer, larger writes (benches/tunnel).
-            buffers: BufferPool::new(64 * 1024, 64),
+            buffers: BufferPool::new(crate::tunnel::BUFFER_BYTES, crate::tunnel::BUFFERS_KEPT),
             pipes: PipePool::new(0),
             never: Event::default(),
             relayed: Default::default(),
