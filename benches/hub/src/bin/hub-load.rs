@@ -240,6 +240,8 @@ async fn latency(port: u16, key: &str, n: u64, iters: u64, broadcast: bool) {
 async fn rate(port: u16, key: &str, n: u64, secs: u64, pushers: u64, broadcast: bool) {
     let c = counter();
     let _h = clients(port, n, (!broadcast).then_some("bench"), &c).await;
+    let server = std::env::var("HUB_LOAD_SERVER_PID").ok().and_then(|p| p.parse::<u64>().ok());
+    let cpu0 = server.map(cpu_secs);
     let until = Instant::now() + Duration::from_secs(secs);
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -268,12 +270,30 @@ async fn rate(port: u16, key: &str, n: u64, secs: u64, pushers: u64, broadcast: 
     let arrived = wait_for(&c, expect, Duration::from_secs(30)).await;
     let wall = started.elapsed().as_secs_f64();
     let got = c.frames.load(Ordering::Acquire);
+    // The hub's own CPU time over the run: deliveries per CPU-second is the
+    // per-core figure even when this client, not the hub, is the bottleneck.
+    let per_cpu = match (server, cpu0) {
+        (Some(pid), Some(t0)) => {
+            let cpu = cpu_secs(pid) - t0;
+            format!(r#","server_cpu_s":{cpu:.2},"delivered_per_cpu_s":{:.0}"#, got as f64 / cpu.max(0.01))
+        }
+        _ => String::new(),
+    };
     println!(
-        r#"{{"mode":"{}","conns":{n},"pushers":{pushers},"pushes_per_s":{:.0},"delivered_per_s":{:.0},"received":{got},"acknowledged":{delivered},"all_arrived":{arrived}}}"#,
+        r#"{{"mode":"{}","conns":{n},"pushers":{pushers},"pushes_per_s":{:.0},"delivered_per_s":{:.0},"received":{got},"acknowledged":{delivered},"all_arrived":{arrived}{per_cpu}}}"#,
         if broadcast { "broadcast" } else { "pushes" },
         pushes as f64 / elapsed,
         got as f64 / wall
     );
+}
+
+/// User + system CPU seconds `pid` has used (/proc/PID/stat, 100 Hz ticks).
+fn cpu_secs(pid: u64) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the parenthesised command name; utime and stime are 14 and 15.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<u64> = rest.split(' ').skip(11).take(2).map(|v| v.parse().unwrap()).collect();
+    (f[0] + f[1]) as f64 / 100.0
 }
 
 fn rss_kib(pid: u64) -> u64 {
