@@ -385,3 +385,29 @@ async fn shutdown_exits_once_sessions_drain() {
         assert_eq!(status.code(), Some(0), "signal {sig}: {status}");
     }
 }
+
+/// A second instance on the same port (another control socket, so the
+/// control-socket check cannot catch it) refuses to start and names the
+/// process that owns the port, instead of binding through SO_REUSEPORT and
+/// silently taking half the connections. The first keeps serving.
+#[tokio::test]
+async fn second_instance_on_the_same_port_is_refused() {
+    let relay = Relay::start(RelayConfig::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let second = dir.path().join("second.toml");
+    let text = relay
+        .cfg
+        .render(relay.port, &dir.path().join("second.sock"));
+    std::fs::write(&second, text).unwrap();
+    let out = run_cli(&second, "serve").await;
+    assert_ne!(out.code, Some(0), "{out:?}");
+    let expected = format!("address in use by process {} (ws-relay-core)", relay.pid());
+    assert!(out.stderr.contains(&expected), "{out:?}");
+    assert!(out.stderr.contains("server.port"), "{out:?}");
+    for _ in 0..20 {
+        let r = common::http::get(relay.port, "/health")
+            .await
+            .expect("first instance");
+        assert_eq!(r.status, 200);
+    }
+}

@@ -1,5 +1,8 @@
 //! Each shard's own `SO_REUSEPORT` listener, so the kernel spreads new
-//! connections across shards without any user-space hand-off.
+//! connections across shards without any user-space hand-off, and the check
+//! before it that no other process already listens on the address: with
+//! `SO_REUSEPORT` a second relay would bind without error and silently take
+//! half the connections (nginx refuses with "address in use"; so do we).
 
 use std::net::{SocketAddr, ToSocketAddrs};
 
@@ -13,6 +16,11 @@ pub enum ListenError {
     Resolve(String, u16),
     #[error("cannot listen on {0}: {1}")]
     Bind(SocketAddr, std::io::Error),
+    #[error(
+        "cannot listen on {0}: address in use by {1}; a second listener would \
+         silently share its connections (SO_REUSEPORT). Stop it or change server.port"
+    )]
+    InUse(SocketAddr, String),
 }
 
 /// The address to bind. Resolved once in the control plane, before shards
@@ -25,6 +33,33 @@ pub fn listen_addr(cfg: &ServerConfig) -> Result<SocketAddr, ListenError> {
         .ok_or_else(|| ListenError::Resolve(cfg.host.clone(), cfg.port))
 }
 
+/// Fails when any socket already listens on `addr` (or overlaps it, such as
+/// a wildcard address on the same port). Runs once, before the shards bind.
+/// A probe bound without `SO_REUSEPORT` conflicts with every listener there;
+/// it never listens, so no connection can land on it.
+pub fn ensure_unowned(addr: SocketAddr) -> Result<(), ListenError> {
+    if addr.port() == 0 {
+        return Ok(());
+    }
+    let probe = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        None,
+    )
+    .map_err(|e| ListenError::Bind(addr, e))?;
+    // TIME_WAIT leftovers of our own previous run must not count as owners.
+    probe
+        .set_reuse_address(true)
+        .map_err(|e| ListenError::Bind(addr, e))?;
+    match probe.bind(&addr.into()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            Err(ListenError::InUse(addr, owner::describe(addr.port())))
+        }
+        Err(e) => Err(ListenError::Bind(addr, e)),
+    }
+}
+
 pub fn bind(addr: SocketAddr, backlog: u32) -> Result<TcpListener, ListenError> {
     let opts = ListenerOpts::new()
         .reuse_port(true)
@@ -32,4 +67,65 @@ pub fn bind(addr: SocketAddr, backlog: u32) -> Result<TcpListener, ListenError> 
         .backlog(backlog.min(i32::MAX as u32) as i32)
         .tcp_fast_open(true);
     TcpListener::bind_with_config(addr, &opts).map_err(|e| ListenError::Bind(addr, e))
+}
+
+/// Who holds a listening TCP port, from `/proc` (best effort: another
+/// user's process shows without its name).
+mod owner {
+    use std::fs;
+
+    /// "process 1234 (nginx)", or "another process" when it cannot be told.
+    pub fn describe(port: u16) -> String {
+        let inodes = listening_inodes(port);
+        match inodes.iter().find_map(|i| pid_holding(*i)) {
+            Some(pid) => {
+                let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+                format!("process {pid} ({})", comm.trim())
+            }
+            None => "another process".into(),
+        }
+    }
+
+    /// Socket inodes in LISTEN state on `port`, IPv4 and IPv6.
+    fn listening_inodes(port: u16) -> Vec<u64> {
+        let mut out = Vec::new();
+        for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+            let text = fs::read_to_string(table).unwrap_or_default();
+            out.extend(text.lines().skip(1).filter_map(|l| listener_inode(l, port)));
+        }
+        out
+    }
+
+    /// One `/proc/net/tcp` row: `sl local rem st … uid timeout inode`.
+    fn listener_inode(line: &str, port: u16) -> Option<u64> {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let local_port = f.get(1)?.rsplit(':').next()?;
+        let listening = *f.get(3)? == "0A";
+        (listening && u16::from_str_radix(local_port, 16).ok()? == port)
+            .then(|| f.get(9)?.parse().ok())
+            .flatten()
+    }
+
+    fn pid_holding(inode: u64) -> Option<u32> {
+        let want = format!("socket:[{inode}]");
+        fs::read_dir("/proc").ok()?.flatten().find_map(|p| {
+            let pid: u32 = p.file_name().to_str()?.parse().ok()?;
+            let fds = fs::read_dir(p.path().join("fd")).ok()?;
+            fds.flatten()
+                .any(|fd| fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str() == want.as_str()))
+                .then_some(pid)
+        })
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn reads_a_listen_row() {
+            let row = "   1: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 4242 1 0000000000000000 100 0 0 10 0";
+            assert_eq!(super::listener_inode(row, 8080), Some(4242));
+            assert_eq!(super::listener_inode(row, 8081), None);
+            let established = row.replace(" 0A ", " 01 ");
+            assert_eq!(super::listener_inode(&established, 8080), None);
+        }
+    }
 }

@@ -204,6 +204,7 @@ pub fn spawn_all(
     hub: Option<Arc<crate::hub::HubShared>>,
 ) -> Result<(Shards, SocketAddr), ShardError> {
     let addr = listen_addr(server)?;
+    listener::ensure_unowned(addr)?;
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let count = match server.workers {
         0 => cores.len().max(1),
