@@ -306,3 +306,55 @@ async fn reload_between_key_formats() {
         }
     }
 }
+
+/// A fresh host: the configured paths sit in a directory that does not
+/// exist yet. It is created (owner-only, it holds the key) and served from.
+#[tokio::test]
+async fn self_signed_certificate_creates_its_missing_directory() {
+    let spec = RelaySpec::self_signed()
+        .line("tls_cert = \"pki/new/cert.pem\"")
+        .line("tls_key = \"pki/new/key.pem\"");
+    let relay = TlsRelay::start(spec).await;
+    let der = check_generated(&relay, "pki/new/cert.pem", "pki/new/key.pem");
+    for dir in ["pki", "pki/new"] {
+        let mode = std::fs::metadata(relay.path(dir))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o700, "{dir} created with mode {mode:o}");
+    }
+    expect_serves(relay.port, &der, &der).await;
+}
+
+/// When the directory cannot be made (a file is in the way), the one error
+/// names the key being written (`tls_key`: it is written first) and gives
+/// the OS error once.
+#[tokio::test]
+async fn self_signed_write_failure_names_the_key_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("blocker"), "not a directory").unwrap();
+    let spec = RelaySpec::self_signed()
+        .line("tls_cert = \"blocker/cert.pem\"")
+        .line("tls_key = \"blocker/key.pem\"");
+    let config = dir.path().join("config.toml");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    std::fs::write(&config, spec.render(port, &dir.path().join("relay.sock"))).unwrap();
+    let out = run_cli(&config, "serve").await;
+    assert_ne!(out.code, Some(0), "{}", out.all());
+    let all = out.all();
+    assert!(all.contains("server.tls_key: cannot write"), "{all}");
+    assert!(
+        !all.contains("server.tls_cert"),
+        "names the wrong key: {all}"
+    );
+    assert_eq!(
+        all.matches("os error").count(),
+        1,
+        "OS error repeated: {all}"
+    );
+}

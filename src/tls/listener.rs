@@ -98,10 +98,10 @@ fn read_chain(path: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
         path: path.into(),
         problem,
     };
-    let bytes = std::fs::read(path).map_err(|source| TlsError::Read {
+    let bytes = std::fs::read(path).map_err(|error| TlsError::Read {
         key: "tls_cert",
         path: path.into(),
-        source,
+        error,
     })?;
     let chain = CertificateDer::pem_slice_iter(&bytes)
         .collect::<Result<Vec<_>, _>>()
@@ -113,10 +113,10 @@ fn read_chain(path: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
 }
 
 fn read_key(path: &str) -> Result<PrivateKeyDer<'static>, TlsError> {
-    let bytes = std::fs::read(path).map_err(|source| TlsError::Read {
+    let bytes = std::fs::read(path).map_err(|error| TlsError::Read {
         key: "tls_key",
         path: path.into(),
-        source,
+        error,
     })?;
     // Accepts PKCS#8, PKCS#1 (RSA) and SEC1 (EC) PEM blocks.
     PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| TlsError::Pem {
@@ -144,14 +144,26 @@ fn generate_self_signed(
     }
     let generated =
         rcgen::generate_simple_self_signed(names).map_err(|e| TlsError::Generate(e.to_string()))?;
-    let write = |path: &str, contents: String, mode: u32| -> Result<(), TlsError> {
+    let write = |key: &'static str, path: &str, contents: String, mode: u32| {
         use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let err = |source| TlsError::Read {
-            key: "tls_cert",
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        let err = |error| TlsError::Write {
+            key,
             path: path.into(),
-            source,
+            error,
         };
+        // A fresh host may not have the directory yet (`/etc/ws-relay-core/`);
+        // it holds a private key, so only the owner may enter it.
+        if let Some(dir) = Path::new(path)
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+        {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(err)?;
+        }
         let mut f = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -160,8 +172,13 @@ fn generate_self_signed(
             .map_err(err)?;
         f.write_all(contents.as_bytes()).map_err(err)
     };
-    write(key_path, generated.key_pair.serialize_pem(), 0o600)?;
-    write(cert_path, generated.cert.pem(), 0o644)?;
+    write(
+        "tls_key",
+        key_path,
+        generated.key_pair.serialize_pem(),
+        0o600,
+    )?;
+    write("tls_cert", cert_path, generated.cert.pem(), 0o644)?;
     warn!(
         sha256 = %fingerprint(generated.cert.der()),
         cert = cert_path,

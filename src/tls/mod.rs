@@ -19,11 +19,19 @@ use rustls::crypto::CryptoProvider;
 /// Why TLS could not be set up. Each names the config key and file involved.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("{}: cannot read {path}: {source}", qualified(key))]
+    // The OS error is in the message, not a `source`: `{:#}` at the
+    // binary's edge would print it twice otherwise.
+    #[error("{}: cannot read {path}: {error}", qualified(key))]
     Read {
         key: &'static str,
         path: String,
-        source: std::io::Error,
+        error: std::io::Error,
+    },
+    #[error("{}: cannot write {path}: {error}", qualified(key))]
+    Write {
+        key: &'static str,
+        path: String,
+        error: std::io::Error,
     },
     #[error("{}: {path}: {problem}", qualified(key))]
     Pem {
@@ -53,7 +61,9 @@ impl TlsError {
     /// The `[server]` key an operator should look at.
     pub fn key(&self) -> &'static str {
         match self {
-            TlsError::Read { key, .. } | TlsError::Pem { key, .. } => key,
+            TlsError::Read { key, .. }
+            | TlsError::Write { key, .. }
+            | TlsError::Pem { key, .. } => key,
             TlsError::Identity(_) | TlsError::Generate(_) => "tls_cert",
             TlsError::SystemRoots(_) => "tls_roots",
             TlsError::Rustls(_) => "enable_tls",

@@ -88,10 +88,10 @@ impl TargetTrust {
                 path: path.to_string(),
                 problem,
             };
-            let bytes = std::fs::read(path).map_err(|source| TlsError::Read {
+            let bytes = std::fs::read(path).map_err(|error| TlsError::Read {
                 key,
                 path: path.to_string(),
-                source,
+                error,
             })?;
             let certs = CertificateDer::pem_slice_iter(&bytes)
                 .collect::<Result<Vec<_>, _>>()
