@@ -651,10 +651,18 @@ async fn splice_and_copy_both_carry_routed_sessions() {
         ans.ws().close(None).await.unwrap();
         let line = log_line(&relay, "route=app").await;
         assert!(line.contains("upstream=ws://127.0.0.1:"), "{line}");
-        // Splice mode never sees frames, so only copy can name the closer
-        // (a known limit, issue 14).
-        if forward == Forward::Copy {
-            assert!(line.contains("closed_by=\"client\""), "{line}");
+        // Splice mode never sees frames, so only copy can name the closer;
+        // splice says so instead of blaming the target.
+        match forward {
+            Forward::Copy => assert!(line.contains("closed_by=\"client\""), "{line}"),
+            Forward::Splice => {
+                assert!(line.contains("closed_by=\"unknown\""), "{line}");
+                assert!(
+                    line.contains("splice mode does not see Close frames"),
+                    "{line}"
+                );
+                assert!(!line.contains("without a close frame"), "{line}");
+            }
         }
     }
 }

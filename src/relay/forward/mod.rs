@@ -192,13 +192,13 @@ pub async fn passthrough(
     };
     let (ended_by, reason) = match first {
         First::Up(end) => {
-            let reason = describe("client", &end, up.saw_close());
+            let reason = describe("client", &end, up.saw_close(), splice);
             let notice = Notice::CLIENT_GONE;
             end_side(ctx, &end, &up, target, &down, client, &clock, notice).await;
             ("client", reason)
         }
         First::Down(end) => {
-            let reason = describe("target", &end, down.saw_close());
+            let reason = describe("target", &end, down.saw_close(), splice);
             let notice = Notice::TARGET_GONE;
             end_side(ctx, &end, &down, client, &up, target, &clock, notice).await;
             ("target", reason)
@@ -216,8 +216,14 @@ pub async fn passthrough(
         bytes_up: up.bytes.get(),
         bytes_down: down.bytes.get(),
         // Whoever sent the first Close frame closed the session; otherwise
-        // whoever ended first.
-        closed_by: first_close.get().unwrap_or(ended_by),
+        // whoever ended first. Splice sees no frames: after a clean close
+        // handshake the target's FIN comes first whoever started it, so an
+        // EOF there names nobody.
+        closed_by: match first_close.get() {
+            Some(side) => side,
+            None if splice && ended_by != "relay" && reason.starts_with(SPLICE_EOF) => "unknown",
+            None => ended_by,
+        },
         reason,
     }
 }
@@ -237,9 +243,16 @@ async fn pump(
     }
 }
 
-fn describe(side: &str, end: &PumpEnd, clean: bool) -> String {
+/// How a splice-mode end by EOF is described: it cannot tell a close
+/// handshake from a peer that vanished.
+const SPLICE_EOF: &str = "TCP closed";
+
+fn describe(side: &str, end: &PumpEnd, clean: bool, splice: bool) -> String {
     match end {
         PumpEnd::Eof if clean => "close handshake".to_string(),
+        PumpEnd::Eof if splice => {
+            format!("{SPLICE_EOF} by the {side} first (splice mode does not see Close frames)")
+        }
         PumpEnd::Eof => format!("{side} disconnected without a close frame"),
         PumpEnd::ReadError(e) => format!("{side} connection error: {e}"),
         PumpEnd::WriteError(e) => format!("write failed toward the other side of {side}: {e}"),
