@@ -303,6 +303,7 @@ async fn end_side(
         let splice = ctx.splices(peer, gone);
         let rest = pump(ctx, splice, peer, gone, other, clock);
         let _ = monoio::time::timeout(LINGER, rest).await;
+        answer_close(gone).await;
         return;
     }
     if ended.injectable() {
@@ -310,7 +311,16 @@ async fn end_side(
         let _ = monoio::time::timeout(LINGER, peer.write_all(&frame)).await;
     }
     peer.shutdown_write().await;
+    answer_close(gone).await;
     let _ = monoio::time::timeout(LINGER, discard_until_eof(peer, ctx.buffers)).await;
+}
+
+/// Ends our side toward the peer that ended first: over TLS its
+/// close_notify gets ours (RFC 8446 §6.1; OpenSSL reports a bare FIN as
+/// `UNEXPECTED_EOF_WHILE_READING`), then a FIN. Bounded: that peer may have
+/// stopped reading.
+async fn answer_close(gone: &Endpoint) {
+    let _ = monoio::time::timeout(LINGER, gone.shutdown_write()).await;
 }
 
 /// The relay ends the session itself (idle, shutdown): 1001 both ways where
