@@ -1,7 +1,8 @@
 //! How a TLS session ends (issue 14, item 5): a client that sends
 //! close_notify without a WebSocket Close gets the relay's close_notify back
 //! (RFC 8446 §6.1) before the FIN, over TLS 1.3 and 1.2, and the same after
-//! a normal close handshake. A rustls client reports a bare FIN as
+//! a normal close handshake; application data sent behind a close_notify
+//! never reaches the target. A rustls client reports a bare FIN as
 //! `UnexpectedEof` ("peer closed connection without sending TLS
 //! close_notify"), the error OpenSSL calls `UNEXPECTED_EOF_WHILE_READING`.
 
@@ -75,4 +76,83 @@ async fn close_handshake_ends_with_close_notify() {
         .await
         .unwrap_or_else(|e| panic!("no close_notify after the close handshake: {e}"));
     assert!(rest.is_empty(), "bytes after the Close: {rest:?}");
+}
+
+/// A masked client frame (fixed mask; the relay unmasks it for the target).
+fn client_text(payload: &str) -> Vec<u8> {
+    let mask = [0x12u8, 0x34, 0x56, 0x78];
+    let mut f = vec![0x81, 0x80 | payload.len() as u8];
+    f.extend_from_slice(&mask);
+    f.extend(payload.bytes().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    f
+}
+
+/// Reads plaintext until `needle` has arrived; returns everything read.
+fn read_until(s: &mut impl std::io::Read, needle: &[u8]) -> Vec<u8> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.windows(needle.len()).any(|w| w == needle) {
+        let n = s.read(&mut buf).expect("read");
+        assert!(n > 0, "EOF before {:?}", String::from_utf8_lossy(needle));
+        got.extend_from_slice(&buf[..n]);
+    }
+    got
+}
+
+/// Application data the client sends after its close_notify, in the same
+/// TCP write, is ignored (RFC 8446 §6.1): it never reaches the target, so
+/// no echo of it comes back, and the session ends with the relay's own
+/// close_notify. Before the fix the relay opened it and relayed it.
+#[tokio::test]
+async fn data_after_close_notify_is_ignored() {
+    use std::io::{Read, Write};
+    let ca = Ca::new("tls_close test CA");
+    let relay = TlsRelay::start(RelaySpec::tls_leaf(&ca.leaf(LOCAL_NAMES))).await;
+    let target = EchoTarget::plain().await;
+    let (port, url, cfg) = (relay.port, target.url(), client_config(&[&ca.der]));
+    let after = tokio::task::spawn_blocking(move || {
+        let tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        let name = "localhost".try_into().unwrap();
+        let conn = rustls::ClientConnection::new(cfg, name).unwrap();
+        let mut s = rustls::StreamOwned::new(conn, tcp);
+        let upgrade = "GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n\
+            Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+            Sec-WebSocket-Version: 13\r\n\r\n";
+        s.write_all(upgrade.as_bytes()).unwrap();
+        read_until(&mut s, b"\r\n\r\n");
+        let auth = serde_json::json!({ "token": TOKEN, "target": url }).to_string();
+        s.write_all(&client_text(&auth)).unwrap();
+        read_until(&mut s, "已连接".as_bytes());
+        s.write_all(&client_text("before")).unwrap();
+        read_until(&mut s, b"before");
+        // close_notify, then a data record, flushed together.
+        s.conn.send_close_notify();
+        s.conn
+            .writer()
+            .write_all(&client_text("after close_notify"))
+            .unwrap();
+        while s.conn.wants_write() {
+            s.conn.write_tls(&mut s.sock).unwrap();
+        }
+        let mut rest = Vec::new();
+        let end = s.read_to_end(&mut rest);
+        (rest, end.map(|_| ()).map_err(|e| e.to_string()))
+    })
+    .await
+    .unwrap();
+    let (rest, end) = after;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let texts = target.texts();
+    assert!(texts.iter().any(|t| t == "before"), "{texts:?}");
+    assert!(
+        !texts.iter().any(|t| t.starts_with("after")),
+        "data after close_notify reached the target: {texts:?}"
+    );
+    assert!(
+        !rest.windows(6).any(|w| w == b"after "),
+        "data after close_notify was relayed: {:?}",
+        String::from_utf8_lossy(&rest)
+    );
+    end.unwrap_or_else(|e| panic!("the session did not end with close_notify: {e}"));
 }

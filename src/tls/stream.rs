@@ -122,6 +122,13 @@ impl RecordStream {
             if written == out.len() {
                 break;
             }
+            if inb.closed {
+                // Data opened before the close_notify has been handed out;
+                // whatever follows it is ignored, never opened (RFC 8446
+                // §6.1: "Any data received after a closure alert has been
+                // received MUST be ignored").
+                break;
+            }
             if let Some(len) = inb.complete_record() {
                 let len = len.map_err(|e| self.fatal(fd, RECORD_OVERFLOW, e.into()))?;
                 self.open_next(fd, &mut inb, len)?;
@@ -129,9 +136,6 @@ impl RecordStream {
             }
             if written > 0 || received {
                 break;
-            }
-            if inb.closed {
-                return Ok(Some(0));
             }
             if !inb.fill(fd)? {
                 inb.release_if_drained();
@@ -174,7 +178,9 @@ impl RecordStream {
         match typ {
             APPLICATION_DATA => inb.plain = content,
             HANDSHAKE => self.post_handshake(fd, &buf.0[content])?,
-            ALERT => inb.closed = self.alert(&buf.0[content])?,
+            // A warning after close_notify (user_canceled) must not reopen
+            // the peer's side: closed stays closed.
+            ALERT => inb.closed |= self.alert(&buf.0[content])?,
             other => {
                 return Err(self.fatal(
                     fd,

@@ -16,8 +16,12 @@ pub struct EchoTarget {
     kinds: Arc<Mutex<Vec<Option<rustls::HandshakeKind>>>>,
     /// TLS handshakes that failed (e.g. the relay rejected our certificate).
     failed: Arc<Mutex<Vec<String>>>,
+    /// Every text message received, on any connection, in arrival order.
+    texts: Texts,
     task: tokio::task::JoinHandle<()>,
 }
+
+type Texts = Arc<Mutex<Vec<String>>>;
 
 impl EchoTarget {
     pub async fn plain() -> EchoTarget {
@@ -33,23 +37,24 @@ impl EchoTarget {
         let port = listener.local_addr().unwrap().port();
         let kinds = Arc::new(Mutex::new(Vec::new()));
         let failed = Arc::new(Mutex::new(Vec::new()));
+        let texts: Texts = Arc::default();
         let tls = config.is_some();
         let acceptor = config.map(tokio_rustls::TlsAcceptor::from);
-        let (k, f) = (kinds.clone(), failed.clone());
+        let (k, f, t) = (kinds.clone(), failed.clone(), texts.clone());
         let task = tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
                     return;
                 };
                 let _ = tcp.set_nodelay(true);
-                let (k, f, acceptor) = (k.clone(), f.clone(), acceptor.clone());
+                let (k, f, t, acceptor) = (k.clone(), f.clone(), t.clone(), acceptor.clone());
                 tokio::spawn(async move {
                     match acceptor {
-                        None => echo_ws(tcp).await,
+                        None => echo_recording(tcp, &t).await,
                         Some(acc) => match acc.accept(tcp).await {
                             Ok(s) => {
                                 k.lock().unwrap().push(s.get_ref().1.handshake_kind());
-                                echo_ws(s).await;
+                                echo_recording(s, &t).await;
                             }
                             Err(e) => f.lock().unwrap().push(e.to_string()),
                         },
@@ -62,8 +67,14 @@ impl EchoTarget {
             tls,
             kinds,
             failed,
+            texts,
             task,
         }
+    }
+
+    /// Text messages received so far, oldest first.
+    pub fn texts(&self) -> Vec<String> {
+        self.texts.lock().unwrap().clone()
     }
 
     /// `ws://127.0.0.1:P/` or `wss://localhost:P/`.
@@ -95,10 +106,21 @@ pub async fn echo_ws<S>(s: S)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
+    echo_recording(s, &Texts::default()).await
+}
+
+/// `echo_ws`, noting each text message in `texts` first.
+async fn echo_recording<S>(s: S, texts: &Texts)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let Ok(mut ws) = tokio_tungstenite::accept_async(s).await else {
         return;
     };
     while let Some(Ok(m)) = ws.next().await {
+        if let Message::Text(t) = &m {
+            texts.lock().unwrap().push(t.to_string());
+        }
         match m {
             Message::Text(_) | Message::Binary(_) => {
                 let sent = ws.send(m).await;
