@@ -2,7 +2,10 @@
 //! close_notify without a WebSocket Close gets the relay's close_notify back
 //! (RFC 8446 §6.1) before the FIN, over TLS 1.3 and 1.2, and the same after
 //! a normal close handshake; application data sent behind a close_notify
-//! never reaches the target. A rustls client reports a bare FIN as
+//! never reaches the target. Refused records get the alert RFC 8446 names
+//! (plaintext ChangeCipherSpec or alert and unknown types: unexpected_message;
+//! a TLS 1.3 record over 2^14+256: record_overflow), also when the bad
+//! record arrives right behind the client's Finished. A rustls client reports a bare FIN as
 //! `UnexpectedEof` ("peer closed connection without sending TLS
 //! close_notify"), the error OpenSSL calls `UNEXPECTED_EOF_WHILE_READING`.
 
@@ -155,4 +158,84 @@ async fn data_after_close_notify_is_ignored() {
         String::from_utf8_lossy(&rest)
     );
     end.unwrap_or_else(|e| panic!("the session did not end with close_notify: {e}"));
+}
+
+/// Records an established TLS 1.3 session must refuse, each with the alert
+/// RFC 8446 names (§5, §5.2): sent raw under the client's TLS stream, read
+/// back by rustls as the relay's fatal alert.
+#[tokio::test]
+async fn refused_records_get_the_rfc_alert() {
+    let ca = Ca::new("tls_close test CA");
+    let relay = TlsRelay::start(RelaySpec::tls_leaf(&ca.leaf(LOCAL_NAMES))).await;
+    let cfg = client_config_versions(&[&ca.der], &TLS13);
+    let oversized = {
+        let body = 16384 + 257;
+        let mut r = vec![23u8, 3, 3, (body >> 8) as u8, body as u8];
+        r.resize(5 + body, 0);
+        r
+    };
+    let cases: [(&str, Vec<u8>, &str); 4] = [
+        (
+            "plaintext ChangeCipherSpec",
+            vec![20, 3, 3, 0, 1, 1],
+            "UnexpectedMessage",
+        ),
+        (
+            "plaintext alert",
+            vec![21, 3, 3, 0, 2, 2, 10],
+            "UnexpectedMessage",
+        ),
+        (
+            "unknown record type",
+            vec![24, 3, 3, 0, 1, 0],
+            "UnexpectedMessage",
+        ),
+        ("TLS 1.3 record over 2^14+256", oversized, "RecordOverflow"),
+    ];
+    let target = EchoTarget::plain().await;
+    for (what, raw, alert) in cases {
+        // An open session first: the handshake and its tickets are behind us.
+        let s = tls(relay.port, &cfg, "localhost").await;
+        let mut ws = first_message(s, relay.port, TOKEN, &target.url()).await;
+        echo(&mut ws, Message::text("open")).await;
+        let s = ws.get_mut();
+        s.get_mut().0.write_all(&raw).await.unwrap();
+        let mut buf = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf));
+        let err = read.await.expect("no answer within 5 s").expect_err(what);
+        assert!(
+            err.to_string()
+                .contains(&format!("received fatal alert: {alert}")),
+            "{what}: {err}"
+        );
+    }
+    // The relay is unaffected.
+    let s = tls(relay.port, &client_config(&[&ca.der]), "localhost").await;
+    assert_eq!(http_get(s, "/health").await.status, 200);
+}
+
+/// A bad record right behind the client's Finished reaches rustls while
+/// the relay's handshake driver still holds the session tickets it encoded;
+/// they go out before rustls's alert, so the client can read the alert.
+/// Before the fix most of these ended in "cannot decrypt peer's message".
+#[tokio::test]
+async fn bad_record_behind_the_finished_gets_a_readable_alert() {
+    let ca = Ca::new("tls_close test CA");
+    let relay = TlsRelay::start(RelaySpec::tls_leaf(&ca.leaf(LOCAL_NAMES))).await;
+    let cfg = client_config_versions(&[&ca.der], &TLS13);
+    for i in 0..20 {
+        let mut s = tls(relay.port, &cfg, "localhost").await;
+        s.get_mut().0.write_all(&[20, 3, 3, 0, 1, 1]).await.unwrap();
+        let mut buf = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf));
+        let err = read
+            .await
+            .expect("no answer within 5 s")
+            .expect_err("refused");
+        assert!(
+            err.to_string()
+                .contains("received fatal alert: UnexpectedMessage"),
+            "connection {i}: {err}"
+        );
+    }
 }

@@ -244,9 +244,11 @@ fn encode<Data>(enc: &mut EncodeTlsData<'_, Data>, outgoing: &mut Vec<u8>) {
 /// Lets the peer hear why the handshake failed: rustls queues an alert
 /// when its state machine errs. Best effort, never waits. `incoming` must be
 /// the same bytes rustls saw last, less what it said to discard: its
-/// deframer keeps offsets into them.
+/// deframer keeps offsets into them. `outgoing` may still hold records
+/// rustls encoded but we have not sent (session tickets right after the
+/// peer's Finished): they go first, or the alert's sequence number would
+/// not be the one the peer expects and it could not decrypt it.
 fn send_alert<C: Unbuffered>(conn: &mut C, fd: i32, incoming: &mut [u8], outgoing: &mut Vec<u8>) {
-    outgoing.clear();
     if let Ok(ConnectionState::EncodeTlsData(mut enc)) = conn.process(incoming).state {
         encode(&mut enc, outgoing);
         let _ = try_send(fd, outgoing);

@@ -22,6 +22,8 @@ pub const MAX_PLAINTEXT: usize = 16384;
 /// Largest record body a peer may send: 2^14 + 2048 (TLS 1.2's bound, the
 /// looser of the two; TLS 1.3 allows 2^14 + 256).
 pub const MAX_BODY: usize = MAX_PLAINTEXT + 2048;
+/// TLS 1.3's own bound on a record body (RFC 8446 §5.2).
+pub const MAX_BODY_TLS13: usize = MAX_PLAINTEXT + 256;
 
 pub const CHANGE_CIPHER_SPEC: u8 = 20;
 pub const ALERT: u8 = 21;
@@ -45,6 +47,8 @@ pub enum RecordError {
     NotTls(u8),
     #[error("TLS record body of {0} bytes is over the limit")]
     Oversized(usize),
+    #[error("TLS record body of {0} bytes is too short to be protected")]
+    TooShort(usize),
     #[error("TLS record failed authentication (bad_record_mac)")]
     BadMac,
     #[error("TLS 1.3 record carries no content type")]
@@ -216,12 +220,22 @@ impl Keys {
     /// content type and where its plaintext now lies within `record`.
     pub fn open(&mut self, record: &mut [u8]) -> Result<(u8, Range<usize>), RecordError> {
         let body = self.body_offset();
-        if record.len() < body + TAG_LEN {
-            return Err(RecordError::BadMac);
-        }
         let outer_type = record[0];
-        if self.version == Version::Tls13 && outer_type != APPLICATION_DATA {
+        // After the handshake TLS 1.3 protects everything as application
+        // data, and neither version may change cipher spec again.
+        let type_ok = match self.version {
+            Version::Tls13 => outer_type == APPLICATION_DATA,
+            Version::Tls12 => outer_type != CHANGE_CIPHER_SPEC,
+        };
+        if !type_ok {
             return Err(RecordError::UnexpectedType(outer_type));
+        }
+        let body_len = record.len().saturating_sub(HEADER_LEN);
+        if self.version == Version::Tls13 && body_len > MAX_BODY_TLS13 {
+            return Err(RecordError::Oversized(body_len));
+        }
+        if record.len() < body + TAG_LEN {
+            return Err(RecordError::TooShort(body_len));
         }
         let nonce = if self.explicit_nonce {
             let mut n = [0u8; aead::NONCE_LEN];

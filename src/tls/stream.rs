@@ -36,6 +36,23 @@ const UNEXPECTED_MESSAGE: u8 = 10;
 const BAD_RECORD_MAC: u8 = 20;
 const RECORD_OVERFLOW: u8 = 22;
 const DECODE_ERROR: u8 = 50;
+const INTERNAL_ERROR: u8 = 80;
+/// Consecutive empty application records tolerated (rustls allows 32).
+const MAX_EMPTY_RECORDS: u32 = 32;
+
+/// The alert a record the layer refused gets (RFC 8446 §5, §5.2, §5.4;
+/// RFC 5246 §7.2.2 for TLS 1.2).
+fn alert_for(e: &RecordError) -> u8 {
+    match e {
+        RecordError::NotTls(_) | RecordError::UnexpectedType(_) | RecordError::NoContentType => {
+            UNEXPECTED_MESSAGE
+        }
+        RecordError::Oversized(_) => RECORD_OVERFLOW,
+        RecordError::TooShort(_) => DECODE_ERROR,
+        RecordError::BadMac => BAD_RECORD_MAC,
+        RecordError::UnsupportedSuite | RecordError::Exhausted => INTERNAL_ERROR,
+    }
+}
 
 pub struct RecordStream {
     tx: RefCell<Keys>,
@@ -49,6 +66,8 @@ pub struct RecordStream {
     /// The peer asked us to rotate our sending key (TLS 1.3 KeyUpdate with
     /// update_requested): due before our next application record.
     update_owed: Cell<bool>,
+    /// Consecutive empty application-data records received.
+    empty_run: Cell<u32>,
     resumed: bool,
 }
 
@@ -90,6 +109,7 @@ impl RecordStream {
             version: est.version,
             key_limit: est.key_limit,
             update_owed: Cell::new(false),
+            empty_run: Cell::new(0),
             resumed: est.resumed,
         })
     }
@@ -130,7 +150,7 @@ impl RecordStream {
                 break;
             }
             if let Some(len) = inb.complete_record() {
-                let len = len.map_err(|e| self.fatal(fd, RECORD_OVERFLOW, e.into()))?;
+                let len = len.map_err(|e| self.fatal(fd, alert_for(&e), e.into()))?;
                 self.open_next(fd, &mut inb, len)?;
                 continue;
             }
@@ -173,10 +193,13 @@ impl RecordStream {
             return Ok(());
         };
         let opened = self.rx.borrow_mut().open(&mut buf.0[at.clone()]);
-        let (typ, content) = opened.map_err(|e| self.fatal(fd, BAD_RECORD_MAC, e.into()))?;
+        let (typ, content) = opened.map_err(|e| self.fatal(fd, alert_for(&e), e.into()))?;
         let content = at.start + content.start..at.start + content.end;
         match typ {
-            APPLICATION_DATA => inb.plain = content,
+            APPLICATION_DATA => {
+                self.count_empty(fd, content.is_empty())?;
+                inb.plain = content;
+            }
             HANDSHAKE => self.post_handshake(fd, &buf.0[content])?,
             // A warning after close_notify (user_canceled) must not reopen
             // the peer's side: closed stays closed.
@@ -188,6 +211,18 @@ impl RecordStream {
                     RecordError::UnexpectedType(other).into(),
                 ))
             }
+        }
+        Ok(())
+    }
+
+    /// Empty application records are legal but carry nothing; a long run
+    /// of them is a peer making us spin, ended like rustls does.
+    fn count_empty(&self, fd: RawFd, empty: bool) -> io::Result<()> {
+        let run = if empty { self.empty_run.get() + 1 } else { 0 };
+        self.empty_run.set(run);
+        if run > MAX_EMPTY_RECORDS {
+            let e = invalid("too many consecutive empty TLS records");
+            return Err(self.fatal(fd, UNEXPECTED_MESSAGE, e));
         }
         Ok(())
     }

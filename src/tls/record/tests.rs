@@ -201,7 +201,7 @@ fn headers_are_checked_before_any_crypto() {
     );
     let mut short = [23u8, 3, 3, 0, 4, 1, 2, 3, 4];
     let got = keys(suites::TLS13_AES_256_GCM_SHA384, Version::Tls13, 0).open(&mut short);
-    assert_eq!(got.err(), Some(RecordError::BadMac));
+    assert_eq!(got.err(), Some(RecordError::TooShort(4)));
     let mut tls12_type = seal_one(
         &mut keys(suites::TLS13_AES_256_GCM_SHA384, Version::Tls13, 0),
         APPLICATION_DATA,
@@ -210,4 +210,67 @@ fn headers_are_checked_before_any_crypto() {
     tls12_type[0] = HANDSHAKE;
     let got = keys(suites::TLS13_AES_256_GCM_SHA384, Version::Tls13, 0).open(&mut tls12_type);
     assert_eq!(got.err(), Some(RecordError::UnexpectedType(HANDSHAKE)));
+}
+
+/// RFC 8446 §5 / §5.2 / §5.4: what an established session refuses, and
+/// with which error (the stream turns each into its alert).
+#[test]
+fn refusals_after_the_handshake() {
+    let open13 =
+        |rec: &mut [u8]| keys(suites::TLS13_AES_256_GCM_SHA384, Version::Tls13, 0).open(rec);
+    // A plaintext ChangeCipherSpec or alert after the handshake.
+    assert_eq!(
+        open13(&mut [20, 3, 3, 0, 1, 1]).err(),
+        Some(RecordError::UnexpectedType(20))
+    );
+    assert_eq!(
+        open13(&mut [21, 3, 3, 0, 2, 2, 10]).err(),
+        Some(RecordError::UnexpectedType(21))
+    );
+    // Over TLS 1.3's 2^14 + 256, though under TLS 1.2's 2^14 + 2048.
+    for body in [MAX_BODY_TLS13 + 1, MAX_BODY] {
+        let mut rec = vec![0u8; HEADER_LEN + body];
+        rec[..5].copy_from_slice(&[23, 3, 3, (body >> 8) as u8, body as u8]);
+        assert_eq!(
+            open13(&mut rec).err(),
+            Some(RecordError::Oversized(body)),
+            "{body}"
+        );
+    }
+    // Exactly the limit is authenticated (and fails only on its tag).
+    let mut rec = vec![0u8; HEADER_LEN + MAX_BODY_TLS13];
+    rec[..5].copy_from_slice(&[23, 3, 3, (MAX_BODY_TLS13 >> 8) as u8, MAX_BODY_TLS13 as u8]);
+    assert_eq!(open13(&mut rec).err(), Some(RecordError::BadMac));
+    // A zero-length record, and an authentic one with no content type.
+    assert_eq!(
+        open13(&mut [23, 3, 3, 0, 0]).err(),
+        Some(RecordError::TooShort(0))
+    );
+    let mut k = keys(suites::TLS13_AES_256_GCM_SHA384, Version::Tls13, 0);
+    let mut no_type = [0u8; 64];
+    let n = k.seal(0, &[], &mut no_type).unwrap();
+    assert_eq!(
+        open13(&mut no_type[..n]).err(),
+        Some(RecordError::NoContentType)
+    );
+    // TLS 1.2: no second ChangeCipherSpec once keys are in use.
+    let mut ccs = seal_one(
+        &mut keys(
+            suites::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+            Version::Tls12,
+            0,
+        ),
+        CHANGE_CIPHER_SPEC,
+        &[1],
+    );
+    let got = keys(
+        suites::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+        Version::Tls12,
+        0,
+    )
+    .open(&mut ccs);
+    assert_eq!(
+        got.err(),
+        Some(RecordError::UnexpectedType(CHANGE_CIPHER_SPEC))
+    );
 }
