@@ -97,6 +97,20 @@ fn check_generated(relay: &TlsRelay, cert_name: &str, key_name: &str) -> Certifi
     der
 }
 
+/// Writes `spec` as `dir`/config.toml on a free port and runs `serve`
+/// (for configs that must refuse to start).
+async fn serve_in(dir: &tempfile::TempDir, spec: &RelaySpec) -> (std::path::PathBuf, CliOutput) {
+    let config = dir.path().join("config.toml");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    std::fs::write(&config, spec.render(port, &dir.path().join("relay.sock"))).unwrap();
+    let out = run_cli(&config, "serve").await;
+    (config, out)
+}
+
 fn list(relay: &TlsRelay) -> Vec<String> {
     std::fs::read_dir(relay.dir.path())
         .unwrap()
@@ -175,14 +189,7 @@ async fn missing_files_without_tls_self_signed_refuse_to_start() {
     ];
     for (i, spec) in cases.into_iter().enumerate() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let config = dir.path().join("config.toml");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        std::fs::write(&config, spec.render(port, &dir.path().join("relay.sock"))).unwrap();
-        let out = run_cli(&config, "serve").await;
+        let (config, out) = serve_in(&dir, &spec).await;
         assert_ne!(
             out.code,
             Some(0),
@@ -337,14 +344,7 @@ async fn self_signed_write_failure_names_the_key_once() {
     let spec = RelaySpec::self_signed()
         .line("tls_cert = \"blocker/cert.pem\"")
         .line("tls_key = \"blocker/key.pem\"");
-    let config = dir.path().join("config.toml");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    std::fs::write(&config, spec.render(port, &dir.path().join("relay.sock"))).unwrap();
-    let out = run_cli(&config, "serve").await;
+    let (_, out) = serve_in(&dir, &spec).await;
     assert_ne!(out.code, Some(0), "{}", out.all());
     let all = out.all();
     assert!(all.contains("server.tls_key: cannot write"), "{all}");
