@@ -125,6 +125,8 @@ pub struct RelayConfig {
     pub extra_toml: Vec<String>,
     /// Environment variables for the relay process.
     pub env: Vec<(String, String)>,
+    /// `RLIMIT_NOFILE` (soft and hard) for the relay process.
+    pub fd_limit: Option<u64>,
 }
 
 impl Default for RelayConfig {
@@ -146,6 +148,7 @@ impl Default for RelayConfig {
             extra_server: Vec::new(),
             extra_toml: Vec::new(),
             env: Vec::new(),
+            fd_limit: None,
         }
     }
 }
@@ -404,6 +407,21 @@ impl Relay {
         }
         for (k, v) in &self.cfg.env {
             cmd.env(k, v);
+        }
+        if let Some(n) = self.cfg.fd_limit {
+            use std::os::unix::process::CommandExt;
+            let lim = libc::rlimit {
+                rlim_cur: n,
+                rlim_max: n,
+            };
+            // SAFETY: setrlimit is async-signal-safe; nothing else runs
+            // between fork and exec here.
+            unsafe {
+                cmd.pre_exec(move || match libc::setrlimit(libc::RLIMIT_NOFILE, &lim) {
+                    0 => Ok(()),
+                    _ => Err(std::io::Error::last_os_error()),
+                });
+            }
         }
         self.child = Some(cmd.spawn().expect("spawn ws-relay-core"));
     }
