@@ -1,7 +1,9 @@
 //! Resource exhaustion (issue 14, item 4): at the descriptor limit the relay
 //! stops accepting and backs off (one warning, low CPU) instead of spinning
 //! on a failing `accept`; sessions already open keep echoing; once
-//! descriptors free up it accepts again by itself.
+//! descriptors free up it accepts again by itself. A flood of half-open
+//! connections past `max_connections` leaves open sessions echoing with
+//! bounded latency, and each flood connection ends at its auth deadline.
 
 mod common;
 
@@ -84,4 +86,53 @@ async fn fd_exhaustion_backs_off_keeps_sessions_and_recovers() {
         warnings <= 2,
         "{warnings} back-off warnings: rate limit broken"
     );
+}
+
+/// A flood of half-open connections (connected, never a byte) past
+/// `max_connections`: the open session keeps echoing with bounded latency,
+/// every flood connection is closed by the auth deadline, and new sessions
+/// are served afterwards.
+#[tokio::test]
+async fn half_open_flood_spares_open_sessions() {
+    let target = Target::echo().await;
+    let relay = Relay::start(RelayConfig {
+        max_connections: 50,
+        auth_timeout_secs: 1,
+        ..RelayConfig::default()
+    })
+    .await;
+    let mut live = connect_first_message(relay.port, ALICE_TOKEN, &target.url("/")).await;
+    let mut flood = Vec::new();
+    for _ in 0..500 {
+        flood.push(
+            tokio::net::TcpStream::connect(("127.0.0.1", relay.port))
+                .await
+                .unwrap(),
+        );
+    }
+    let mut worst = Duration::ZERO;
+    for i in 0..100 {
+        let t = std::time::Instant::now();
+        let m = format!("ping {i}");
+        send(&mut live, Message::text(m.clone())).await;
+        expect_text(&mut live, &m).await;
+        worst = worst.max(t.elapsed());
+    }
+    eprintln!("worst echo during the flood: {worst:?}");
+    assert!(
+        worst < Duration::from_millis(250),
+        "echo took {worst:?} during the flood"
+    );
+    // Each flood connection is answered or closed once its deadline passes.
+    let ended = async {
+        for mut c in flood {
+            let mut buf = [0u8; 512];
+            use tokio::io::AsyncReadExt;
+            while matches!(c.read(&mut buf).await, Ok(n) if n > 0) {}
+        }
+    };
+    within(Duration::from_secs(5), "flood connections closed", ended).await;
+    let mut fresh = connect_first_message(relay.port, ALICE_TOKEN, &target.url("/")).await;
+    send(&mut fresh, Message::text("after")).await;
+    expect_text(&mut fresh, "after").await;
 }
