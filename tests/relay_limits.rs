@@ -132,7 +132,35 @@ async fn half_open_flood_spares_open_sessions() {
         }
     };
     within(Duration::from_secs(5), "flood connections closed", ended).await;
+    // The relay lingers on each closed connection until it reads the
+    // client's FIN, and counts it against max_connections until then; the
+    // last FINs were sent just now. Wait until only the live session (and
+    // the scrape itself) is open, as an operator would on `/metrics`.
+    let t = std::time::Instant::now();
+    within(
+        Duration::from_secs(5),
+        "flood connections released",
+        async {
+            while connections_open(relay.port).await > 2 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        },
+    )
+    .await;
+    eprintln!("flood released {:?} after the last EOF", t.elapsed());
     let mut fresh = connect_first_message(relay.port, ALICE_TOKEN, &target.url("/")).await;
     send(&mut fresh, Message::text("after")).await;
     expect_text(&mut fresh, "after").await;
+}
+
+/// `ws_relay_connections_open` summed over shards, this scrape included.
+async fn connections_open(port: u16) -> u64 {
+    let resp = common::http::get(port, "/metrics").await.unwrap();
+    assert_eq!(resp.status, 200);
+    String::from_utf8(resp.body)
+        .unwrap()
+        .lines()
+        .filter(|l| l.starts_with("ws_relay_connections_open{"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum()
 }
