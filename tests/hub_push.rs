@@ -121,6 +121,17 @@ async fn each_bad_body_gets_400_with_a_reason() {
             r#"{"event_name":"e","subject":1,"delay_seconds":"soon"}"#,
             "delay_seconds",
         ),
+        // Out of float64's range: the seed's decoder refuses these, and a
+        // token nobody can read must not turn a user's push into a
+        // broadcast (found by fuzz/hub_push).
+        (
+            r#"{"event_name":"e","subject":1,"token":12366666666668E80664666666}"#,
+            "token",
+        ),
+        (
+            r#"{"event_name":"e","subject":{"a":[1e999]}}"#,
+            "subject",
+        ),
     ];
     for (body, reason) in bodies {
         let req = push_request(relay.port, "/api/push", &[("X-API-KEY", API_KEY)], body);
@@ -130,7 +141,7 @@ async fn each_bad_body_gets_400_with_a_reason() {
         assert_eq!(v["code"], -1, "{v}");
         assert!(v["msg"].as_str().unwrap().contains(reason), "{body}: {v}");
     }
-    // Still the same keep-alive connection after nine 400s.
+    // Still the same keep-alive connection after eleven 400s.
     let r = pusher.push(&json!({"event_name": "e", "subject": 1})).await;
     assert_delivered(&r, 0);
     // Over the limit: 400 and the connection closes (the body is not read).

@@ -23,6 +23,8 @@ pub enum BodyError {
     Subject,
     #[error("delay_seconds must be an integer")]
     Delay,
+    #[error("{0} holds a number out of range")]
+    OutOfRange(&'static str),
     #[error("body larger than {0} bytes")]
     TooLarge(usize),
 }
@@ -80,9 +82,14 @@ pub fn parse(body: &[u8], id: String) -> Result<Request, BodyError> {
         _ => return Err(BodyError::EventName),
     };
     let subject = match b.subject {
-        Some(s) => s.to_owned(),
+        Some(s) => s,
         None => return Err(BodyError::Subject),
     };
+    // The raw value is passed on as written, but it must be JSON a client
+    // can decode: numbers out of float64's range are refused, as the seed's
+    // decoder refuses them.
+    readable(subject, "subject")?;
+    let subject = subject.to_owned();
     let delay_seconds = match b
         .delay_seconds
         .map(|r| serde_json::from_str::<Value>(r.get()))
@@ -92,9 +99,12 @@ pub fn parse(body: &[u8], id: String) -> Result<Request, BodyError> {
         _ => return Err(BodyError::Delay),
     };
     let token = b.token.filter(|t| t.get() != "null");
-    let user = token
-        .and_then(|t| serde_json::from_str::<Value>(t.get()).ok())
-        .and_then(|v| resolve_user(&v));
+    // A token that cannot be read must be refused, never taken for "no
+    // token": that would broadcast a push meant for one user.
+    let user = match token {
+        Some(t) => resolve_user(&readable(t, "token")?),
+        None => None,
+    };
     Ok(Request {
         push: Push {
             id,
@@ -107,6 +117,11 @@ pub fn parse(body: &[u8], id: String) -> Result<Request, BodyError> {
         },
         delay_seconds,
     })
+}
+
+/// `raw` as a value, or `OutOfRange` when a number in it does not fit.
+fn readable(raw: &RawValue, what: &'static str) -> Result<Value, BodyError> {
+    serde_json::from_str(raw.get()).map_err(|_| BodyError::OutOfRange(what))
 }
 
 fn delay_of(n: &serde_json::Number) -> Result<i64, BodyError> {
@@ -288,6 +303,19 @@ mod tests {
         )
         .unwrap();
         assert_eq!(r.delay_seconds, 2);
+        // Found by fuzz/hub_push: an unreadable token used to mean broadcast.
+        assert_eq!(
+            parse(
+                br#"{"event_name":"e","subject":1,"token":1E80664666666}"#,
+                "i".into()
+            )
+            .err(),
+            Some(BodyError::OutOfRange("token"))
+        );
+        assert_eq!(
+            parse(br#"{"event_name":"e","subject":[-1e400]}"#, "i".into()).err(),
+            Some(BodyError::OutOfRange("subject"))
+        );
     }
 
     #[test]
