@@ -128,10 +128,7 @@ async fn each_bad_body_gets_400_with_a_reason() {
             r#"{"event_name":"e","subject":1,"token":12366666666668E80664666666}"#,
             "token",
         ),
-        (
-            r#"{"event_name":"e","subject":{"a":[1e999]}}"#,
-            "subject",
-        ),
+        (r#"{"event_name":"e","subject":{"a":[1e999]}}"#, "subject"),
     ];
     for (body, reason) in bodies {
         let req = push_request(relay.port, "/api/push", &[("X-API-KEY", API_KEY)], body);

@@ -239,3 +239,49 @@ async fn bad_record_behind_the_finished_gets_a_readable_alert() {
         );
     }
 }
+
+/// A target that, once upgraded, sends `count` binary messages of `size`
+/// bytes as fast as the relay takes them, then waits for the end.
+async fn flood_target(count: usize, size: usize) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else {
+            return;
+        };
+        use futures_util::SinkExt;
+        for _ in 0..count {
+            if ws.send(Message::binary(vec![0x5a; size])).await.is_err() {
+                return;
+            }
+        }
+        while let Some(Ok(_)) = ws.next().await {}
+    });
+    format!("ws://127.0.0.1:{port}/")
+}
+
+/// Issue 14, item 5: when one direction ends, the other may be partway
+/// through a write to a peer that is not reading. The relay finishes that
+/// write (bounded) before ending the session, so the TLS record in flight
+/// goes out whole and the relay's close_notify follows it. Before the fix
+/// the write was dropped halfway: the client read a cut record followed by
+/// the close_notify record and failed the stream instead of ending it.
+#[tokio::test]
+async fn a_write_in_flight_at_session_end_is_finished_not_cut() {
+    let ca = Ca::new("tls_close test CA");
+    let relay = TlsRelay::start(RelaySpec::tls_leaf(&ca.leaf(LOCAL_NAMES))).await;
+    let target = flood_target(256, 64 * 1024).await;
+    let cfg = client_config(&[&ca.der]);
+    let s = tls(relay.port, &cfg, "localhost").await;
+    let mut ws = first_message(s, relay.port, TOKEN, &target).await;
+    // Not reading: the relay's write toward this client blocks part-way.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let s = ws.get_mut();
+    s.shutdown().await.expect("send close_notify");
+    let rest = read_to_clean_eof(s)
+        .await
+        .unwrap_or_else(|e| panic!("the stream was cut instead of ended: {e}"));
+    assert!(!rest.is_empty(), "the flood never reached the client");
+    eprintln!("{} bytes after close_notify, then a clean end", rest.len());
+}

@@ -37,6 +37,9 @@ pub async fn pump(
             }
             dir.mid_write.set(false);
             dir.passed(&buf[..n], clock);
+            if dir.stop.get() {
+                return PumpEnd::Stopped;
+            }
             // A short read means the socket is drained: go back to waiting
             // for readiness without a wasted EAGAIN.
             if n < buf.len() {

@@ -9,7 +9,9 @@ mod copy;
 mod splice;
 
 use std::cell::{Cell, RefCell};
+use std::future::Future;
 use std::io;
+use std::pin::{pin, Pin};
 use std::time::{Duration, Instant};
 
 use crate::config::{ForwardMode, ServerConfig};
@@ -35,6 +37,8 @@ pub struct Direction<'a> {
     pub bytes: Cell<u64>,
     /// Set while a chunk is partially written: not a frame boundary.
     pub mid_write: Cell<bool>,
+    /// Asks the pump to return once its write in flight is done.
+    pub stop: Cell<bool>,
     /// `None` in splice mode (bytes never reach user space).
     pub tracker: Option<RefCell<FrameTracker>>,
     /// Session-wide: the side whose Close frame went by first.
@@ -54,6 +58,7 @@ impl<'a> Direction<'a> {
             source,
             bytes: Cell::new(0),
             mid_write: Cell::new(false),
+            stop: Cell::new(false),
             tracker: tracker.map(RefCell::new),
             first_close,
             shard_total,
@@ -100,6 +105,8 @@ pub enum PumpEnd {
     Eof,
     ReadError(io::Error),
     WriteError(io::Error),
+    /// Returned after `Direction::stop` was set, at a write boundary.
+    Stopped,
 }
 
 /// What a session end looked like, for the session-end log line.
@@ -184,9 +191,14 @@ pub async fn passthrough(
     down.passed(&down_seen, &clock);
     drop((up_seen, down_seen));
 
+    // Pinned here rather than inside `select!`, so the pump that has not
+    // ended survives it: it may be partway through a write (bytes already
+    // read, a TLS record half sent), and dropping it would cut that write.
+    let mut up_pump = pin!(pump(ctx, splice, client, target, &up, &clock));
+    let mut down_pump = pin!(pump(ctx, splice, target, client, &down, &clock));
     let first = monoio::select! {
-        r = pump(ctx, splice, client, target, &up, &clock) => First::Up(r),
-        r = pump(ctx, splice, target, client, &down, &clock) => First::Down(r),
+        r = &mut up_pump => First::Up(r),
+        r = &mut down_pump => First::Down(r),
         _ = idle_watch(&clock, ctx.idle_timeout) => First::Idle,
         _ = ctx.close_all.wait() => First::Shutdown,
     };
@@ -194,20 +206,24 @@ pub async fn passthrough(
         First::Up(end) => {
             let reason = describe("client", &end, up.saw_close(), splice);
             let notice = Notice::CLIENT_GONE;
-            end_side(ctx, &end, &up, target, &down, client, &clock, notice).await;
+            let rest = (down_pump, &down);
+            end_side(ctx, &end, &up, target, rest, client, notice).await;
             ("client", reason)
         }
         First::Down(end) => {
             let reason = describe("target", &end, down.saw_close(), splice);
             let notice = Notice::TARGET_GONE;
-            end_side(ctx, &end, &down, client, &up, target, &clock, notice).await;
+            let rest = (up_pump, &up);
+            end_side(ctx, &end, &down, client, rest, target, notice).await;
             ("target", reason)
         }
         First::Idle => {
+            settle_both(up_pump, &up, down_pump, &down).await;
             close_both(ctx, client, &down, target, &up, "idle timeout").await;
             ("relay", "idle timeout".to_string())
         }
         First::Shutdown => {
+            settle_both(up_pump, &up, down_pump, &down).await;
             close_both(ctx, client, &down, target, &up, "server shutting down").await;
             ("relay", "shutdown".to_string())
         }
@@ -256,6 +272,7 @@ fn describe(side: &str, end: &PumpEnd, clean: bool, splice: bool) -> String {
         PumpEnd::Eof => format!("{side} disconnected without a close frame"),
         PumpEnd::ReadError(e) => format!("{side} connection error: {e}"),
         PumpEnd::WriteError(e) => format!("write failed toward the other side of {side}: {e}"),
+        PumpEnd::Stopped => "stopped by the relay".to_string(),
     }
 }
 
@@ -282,30 +299,32 @@ impl Notice {
     };
 }
 
+/// The pump still running when the other ended, and its direction.
+type Rest<'p, 'd, F> = (Pin<&'p mut F>, &'p Direction<'d>);
+
 /// One direction (`ended`, whose source `gone` is finished) stopped. Tell
-/// the other peer: after a close handshake, a FIN and a chance to finish;
-/// otherwise the injected `notice` where a frame boundary allows it.
-#[allow(clippy::too_many_arguments)]
-async fn end_side(
+/// the other peer: after a close handshake, a FIN and a chance to finish
+/// (the other pump goes on, bounded); otherwise the injected `notice` where
+/// a frame boundary allows it, once the other pump's write in flight is
+/// done.
+async fn end_side<F: Future<Output = PumpEnd>>(
     ctx: &ForwardCtx<'_>,
     end: &PumpEnd,
     ended: &Direction<'_>,
     peer: &Endpoint,
-    other: &Direction<'_>,
+    (other_pump, other): Rest<'_, '_, F>,
     gone: &Endpoint,
-    clock: &Cell<Instant>,
     notice: Notice,
 ) {
     let clean = matches!(end, PumpEnd::Eof) && ended.saw_close();
     if clean {
         // Half-close: the peer's reply Close may still be in flight.
         peer.shutdown_write().await;
-        let splice = ctx.splices(peer, gone);
-        let rest = pump(ctx, splice, peer, gone, other, clock);
-        let _ = monoio::time::timeout(LINGER, rest).await;
+        let _ = monoio::time::timeout(LINGER, other_pump).await;
         answer_close(gone).await;
         return;
     }
+    settle(other_pump, other).await;
     if ended.injectable() {
         let frame = close_frame(notice.code, notice.reason, notice.mask);
         let _ = monoio::time::timeout(LINGER, peer.write_all(&frame)).await;
@@ -313,6 +332,31 @@ async fn end_side(
     peer.shutdown_write().await;
     answer_close(gone).await;
     let _ = monoio::time::timeout(LINGER, discard_until_eof(peer, ctx.buffers)).await;
+}
+
+/// Lets a pump that is partway through a write finish it, bounded by
+/// `LINGER`, and stop there: bytes it already read are delivered and no TLS
+/// record is cut short. A pump waiting for input holds nothing and is
+/// simply dropped. Past `LINGER` (a peer that stopped reading) the write is
+/// abandoned; that peer is being closed anyway.
+async fn settle<F: Future<Output = PumpEnd>>(pump: Pin<&mut F>, dir: &Direction<'_>) {
+    if !dir.mid_write.get() {
+        return;
+    }
+    dir.stop.set(true);
+    let _ = monoio::time::timeout(LINGER, pump).await;
+}
+
+async fn settle_both<A, B>(
+    a: Pin<&mut A>,
+    a_dir: &Direction<'_>,
+    b: Pin<&mut B>,
+    b_dir: &Direction<'_>,
+) where
+    A: Future<Output = PumpEnd>,
+    B: Future<Output = PumpEnd>,
+{
+    monoio::join!(settle(a, a_dir), settle(b, b_dir));
 }
 
 /// Ends our side toward the peer that ended first: over TLS its

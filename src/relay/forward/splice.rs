@@ -65,6 +65,9 @@ pub async fn pump(
             }
             dir.mid_write.set(false);
             dir.count(n, clock);
+            if dir.stop.get() {
+                return PumpEnd::Stopped;
+            }
             if n < CHUNK {
                 break;
             }
