@@ -285,3 +285,57 @@ async fn a_write_in_flight_at_session_end_is_finished_not_cut() {
     assert!(!rest.is_empty(), "the flood never reached the client");
     eprintln!("{} bytes after close_notify, then a clean end", rest.len());
 }
+
+/// A TLS 1.2 AES-GCM session cannot rekey, so before its cipher's record
+/// limit the relay ends it itself: Close 1001 at a frame boundary, then
+/// close_notify, with every message before it echoed. TLS 1.3 rekeys at the
+/// same limit and goes on. `WS_RELAY_TLS_RECORD_LIMIT` lowers the limit to
+/// 2,000 records so the test reaches it (the margin is then 250 records;
+/// at AES-GCM's 2^24 it is 2^16). Before the fix the TLS 1.2 session ran
+/// into the limit and ended with no Close at all.
+#[tokio::test]
+async fn tls12_session_near_its_record_limit_ends_with_1001() {
+    let ca = Ca::new("tls_close test CA");
+    let spec = RelaySpec::tls_leaf(&ca.leaf(LOCAL_NAMES)).env("WS_RELAY_TLS_RECORD_LIMIT", "2000");
+    let relay = TlsRelay::start(spec).await;
+    let target = EchoTarget::plain().await;
+
+    let cfg = client_config_versions(&[&ca.der], &TLS12);
+    let s = tls(relay.port, &cfg, "localhost").await;
+    let suite = s.get_ref().1.negotiated_cipher_suite().unwrap().suite();
+    assert!(format!("{suite:?}").contains("GCM"), "{suite:?}");
+    let mut ws = first_message(s, relay.port, TOKEN, &target.url()).await;
+    let mut echoed = 0;
+    let frame = loop {
+        assert!(echoed < 3000, "no Close after {echoed} echoes");
+        let sent = format!("message {echoed}");
+        send(&mut ws, Message::text(sent.clone())).await;
+        match next_msg(&mut ws).await {
+            Some(Message::Text(t)) if t.as_str() == sent => echoed += 1,
+            Some(Message::Close(f)) => break f.expect("a Close code"),
+            other => panic!("after {echoed} echoes: {other:?}"),
+        }
+    };
+    assert_eq!(u16::from(frame.code), 1001, "{frame:?}");
+    assert_eq!(frame.reason.as_str(), "TLS 1.2 record limit");
+    assert!(
+        (1700..1760).contains(&echoed),
+        "Close after {echoed} echoes"
+    );
+    let _ = ws.close(None).await;
+    read_to_clean_eof(ws.get_mut())
+        .await
+        .unwrap_or_else(|e| panic!("no close_notify after the 1001: {e}"));
+    let line = relay.wait_session_ends(1).await.pop().unwrap();
+    assert_eq!(field(&line, "closed_by"), Some("relay"), "{line}");
+    assert!(line.contains("reason=TLS 1.2 record limit"), "{line}");
+
+    // TLS 1.3 rotates its sending key at the limit instead.
+    let cfg = client_config_versions(&[&ca.der], &TLS13);
+    let s = tls(relay.port, &cfg, "localhost").await;
+    let mut ws = first_message(s, relay.port, TOKEN, &target.url()).await;
+    for i in 0..2500 {
+        echo(&mut ws, Message::text(format!("message {i}"))).await;
+    }
+    close(ws).await;
+}

@@ -118,6 +118,12 @@ impl Endpoint {
         })
     }
 
+    /// A TLS 1.2 session close to its cipher's record limit (see
+    /// `RecordStream::nearing_record_limit`); never for plain TCP.
+    pub fn nearing_record_limit(&self) -> bool {
+        matches!(self.tls.as_deref(), Some(Tls::Records(r)) if r.nearing_record_limit())
+    }
+
     /// Waits until a read may make progress.
     pub async fn readable(&self) -> io::Result<()> {
         let buffered = match self.tls.as_deref() {

@@ -37,6 +37,13 @@ const BAD_RECORD_MAC: u8 = 20;
 const RECORD_OVERFLOW: u8 = 22;
 const DECODE_ERROR: u8 = 50;
 const INTERNAL_ERROR: u8 = 80;
+/// Records kept in hand below a TLS 1.2 limit: 2^16 of AES-GCM's 2^24
+/// (about 1 GiB of full records, room to reach the end of any frame the
+/// relay carries), or an eighth of a lowered limit.
+fn record_margin(limit: u64) -> u64 {
+    (limit / 8).min(1 << 16)
+}
+
 /// Consecutive empty application records tolerated (rustls allows 32).
 const MAX_EMPTY_RECORDS: u32 = 32;
 
@@ -116,6 +123,17 @@ impl RecordStream {
 
     pub fn resumed(&self) -> bool {
         self.resumed
+    }
+
+    /// True once a TLS 1.2 session (which cannot rekey) is within
+    /// [`record_margin`] records of its cipher's limit: time for the relay
+    /// to end it with a Close at the next frame boundary, while records are
+    /// left to carry that Close and the close_notify. TLS 1.3 rekeys
+    /// instead, so it never nears the limit.
+    pub fn nearing_record_limit(&self) -> bool {
+        self.version == Version::Tls12
+            && self.key_limit.saturating_sub(self.tx.borrow().seq())
+                <= record_margin(self.key_limit)
     }
 
     /// Whether a read can make progress without waiting for the socket.

@@ -60,6 +60,8 @@ pub struct RelaySpec {
     pub files: Vec<(String, String)>,
     /// Raw lines appended to the one `[[users]]` entry.
     pub user_lines: Vec<String>,
+    /// Extra environment for the relay process.
+    pub env: Vec<(String, String)>,
 }
 
 impl RelaySpec {
@@ -72,6 +74,7 @@ impl RelaySpec {
             extra: Vec::new(),
             files: Vec::new(),
             user_lines: Vec::new(),
+            env: Vec::new(),
         }
     }
 
@@ -121,6 +124,11 @@ impl RelaySpec {
     pub fn target_ca(self, ca_pem: &str) -> RelaySpec {
         self.file("target-ca.pem", ca_pem)
             .line("target_ca_file = \"target-ca.pem\"")
+    }
+
+    pub fn env(mut self, name: &str, value: &str) -> RelaySpec {
+        self.env.push((name.into(), value.into()));
+        self
     }
 
     pub fn workers(mut self, n: usize) -> RelaySpec {
@@ -265,6 +273,7 @@ impl TlsRelay {
             .current_dir("/")
             .env_remove("WS_RELAY_CONFIG")
             .env("NO_COLOR", "1")
+            .envs(self.spec.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup log"))
             .stderr(log)

@@ -4,6 +4,10 @@
 //!
 //! Must not: allocate, or parse payload bytes (frame headers only, through
 //! the direction's tracker, after the bytes are fully written).
+//!
+//! A TLS 1.2 destination nearing its cipher's record limit ends the pump at
+//! the next frame boundary (`PumpEnd::RecordLimit`), so the session can end
+//! with a Close rather than a bare error when the limit is hit.
 
 use std::cell::Cell;
 use std::time::Instant;
@@ -39,6 +43,9 @@ pub async fn pump(
             dir.passed(&buf[..n], clock);
             if dir.stop.get() {
                 return PumpEnd::Stopped;
+            }
+            if dst.nearing_record_limit() && dir.at_frame_boundary() {
+                return PumpEnd::RecordLimit;
             }
             // A short read means the socket is drained: go back to waiting
             // for readiness without a wasted EAGAIN.

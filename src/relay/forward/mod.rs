@@ -83,13 +83,18 @@ impl<'a> Direction<'a> {
         clock.set(Instant::now());
     }
 
+    /// Between frames, with nothing half written (copy mode only).
+    pub fn at_frame_boundary(&self) -> bool {
+        !self.mid_write.get()
+            && self
+                .tracker
+                .as_ref()
+                .is_some_and(|t| t.borrow().at_frame_boundary())
+    }
+
     /// True when a frame may be injected into this direction's stream.
     fn injectable(&self) -> bool {
-        !self.mid_write.get()
-            && self.tracker.as_ref().is_some_and(|t| {
-                let t = t.borrow();
-                t.at_frame_boundary() && !t.saw_close()
-            })
+        self.at_frame_boundary() && !self.saw_close()
     }
 
     fn saw_close(&self) -> bool {
@@ -107,7 +112,14 @@ pub enum PumpEnd {
     WriteError(io::Error),
     /// Returned after `Direction::stop` was set, at a write boundary.
     Stopped,
+    /// The destination is a TLS 1.2 session near its record limit; returned
+    /// at a frame boundary.
+    RecordLimit,
 }
+
+/// The reason logged, and sent in the 1001 Close frames, when a TLS 1.2
+/// session nears its cipher's record limit.
+const RECORD_LIMIT: &str = "TLS 1.2 record limit";
 
 /// What a session end looked like, for the session-end log line.
 #[derive(Debug)]
@@ -203,6 +215,13 @@ pub async fn passthrough(
         _ = ctx.close_all.wait() => First::Shutdown,
     };
     let (ended_by, reason) = match first {
+        First::Up(PumpEnd::RecordLimit) | First::Down(PumpEnd::RecordLimit) => {
+            // TLS 1.2 cannot rekey: end the session while records are left
+            // for a Close 1001 and a close_notify, as for a shutdown.
+            settle_both(up_pump, &up, down_pump, &down).await;
+            close_both(ctx, client, &down, target, &up, RECORD_LIMIT).await;
+            ("relay", RECORD_LIMIT.to_string())
+        }
         First::Up(end) => {
             let reason = describe("client", &end, up.saw_close(), splice);
             let notice = Notice::CLIENT_GONE;
@@ -273,6 +292,7 @@ fn describe(side: &str, end: &PumpEnd, clean: bool, splice: bool) -> String {
         PumpEnd::ReadError(e) => format!("{side} connection error: {e}"),
         PumpEnd::WriteError(e) => format!("write failed toward the other side of {side}: {e}"),
         PumpEnd::Stopped => "stopped by the relay".to_string(),
+        PumpEnd::RecordLimit => RECORD_LIMIT.to_string(),
     }
 }
 
