@@ -411,3 +411,33 @@ async fn second_instance_on_the_same_port_is_refused() {
         assert_eq!(r.status, 200);
     }
 }
+
+/// A port held only by a connection's local end (the kernel hands ports out
+/// as source ports, so a relay restarted after a crash can meet one) is
+/// refused with that said, not blamed on a listener that does not exist.
+#[tokio::test]
+async fn a_port_held_by_a_connection_is_named_as_such() {
+    let relay = Relay::start(RelayConfig::default()).await;
+    let held = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    held.bind(
+        &"127.0.0.1:0"
+            .parse::<std::net::SocketAddr>()
+            .unwrap()
+            .into(),
+    )
+    .unwrap();
+    let port = held.local_addr().unwrap().as_socket().unwrap().port();
+    let target: std::net::SocketAddr = format!("127.0.0.1:{}", relay.port).parse().unwrap();
+    held.connect(&target.into()).unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("held.toml");
+    std::fs::write(&cfg, relay.cfg.render(port, &dir.path().join("held.sock"))).unwrap();
+    let out = run_cli(&cfg, "serve").await;
+    assert_ne!(out.code, Some(0), "{out:?}");
+    assert!(
+        out.stderr.contains("a connection holds this local port"),
+        "{out:?}"
+    );
+    assert!(!out.stderr.contains("another process"), "{out:?}");
+}

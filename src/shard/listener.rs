@@ -21,6 +21,13 @@ pub enum ListenError {
          silently share its connections (SO_REUSEPORT). Stop it or change server.port"
     )]
     InUse(SocketAddr, String),
+    #[error(
+        "cannot listen on {0}: a connection holds this local port, though nothing \
+         listens on it (the kernel may have handed it out as an outgoing \
+         connection's source port). Wait for that connection to close, or pick a \
+         server.port below net.ipv4.ip_local_port_range"
+    )]
+    HeldByConnection(SocketAddr),
 }
 
 /// The address to bind. Resolved once in the control plane, before shards
@@ -54,7 +61,10 @@ pub fn ensure_unowned(addr: SocketAddr) -> Result<(), ListenError> {
     match probe.bind(&addr.into()) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
-            Err(ListenError::InUse(addr, owner::describe(addr.port())))
+            Err(match owner::describe(addr.port()) {
+                Some(who) => ListenError::InUse(addr, who),
+                None => ListenError::HeldByConnection(addr),
+            })
         }
         Err(e) => Err(ListenError::Bind(addr, e)),
     }
@@ -74,16 +84,21 @@ pub fn bind(addr: SocketAddr, backlog: u32) -> Result<TcpListener, ListenError> 
 mod owner {
     use std::fs;
 
-    /// "process 1234 (nginx)", or "another process" when it cannot be told.
-    pub fn describe(port: u16) -> String {
+    /// The listener on `port`: "process 1234 (nginx)", or "another process"
+    /// when its pid cannot be told. `None` when nothing listens there, so
+    /// what holds the port is a connection's local end.
+    pub fn describe(port: u16) -> Option<String> {
         let inodes = listening_inodes(port);
-        match inodes.iter().find_map(|i| pid_holding(*i)) {
+        if inodes.is_empty() {
+            return None;
+        }
+        Some(match inodes.iter().find_map(|i| pid_holding(*i)) {
             Some(pid) => {
                 let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
                 format!("process {pid} ({})", comm.trim())
             }
             None => "another process".into(),
-        }
+        })
     }
 
     /// Socket inodes in LISTEN state on `port`, IPv4 and IPv6.
