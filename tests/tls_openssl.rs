@@ -200,6 +200,42 @@ fn rsa_name(suite: &str) -> String {
     suite.replace("ECDSA", "RSA")
 }
 
+/// OpenSSL as the client of a TLS listener (ECDSA certificate) whose
+/// sessions go to a plain echo target.
+struct Listener {
+    py: String,
+    relay: TlsRelay,
+    ca_file: PathBuf,
+    target: EchoTarget,
+}
+
+impl Listener {
+    async fn start() -> Option<Listener> {
+        let py = python()?;
+        let ca = Ca::new("openssl interop CA");
+        let target = EchoTarget::plain().await;
+        let relay = TlsRelay::start(RelaySpec::tls_leaf(&ca.leaf(LOCAL_NAMES))).await;
+        let ca_file = write_ca(&relay, &ca);
+        Some(Listener {
+            py,
+            relay,
+            ca_file,
+            target,
+        })
+    }
+
+    async fn client(&self, args: &[&str]) -> Vec<Value> {
+        client(
+            &self.py,
+            &self.relay,
+            &self.ca_file,
+            &self.target.url(),
+            args,
+        )
+        .await
+    }
+}
+
 // --- listener side -----------------------------------------------------------
 
 #[tokio::test]
@@ -235,11 +271,9 @@ async fn openssl_client_every_suite() {
 
 #[tokio::test]
 async fn openssl_client_records_of_every_size_and_split_reads() {
-    let Some(py) = python() else { return };
-    let ca = Ca::new("openssl interop CA");
-    let target = EchoTarget::plain().await;
-    let relay = TlsRelay::start(RelaySpec::tls_leaf(&ca.leaf(LOCAL_NAMES))).await;
-    let ca_file = write_ca(&relay, &ca);
+    let Some(side) = Listener::start().await else {
+        return;
+    };
     for (version, suite) in [
         ("1.3", "TLS_AES_128_GCM_SHA256"),
         ("1.2", "ECDHE-ECDSA-AES256-GCM-SHA384"),
@@ -255,7 +289,7 @@ async fn openssl_client_records_of_every_size_and_split_reads() {
             "--bytes",
             &bytes,
         ];
-        let got = client(&py, &relay, &ca_file, &target.url(), &args).await;
+        let got = side.client(&args).await;
         assert_negotiated(&got[0], version, suite);
         assert_eq!(got[0]["bytes"], SWEEP_BYTES);
         assert!(got[0]["records"].as_u64().unwrap() >= 1 << 14, "{}", got[0]);
@@ -274,7 +308,7 @@ async fn openssl_client_records_of_every_size_and_split_reads() {
             "--message",
             "2500",
         ];
-        let got = client(&py, &relay, &ca_file, &target.url(), &args).await;
+        let got = side.client(&args).await;
         assert_negotiated(&got[0], version, suite);
         assert_eq!(got[0]["bytes"], 20_000);
     }
@@ -282,11 +316,9 @@ async fn openssl_client_records_of_every_size_and_split_reads() {
 
 #[tokio::test]
 async fn openssl_client_key_updates() {
-    let Some(py) = python() else { return };
-    let ca = Ca::new("openssl interop CA");
-    let target = EchoTarget::plain().await;
-    let relay = TlsRelay::start(RelaySpec::tls_leaf(&ca.leaf(LOCAL_NAMES))).await;
-    let ca_file = write_ca(&relay, &ca);
+    let Some(side) = Listener::start().await else {
+        return;
+    };
     for suite in TLS13_SUITES {
         // A key update after every 32 KiB message, requested every other
         // time, so the relay rekeys both directions mid-stream.
@@ -302,7 +334,7 @@ async fn openssl_client_key_updates() {
             "--bytes",
             "1048576",
         ];
-        let got = client(&py, &relay, &ca_file, &target.url(), &args).await;
+        let got = side.client(&args).await;
         assert_negotiated(&got[0], "1.3", suite);
         assert_eq!(got[0]["key_updates"], 32, "{}", got[0]);
         assert_eq!(got[0]["bytes"], 1_048_576);
@@ -311,42 +343,38 @@ async fn openssl_client_key_updates() {
 
 #[tokio::test]
 async fn openssl_client_close_notify_and_fatal_alert() {
-    let Some(py) = python() else { return };
-    let ca = Ca::new("openssl interop CA");
-    let target = EchoTarget::plain().await;
-    let relay = TlsRelay::start(RelaySpec::tls_leaf(&ca.leaf(LOCAL_NAMES))).await;
-    let ca_file = write_ca(&relay, &ca);
+    let Some(side) = Listener::start().await else {
+        return;
+    };
     let mut ends = 0;
     for version in ["1.3", "1.2"] {
         // close_notify with no WebSocket Close: the relay answers it.
         let args = ["--version", version, "--end", "notify", "--bytes", "100000"];
-        let got = client(&py, &relay, &ca_file, &target.url(), &args).await;
+        let got = side.client(&args).await;
         assert_eq!(got[0]["end"], "close_notify answered");
         ends += 1;
-        let line = relay.wait_session_ends(ends).await.pop().unwrap();
+        let line = side.relay.wait_session_ends(ends).await.pop().unwrap();
         assert_eq!(field(&line, "closed_by"), Some("client"), "{line}");
 
         // OpenSSL refuses a corrupted record from the relay and sends a
         // fatal bad_record_mac alert: the relay ends that session at once.
         let args = ["--version", version, "--end", "alert", "--bytes", "100000"];
-        let got = client(&py, &relay, &ca_file, &target.url(), &args).await;
+        let got = side.client(&args).await;
         assert_eq!(got[0]["end"], "fatal alert sent, relay closed");
         ends += 1;
-        let line = relay.wait_session_ends(ends).await.pop().unwrap();
+        let line = side.relay.wait_session_ends(ends).await.pop().unwrap();
         assert!(line.contains("peer sent TLS alert 20"), "{line}");
     }
 }
 
 #[tokio::test]
 async fn openssl_client_resumes() {
-    let Some(py) = python() else { return };
-    let ca = Ca::new("openssl interop CA");
-    let target = EchoTarget::plain().await;
-    let relay = TlsRelay::start(RelaySpec::tls_leaf(&ca.leaf(LOCAL_NAMES))).await;
-    let ca_file = write_ca(&relay, &ca);
+    let Some(side) = Listener::start().await else {
+        return;
+    };
     for version in ["1.3", "1.2"] {
         let args = ["--version", version, "--resume", "--bytes", "100000"];
-        let got = client(&py, &relay, &ca_file, &target.url(), &args).await;
+        let got = side.client(&args).await;
         assert_eq!(got.len(), 2);
         assert_eq!(got[0]["reused"], false, "{}", got[0]);
         assert_eq!(
@@ -356,7 +384,8 @@ async fn openssl_client_resumes() {
         );
         assert_eq!(got[1]["bytes"], 100_000);
     }
-    let kinds: Vec<String> = relay
+    let kinds: Vec<String> = side
+        .relay
         .session_ends()
         .iter()
         .filter_map(|l| field(l, "client_tls").map(str::to_string))

@@ -140,9 +140,10 @@ async fn publish_refusals_are_precise() {
         UserSpec::bob(),
     ]))
     .await;
+    let port = relay.port;
     let try_publish = |token: &str, target: String| {
         let auth = HeaderAuth::new(token, &target);
-        async move { try_connect_header(relay.port, &auth).await }
+        async move { try_connect_header(port, &auth).await }
     };
     let other = free_port();
     let r = try_publish(ALICE_TOKEN, format!("publish://127.0.0.1:{other}"))

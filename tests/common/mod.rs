@@ -1,7 +1,8 @@
 //! Shared harness for the over-the-wire relay tests (`tests/relay_*.rs`).
 //!
-//! - [`relay`]: starts the real binary with a temp config, waits for
-//!   `/health`, captures its log, stops it on drop.
+//! - [`relay`]: the relay's config and plain `/health` probe, on the
+//!   process harness shared with `tests/tls_support` ([`process`]: temp dir,
+//!   free port, log, CLI, stop on drop).
 //! - [`target`]: WebSocket targets in the test process (echo, recorder,
 //!   greeter, subprotocol, vanishing) and failure targets (silent, non-101,
 //!   blackhole, closed port).
@@ -20,6 +21,11 @@ pub mod client;
 pub mod frame;
 pub mod http;
 pub mod hub;
+// Tests that use both harnesses load this file twice, a copy per harness;
+// harmless, as neither harness hands its types to the other.
+#[allow(clippy::duplicate_mod)]
+#[path = "../harness/process.rs"]
+pub mod process;
 pub mod prom;
 pub mod python;
 pub mod relay;

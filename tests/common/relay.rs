@@ -1,16 +1,14 @@
-//! Runs the real `ws-relay-core` binary: writes a config into a temp dir,
-//! starts `--config <dir>/config.toml serve` on a free loopback port, waits
-//! for `GET /health`, captures stdout+stderr into `<dir>/relay.log`, and
-//! stops the child on drop (SIGTERM, then SIGKILL).
+//! The relay under test for the `tests/common` harness: its config
+//! ([`RelayConfig`], users, driver and forward mode) and a plain `/health`
+//! probe. Starting, logs, the CLI and stopping are the shared
+//! `tests/harness/process.rs`, reached through `Deref`.
 
-use std::fs::File;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::ops::{Deref, DerefMut};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use super::http;
-
-pub const BIN: &str = env!("CARGO_BIN_EXE_ws-relay-core");
+pub use super::process::{run_cli, strip_ansi, CliOutput, RelayProcess, BIN};
 
 pub const ALICE_TOKEN: &str = "alice-token-0123456789";
 pub const BOB_TOKEN: &str = "bob-token-9876543210";
@@ -244,106 +242,54 @@ impl RelayConfig {
     }
 }
 
-/// Output of one CLI invocation (`reload`, `check`).
-#[derive(Debug)]
-pub struct CliOutput {
-    pub code: Option<i32>,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-impl CliOutput {
-    pub fn all(&self) -> String {
-        format!("{}{}", self.stdout, self.stderr)
-    }
-}
-
 pub struct Relay {
-    pub port: u16,
-    pub config_path: PathBuf,
-    pub log_path: PathBuf,
-    pub socket_path: PathBuf,
     pub cfg: RelayConfig,
-    child: Option<Child>,
-    // Last so it is removed after the child is gone.
-    pub dir: tempfile::TempDir,
+    proc: RelayProcess,
 }
 
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().unwrap().port()
-}
-
-/// Removes ANSI colour sequences so log assertions see plain text.
-pub fn strip_ansi(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' && chars.peek() == Some(&'[') {
-            chars.next();
-            for c2 in chars.by_ref() {
-                if c2.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
+/// The process side (port, paths, log, CLI, stop) is the shared harness's.
+impl Deref for Relay {
+    type Target = RelayProcess;
+    fn deref(&self) -> &RelayProcess {
+        &self.proc
     }
-    out
+}
+
+impl DerefMut for Relay {
+    fn deref_mut(&mut self) -> &mut RelayProcess {
+        &mut self.proc
+    }
+}
+
+/// `GET /health` over plain TCP answers 200 `{"status":"ok"}`.
+async fn healthy(port: u16) -> Result<(), String> {
+    match http::get(port, "/health").await {
+        Ok(r) if r.status == 200 && r.body_str().trim() == r#"{"status":"ok"}"# => Ok(()),
+        Ok(r) => Err(format!(
+            "GET /health answered {}: {:?}",
+            r.status,
+            r.body_str()
+        )),
+        Err(e) => Err(format!("GET /health failed: {e}")),
+    }
 }
 
 impl Relay {
     /// Starts the relay and waits until `/health` answers. Panics (with the
     /// relay's log) when it does not come up within 10 s.
     pub async fn start(cfg: RelayConfig) -> Relay {
-        let dir = tempfile::Builder::new()
-            .prefix("relay-test-")
-            .tempdir()
-            .expect("tempdir");
-        let config_path = dir.path().join("config.toml");
-        let log_path = dir.path().join("relay.log");
-        let socket_path = dir.path().join("relay.sock");
-        let mut relay = Relay {
-            port: 0,
-            config_path,
-            log_path,
-            socket_path,
-            cfg,
-            child: None,
-            dir,
-        };
-        let mut last_err = String::new();
-        for _attempt in 0..3 {
-            relay.port = free_port();
-            std::fs::write(
-                &relay.config_path,
-                relay.cfg.render(relay.port, &relay.socket_path),
-            )
-            .expect("write config");
-            relay.spawn();
-            match relay.wait_healthy(Duration::from_secs(10)).await {
-                Ok(()) => {
-                    relay.check_startup_line().await;
-                    return relay;
-                }
-                Err(e) => {
-                    last_err = e;
-                    let log = relay.log();
-                    relay.kill_now();
-                    // A port taken between our probe and the relay's bind: retry.
-                    if log.contains("in use") || log.contains("AddrInUse") {
-                        continue;
-                    }
-                    break;
-                }
-            }
+        let mut proc = RelayProcess::new("relay-test-");
+        if let Some(d) = cfg.driver {
+            proc.env
+                .push(("WS_RELAY_DRIVER".into(), d.env_value().into()));
         }
-        panic!(
-            "relay did not become healthy: {last_err}\n--- config ---\n{}\n--- relay log ---\n{}",
-            std::fs::read_to_string(&relay.config_path).unwrap_or_default(),
-            relay.log()
-        );
+        proc.env.extend(cfg.env.iter().cloned());
+        proc.fd_limit = cfg.fd_limit;
+        let render = |port: u16, socket: &Path| cfg.render(port, socket);
+        proc.start(Duration::from_secs(10), render, healthy).await;
+        let relay = Relay { cfg, proc };
+        relay.check_startup_line().await;
+        relay
     }
 
     /// When the startup log names the driver and forward mode (`driver=`,
@@ -383,85 +329,8 @@ impl Relay {
         }
     }
 
-    fn spawn(&mut self) {
-        let log = File::options()
-            .create(true)
-            .append(true)
-            .open(&self.log_path)
-            .expect("open relay.log");
-        let mut cmd = Command::new(BIN);
-        cmd.arg("--config")
-            .arg(&self.config_path)
-            .arg("serve")
-            .env_remove("WS_RELAY_CONFIG")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("dup log"))
-            .stderr(log);
-        if let Some(d) = self.cfg.driver {
-            cmd.env("WS_RELAY_DRIVER", d.env_value());
-        }
-        // The hub's seed variables would override the test's config.
-        for var in ["PORT", "RELAY_API_KEY", "WS_PATH", "PUSH_PATH"] {
-            cmd.env_remove(var);
-        }
-        for (k, v) in &self.cfg.env {
-            cmd.env(k, v);
-        }
-        if let Some(n) = self.cfg.fd_limit {
-            use std::os::unix::process::CommandExt;
-            let lim = libc::rlimit {
-                rlim_cur: n,
-                rlim_max: n,
-            };
-            // SAFETY: setrlimit is async-signal-safe; nothing else runs
-            // between fork and exec here.
-            unsafe {
-                cmd.pre_exec(move || match libc::setrlimit(libc::RLIMIT_NOFILE, &lim) {
-                    0 => Ok(()),
-                    _ => Err(std::io::Error::last_os_error()),
-                });
-            }
-        }
-        self.child = Some(cmd.spawn().expect("spawn ws-relay-core"));
-    }
-
-    async fn wait_healthy(&mut self, limit: Duration) -> Result<(), String> {
-        let deadline = Instant::now() + limit;
-        let mut last: String;
-        loop {
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                return Err(format!("relay exited during startup with {status}"));
-            }
-            match tokio::time::timeout(Duration::from_secs(2), http::get(self.port, "/health"))
-                .await
-            {
-                Ok(Ok(resp)) => {
-                    if resp.status == 200 && resp.body_str().trim() == r#"{"status":"ok"}"# {
-                        return Ok(());
-                    }
-                    last = format!(
-                        "GET /health answered {}: {:?}",
-                        resp.status,
-                        resp.body_str()
-                    );
-                }
-                Ok(Err(e)) => last = format!("GET /health failed: {e}"),
-                Err(_) => last = "GET /health timed out (2 s)".into(),
-            }
-            if Instant::now() >= deadline {
-                return Err(format!("not healthy after {limit:?}; last: {last}"));
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
     pub fn pid(&self) -> i32 {
-        self.child.as_ref().expect("relay running").id() as i32
+        self.child_pid().expect("relay running") as i32
     }
 
     /// Resident memory of the relay process, KiB.
@@ -484,37 +353,10 @@ impl Relay {
         format!("ws://127.0.0.1:{}{}", self.port, path)
     }
 
-    /// Everything the relay printed so far, ANSI colours removed.
-    pub fn log(&self) -> String {
-        let raw = std::fs::read(&self.log_path).unwrap_or_default();
-        strip_ansi(&String::from_utf8_lossy(&raw))
-    }
-
-    /// Polls the log until `pred` holds; panics after `limit`.
-    pub async fn wait_for_log(
-        &self,
-        what: &str,
-        limit: Duration,
-        pred: impl Fn(&str) -> bool,
-    ) -> String {
-        let deadline = Instant::now() + limit;
-        loop {
-            let log = self.log();
-            if pred(&log) {
-                return log;
-            }
-            if Instant::now() >= deadline {
-                panic!("relay log never showed {what} within {limit:?}\n--- relay log ---\n{log}");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
     /// Renders `cfg` with this relay's port and socket and writes it over the
     /// config file (does not reload).
     pub fn write_config(&mut self, cfg: RelayConfig) {
-        std::fs::write(&self.config_path, cfg.render(self.port, &self.socket_path))
-            .expect("write config");
+        self.write_config_text(&self.render(&cfg));
         self.cfg = cfg;
     }
 
@@ -527,32 +369,9 @@ impl Relay {
         cfg.render(self.port, &self.socket_path)
     }
 
-    /// Runs `ws-relay-core --config <file> reload`.
-    pub async fn reload_cli(&self) -> CliOutput {
-        run_cli(&self.config_path, "reload").await
-    }
-
     pub fn signal(&self, sig: i32) {
         let rc = unsafe { libc::kill(self.pid(), sig) };
         assert_eq!(rc, 0, "kill({}, {sig}) failed", self.pid());
-    }
-
-    /// Waits for the child to exit; `None` if it is still running after `limit`.
-    pub async fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(st) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                return Some(st);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
     }
 
     /// SIGKILL, no shutdown: what a crash looks like.
@@ -563,65 +382,6 @@ impl Relay {
     /// A crash, then the same config started again on the same port.
     pub async fn crash_and_restart(&mut self) {
         self.kill_now();
-        self.spawn();
-        if let Err(e) = self.wait_healthy(Duration::from_secs(10)).await {
-            panic!("relay did not come back: {e}\n{}", self.log());
-        }
-    }
-
-    fn kill_now(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-/// Runs the binary with `--config <path> <command>` (10 s limit).
-pub async fn run_cli(config: &Path, command: &str) -> CliOutput {
-    let fut = tokio::process::Command::new(BIN)
-        .arg("--config")
-        .arg(config)
-        .arg(command)
-        .env_remove("WS_RELAY_CONFIG")
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(10), fut)
-        .await
-        .unwrap_or_else(|_| panic!("`ws-relay-core {command}` did not finish within 10 s"))
-        .expect("run ws-relay-core");
-    CliOutput {
-        code: out.status.code(),
-        stdout: strip_ansi(&String::from_utf8_lossy(&out.stdout)),
-        stderr: strip_ansi(&String::from_utf8_lossy(&out.stderr)),
-    }
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            if child.try_wait().ok().flatten().is_none() {
-                unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-                let deadline = Instant::now() + Duration::from_millis(1500);
-                while Instant::now() < deadline && child.try_wait().ok().flatten().is_none() {
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                let _ = child.kill();
-            }
-            let _ = child.wait();
-        }
-        if std::thread::panicking() {
-            let log = self.log();
-            let lines: Vec<&str> = log.lines().collect();
-            let tail = &lines[lines.len().saturating_sub(80)..];
-            eprintln!(
-                "--- relay log (last {} lines, port {}) ---\n{}\n--- end relay log ---",
-                tail.len(),
-                self.port,
-                tail.join("\n")
-            );
-        }
+        self.proc.respawn(Duration::from_secs(10), healthy).await;
     }
 }

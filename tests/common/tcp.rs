@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+pub use super::process::free_port;
 use super::{pattern, within, BIN, STEP};
 
 /// A TCP echo service on 127.0.0.1; returns its port.
@@ -60,14 +61,6 @@ impl Proc {
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
-}
-
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 pub fn start_tunnel(dir: &Path, config: &Path, extra: &[&str]) -> Proc {
