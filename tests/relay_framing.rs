@@ -15,7 +15,7 @@ use common::*;
 use tokio::io::AsyncWriteExt;
 use tokio_tungstenite::tungstenite::{Bytes, Message};
 
-matrix!(copy: target_frames_split_across_reads_then_target_vanishes, client_frames_split_across_reads_then_idle_close);
+matrix!(copy: target_frames_split_across_reads_then_target_vanishes, client_frames_split_across_reads_then_idle_close, a_target_that_vanishes_under_a_blocked_write_still_gets_the_client_1014);
 
 /// The frame sequence both tests send, encoded with or without a mask, and
 /// the cut points: a few bytes into every frame header, and mid-payload.
@@ -151,5 +151,43 @@ async fn client_frames_split_across_reads_then_idle_close(v: Variant) {
             assert_eq!(u16::from(cf.code), 1001);
         }
         other => panic!("target saw {other:?} instead of a clean masked Close 1001"),
+    }
+}
+
+/// A target that stops reading, then vanishes (RST: unread bytes) while the
+/// relay is blocked writing to it: the relay may learn of it from the failed
+/// write rather than from a read. Either way the client gets 1014; it used
+/// to get a bare TCP close when the write noticed first (the soak saw ~20 %
+/// of restarted targets' sessions end so). Several sessions, since which
+/// side notices first is a race.
+async fn a_target_that_vanishes_under_a_blocked_write_still_gets_the_client_1014(v: Variant) {
+    let mut target = Target::start(TargetOpts {
+        stall: true,
+        ..TargetOpts::default()
+    })
+    .await;
+    let relay = Relay::start(v.config()).await;
+    let chunk = encode_frame(true, OP_BINARY, &pattern(64 * 1024, 9), Some([1, 2, 3, 4]));
+    for round in 0..6 {
+        let mut ws = connect(v.auth, relay.port, ALICE_TOKEN, &target.url("/")).await;
+        let (conn, _) = target.connected().await;
+        // Far more than the target's receive and the relay's send buffers
+        // hold: the relay ends up parked in a write toward the target.
+        let _ = tokio::time::timeout(Duration::from_millis(800), async {
+            for _ in 0..512 {
+                ws.get_mut().write_all(&chunk).await?;
+            }
+            Ok::<_, std::io::Error>(())
+        })
+        .await;
+        target.vanish(Some(conn));
+        match try_next(&mut ws, Duration::from_secs(5)).await {
+            Next::Msg(Message::Close(_)) => {
+                assert_eq!(raw_close(&ws).code, Some(1014), "round {round}")
+            }
+            Next::Msg(other) => panic!("round {round}: unexpected {}", describe(&other)),
+            Next::End(e) => panic!("round {round}: TCP closed without a Close 1014 ({e:?})"),
+            Next::Timeout => panic!("round {round}: nothing within 5 s of the target vanishing"),
+        }
     }
 }

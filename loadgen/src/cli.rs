@@ -33,6 +33,10 @@ pub enum Command {
     /// Direct vs relayed, alternating rounds: the README table. With no
     /// arguments it starts its own echo server and relay.
     Compare(CompareArgs),
+    /// Soak test: thousands of relayed sessions with checked sequence
+    /// numbers through reloads, target restarts and RST'd clients; RSS and
+    /// fd count of the relay over time. Starts its own relay and targets.
+    Soak(SoakArgs),
 }
 
 /// Client threads.
@@ -353,4 +357,83 @@ pub struct DelayProxyArgs {
     /// Exit after this many seconds (default: run until killed).
     #[arg(long, value_name = "SECS")]
     pub exit_after: Option<f64>,
+}
+
+/// One soak variant: client transport and the relay's `forward` setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SoakVariant {
+    /// ws:// to the relay, `forward = "splice"`.
+    PlainSplice,
+    /// ws:// to the relay, `forward = "copy"`.
+    PlainCopy,
+    /// wss:// to the relay, `forward = "copy"`.
+    TlsCopy,
+    /// wss:// to the relay, `forward = "splice"` (TLS sessions use copy anyway).
+    TlsSplice,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SoakArgs {
+    /// Seconds of traffic per variant (after the ramp-up).
+    #[arg(short = 'd', long, default_value_t = 8.0, value_name = "SECS")]
+    pub duration: f64,
+    /// Concurrent relayed sessions (kept up: ended ones are replaced).
+    #[arg(short = 'c', long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=9_000))]
+    pub sessions: u32,
+    /// Echo targets, each its own `loadgen echo-server` process.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub targets: u32,
+    /// Reloads per variant (users added and removed each time).
+    #[arg(long, default_value_t = 4)]
+    pub reloads: u32,
+    /// Target restarts per variant (kill one echo target, restart it on its port).
+    #[arg(long, default_value_t = 2)]
+    pub target_restarts: u32,
+    /// Every Nth session started vanishes by RST at a random moment (0: none).
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    pub rst_every: u64,
+    /// Messages per second per session.
+    #[arg(long, default_value_t = 4.0)]
+    pub rate: f64,
+    /// Largest payload after the 28-byte header (lengths vary per message).
+    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(0..=65_536))]
+    pub max_payload: u32,
+    /// Mean session lifetime before a clean close and a replacement
+    /// (uniform in 0.5x..1.5x); 0: sessions live until the end.
+    #[arg(long, default_value_t = 0.0, value_name = "SECS")]
+    pub lifetime: f64,
+    /// Seconds over which the sessions are opened at the start (0: one
+    /// second per 500 sessions, at least 2; faster overflows the accept
+    /// queues of a small host, and connects time out).
+    #[arg(long, default_value_t = 0.0, value_name = "SECS")]
+    pub ramp: f64,
+    /// Users in the relay's config at the start.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(4..=10_000))]
+    pub users: u32,
+    /// Variants to run, in order.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [SoakVariant::PlainSplice, SoakVariant::PlainCopy, SoakVariant::TlsCopy, SoakVariant::TlsSplice])]
+    pub variants: Vec<SoakVariant>,
+    /// RSS and fd sampling period of the relay process.
+    #[arg(long, default_value_t = 1000, value_name = "MS")]
+    pub sample_ms: u64,
+    /// Seconds after the ramp before RSS samples count (allocator and
+    /// session churn warm up first).
+    #[arg(long, default_value_t = 60.0, value_name = "SECS")]
+    pub warmup: f64,
+    /// The RSS rule: after warm-up, the median of the last quarter of the
+    /// samples at most this much above the median of the first quarter.
+    #[arg(long, default_value_t = 10.0, value_name = "PCT")]
+    pub rss_growth_pct: f64,
+    /// Client threads (each its own monoio runtime).
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
+    /// `server.workers` of the started relay.
+    #[arg(long, default_value_t = 2)]
+    pub relay_workers: u32,
+    /// The relay binary to start (default: ws-relay-core next to loadgen).
+    #[arg(long, value_name = "PATH", env = "LOADGEN_RELAY_BIN")]
+    pub relay_bin: Option<PathBuf>,
+    /// Write the report (JSON) here.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
 }

@@ -17,6 +17,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Rate(a) => cmd::load::rate(a)?,
         Command::Connect(a) => cmd::connect::connect(a)?,
         Command::Compare(a) => cmd::compare::compare(a)?,
+        Command::Soak(a) => cmd::soak::soak(a)?,
     };
     Ok(code)
 }

@@ -78,6 +78,9 @@ pub struct Timings {
 /// An established WebSocket connection.
 pub struct Connection {
     pub io: Transport,
+    /// The TCP socket under `io` (TLS hides it), for socket options such as
+    /// `SO_LINGER` on an abortive close.
+    pub raw_fd: std::os::fd::RawFd,
     pub reader: FrameReader,
     pub writer: FrameWriter,
     pub timings: Timings,
@@ -102,6 +105,7 @@ async fn connect_inner(setup: &ClientSetup, inspect_tls: bool) -> Result<Connect
             source,
         })?;
     let _ = tcp.set_nodelay(true);
+    let raw_fd = std::os::fd::AsRawFd::as_raw_fd(&tcp);
     let t_tcp = now_ns();
     let mut timings = Timings {
         tcp_ns: t_tcp - t0,
@@ -162,6 +166,7 @@ async fn connect_inner(setup: &ClientSetup, inspect_tls: bool) -> Result<Connect
     timings.total_ns = now_ns() - t0;
     Ok(Connection {
         io,
+        raw_fd,
         reader,
         writer,
         timings,

@@ -55,16 +55,13 @@ pub fn compare(a: &CompareArgs) -> Result<ExitCode, CmdError> {
         None => {
             let bin = find_relay_bin(a.relay_bin.as_deref())?;
             eprintln!("compare: starting relay {}", bin.display());
-            Some(RelayProcess::start(&RelayOptions {
-                bin,
-                token: a.token.clone(),
-                workers: a.relay_workers,
-                forward: a.forward.map(|f| match f {
-                    Forward::Copy => "copy",
-                    Forward::Splice => "splice",
-                }),
-                cpu: a.relay_cpu.or(a.cpu),
-            })?)
+            let mut o = RelayOptions::single_user(bin, &a.token, a.relay_workers);
+            o.forward = a.forward.map(|f| match f {
+                Forward::Copy => "copy",
+                Forward::Splice => "splice",
+            });
+            o.cpu = a.relay_cpu.or(a.cpu);
+            Some(RelayProcess::start(&o)?)
         }
     };
     let relay_url = match (&a.relay, &relay_proc) {

@@ -7,6 +7,7 @@ pub mod connect;
 pub mod load;
 pub mod relay_proc;
 pub mod servers;
+pub mod soak;
 
 use std::process::ExitCode;
 use std::sync::Arc;

@@ -1,6 +1,8 @@
-//! A ws-relay-core process for `compare`: find the binary (next to loadgen
-//! or `--relay-bin`), write a temporary config on a free loopback port,
-//! start it (optionally pinned), wait for `GET /health`, and stop it
+//! A ws-relay-core process for `compare` and `soak`: find the binary (next
+//! to loadgen or `--relay-bin`), write a temporary config on a free loopback
+//! port (users, forward mode, optionally a self-signed TLS listener), start
+//! it (optionally pinned), wait for `GET /health` (over TLS when the
+//! listener is), rewrite its users and ask it to reload, and stop it
 //! (SIGTERM, then SIGKILL) and remove the temp directory on drop.
 
 use std::io::{Read, Write};
@@ -27,6 +29,8 @@ pub enum RelayProcError {
     Exited { status: ExitStatus, log: String },
     #[error("the relay did not answer GET /health within {secs} s; its log:\n{log}")]
     NotReady { secs: u64, log: String },
+    #[error("reload refused ({status}): {output}")]
+    Reload { status: ExitStatus, output: String },
 }
 
 fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> RelayProcError {
@@ -55,15 +59,44 @@ pub fn free_port() -> std::io::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
+/// One `[[users]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayUser {
+    pub name: String,
+    pub token: String,
+}
+
 /// How to start the relay.
 #[derive(Debug, Clone)]
 pub struct RelayOptions {
     pub bin: PathBuf,
-    pub token: String,
+    pub users: Vec<RelayUser>,
     pub workers: u32,
     /// "copy" or "splice"; None leaves the relay's default.
     pub forward: Option<&'static str>,
     pub cpu: Option<usize>,
+    /// A TLS listener with a self-signed certificate (`wss://`).
+    pub tls: bool,
+    /// Extra `[server]` lines, e.g. `auth_fail_limit_per_min = 0`.
+    pub server_extra: Vec<String>,
+}
+
+impl RelayOptions {
+    /// One user, `bench`, with this token; plain listener (what `compare` needs).
+    pub fn single_user(bin: PathBuf, token: &str, workers: u32) -> Self {
+        Self {
+            bin,
+            users: vec![RelayUser {
+                name: "bench".into(),
+                token: token.into(),
+            }],
+            workers,
+            forward: None,
+            cpu: None,
+            tls: false,
+            server_extra: Vec::new(),
+        }
+    }
 }
 
 /// A running relay; stopped on drop.
@@ -71,6 +104,9 @@ pub struct RelayProcess {
     child: Child,
     dir: PathBuf,
     log: PathBuf,
+    config: PathBuf,
+    port: u16,
+    options: RelayOptions,
     pub url: String,
     pub bin: PathBuf,
 }
@@ -81,28 +117,48 @@ pub fn config_text(port: u16, dir: &Path, o: &RelayOptions) -> String {
         .forward
         .map(|f| format!("forward = \"{f}\"\n"))
         .unwrap_or_default();
+    let tls = if o.tls {
+        "enable_tls = true\ntls_self_signed = true\n"
+    } else {
+        "enable_tls = false\n"
+    };
+    let extra: String = o.server_extra.iter().map(|l| format!("{l}\n")).collect();
     format!(
-        "# written by loadgen compare\n\
+        "# written by loadgen\n\
          [server]\n\
          host = \"127.0.0.1\"\n\
          port = {port}\n\
-         enable_tls = false\n\
+         {tls}\
          allow_private_targets = true\n\
          workers = {workers}\n\
          {forward}\
          shutdown_grace_secs = 1\n\
-         control_socket = \"{sock}\"\n\n\
-         [[users]]\n\
-         name = \"bench\"\n\
-         token = \"{token}\"\n\n\
+         control_socket = \"{sock}\"\n\
+         {extra}\n\
+         {users}\
          [logging]\n\
          level = \"warn\"\n\
          directory = \"\"\n\
          console_output = true\n",
         workers = o.workers,
         sock = dir.join("relay.sock").display(),
-        token = o.token.replace('\\', "\\\\").replace('"', "\\\""),
+        users = users_text(&o.users),
     )
+}
+
+/// The `[[users]]` tables.
+fn users_text(users: &[RelayUser]) -> String {
+    let quote = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
+    users
+        .iter()
+        .map(|u| {
+            format!(
+                "[[users]]\nname = \"{}\"\ntoken = \"{}\"\n\n",
+                quote(&u.name),
+                quote(&u.token)
+            )
+        })
+        .collect()
 }
 
 impl RelayProcess {
@@ -136,11 +192,15 @@ impl RelayProcess {
         let child = cmd
             .spawn()
             .map_err(io_err(format!("cannot start {}", o.bin.display())))?;
+        let scheme = if o.tls { "wss" } else { "ws" };
         let mut me = Self {
             child,
             dir,
             log,
-            url: format!("ws://127.0.0.1:{port}/"),
+            config,
+            port,
+            options: o.clone(),
+            url: format!("{scheme}://127.0.0.1:{port}/"),
             bin: o.bin.clone(),
         };
         me.wait_ready(
@@ -159,7 +219,12 @@ impl RelayProcess {
                     log: self.log_tail(),
                 });
             }
-            if health_ok(addr) {
+            let ok = if self.options.tls {
+                health_ok_tls(addr)
+            } else {
+                health_ok(addr)
+            };
+            if ok {
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -168,6 +233,47 @@ impl RelayProcess {
             secs: limit.as_secs(),
             log: self.log_tail(),
         })
+    }
+
+    /// The relay's exit status if it is no longer running.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// The relay's process id (for /proc sampling).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Rewrites the config with `users` (everything else unchanged) and
+    /// runs `ws-relay-core --config FILE reload`; returns what it printed
+    /// (`reloaded: N users`).
+    pub fn reload_users(&mut self, users: &[RelayUser]) -> Result<String, RelayProcError> {
+        self.options.users = users.to_vec();
+        let text = config_text(self.port, &self.dir, &self.options);
+        std::fs::write(&self.config, text)
+            .map_err(io_err(format!("cannot write {}", self.config.display())))?;
+        let out = Command::new(&self.bin)
+            .arg("--config")
+            .arg(&self.config)
+            .arg("reload")
+            .current_dir(&self.dir)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(io_err("cannot run the reload command"))?;
+        let mut output = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let err = String::from_utf8_lossy(&out.stderr);
+        if !err.trim().is_empty() {
+            output = format!("{output} {}", err.trim()).trim().to_string();
+        }
+        if out.status.success() {
+            Ok(output)
+        } else {
+            Err(RelayProcError::Reload {
+                status: out.status,
+                output,
+            })
+        }
     }
 
     /// The last lines of the relay's output.
@@ -232,19 +338,42 @@ pub fn health_ok(addr: SocketAddr) -> bool {
     text.starts_with("HTTP/1.1 200") && text.replace(' ', "").contains(r#""status":"ok""#)
 }
 
+/// `GET /health` over TLS, trusting any certificate (the relay's is self-signed).
+pub fn health_ok_tls(addr: SocketAddr) -> bool {
+    let Ok(config) = crate::client::tls::client_config(&crate::client::tls::Trust::Insecure, false)
+    else {
+        return false;
+    };
+    let Ok(name) = crate::client::tls::server_name("127.0.0.1") else {
+        return false;
+    };
+    let Ok(conn) = rustls::ClientConnection::new(config, name) else {
+        return false;
+    };
+    let Ok(tcp) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
+        return false;
+    };
+    let _ = tcp.set_read_timeout(Some(Duration::from_millis(500)));
+    let _ = tcp.set_write_timeout(Some(Duration::from_millis(500)));
+    let mut s = rustls::StreamOwned::new(conn, tcp);
+    let req = format!("GET /health HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    if s.write_all(req.as_bytes()).is_err() {
+        return false;
+    }
+    let mut buf = Vec::new();
+    let _ = s.take(64 * 1024).read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf);
+    text.starts_with("HTTP/1.1 200") && text.replace(' ', "").contains(r#""status":"ok""#)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn config_has_the_spec_keys() {
-        let o = RelayOptions {
-            bin: "x".into(),
-            token: "bench-token-0123456789".into(),
-            workers: 1,
-            forward: Some("splice"),
-            cpu: None,
-        };
+        let mut o = RelayOptions::single_user("x".into(), "bench-token-0123456789", 1);
+        o.forward = Some("splice");
         let t = config_text(4242, Path::new("/tmp/d"), &o);
         for key in [
             "port = 4242",
@@ -254,8 +383,34 @@ mod tests {
             "control_socket = \"/tmp/d/relay.sock\"",
             "token = \"bench-token-0123456789\"",
             "console_output = true",
+            "enable_tls = false",
         ] {
             assert!(t.contains(key), "{key} missing from\n{t}");
         }
+    }
+
+    #[test]
+    fn config_with_tls_users_and_extra_lines() {
+        let mut o = RelayOptions::single_user("x".into(), "a", 2);
+        o.tls = true;
+        o.users.push(RelayUser {
+            name: "u\"2".into(),
+            token: "t2".into(),
+        });
+        o.server_extra.push("auth_fail_limit_per_min = 0".into());
+        let t = config_text(1, Path::new("/tmp/d"), &o);
+        for key in [
+            "enable_tls = true",
+            "tls_self_signed = true",
+            "auth_fail_limit_per_min = 0",
+            "name = \"bench\"",
+            "name = \"u\\\"2\"",
+            "token = \"t2\"",
+        ] {
+            assert!(t.contains(key), "{key} missing from\n{t}");
+        }
+        assert_eq!(t.matches("[[users]]").count(), 2);
+        // The extra lines stay in [server], before the first [[users]].
+        assert!(t.find("auth_fail_limit").unwrap() < t.find("[[users]]").unwrap());
     }
 }

@@ -222,6 +222,19 @@ pub async fn passthrough(
             close_both(ctx, client, &down, target, &up, RECORD_LIMIT).await;
             ("relay", RECORD_LIMIT.to_string())
         }
+        // A failed write names the side written to: that peer vanished
+        // while the pump toward it held bytes, and the survivor gets the
+        // Close a vanished peer's EOF would give it.
+        First::Up(PumpEnd::WriteError(e)) => {
+            let rest = (down_pump, &down);
+            notify_survivor(ctx, rest, client, target, Notice::TARGET_GONE).await;
+            ("target", format!("target connection error: {e} (on write)"))
+        }
+        First::Down(PumpEnd::WriteError(e)) => {
+            let rest = (up_pump, &up);
+            notify_survivor(ctx, rest, target, client, Notice::CLIENT_GONE).await;
+            ("client", format!("client connection error: {e} (on write)"))
+        }
         First::Up(end) => {
             let reason = describe("client", &end, up.saw_close(), splice);
             let notice = Notice::CLIENT_GONE;
@@ -345,7 +358,35 @@ async fn end_side<F: Future<Output = PumpEnd>>(
         return;
     }
     settle(other_pump, other).await;
-    if ended.injectable() {
+    close_toward(ctx, ended, peer, gone, notice).await;
+}
+
+/// The pump toward `gone` failed a write, so `gone` vanished; the pump
+/// toward `survivor` may be mid-write: let it finish, then close toward the
+/// survivor as for a vanished peer. (The failed pump has completed and must
+/// not be polled again, so this is not `end_side`.)
+async fn notify_survivor<F: Future<Output = PumpEnd>>(
+    ctx: &ForwardCtx<'_>,
+    (toward_survivor, dir): Rest<'_, '_, F>,
+    survivor: &Endpoint,
+    gone: &Endpoint,
+    notice: Notice,
+) {
+    settle(toward_survivor, dir).await;
+    close_toward(ctx, dir, survivor, gone, notice).await;
+}
+
+/// Injects `notice` toward `peer` when `dir` (the direction into `peer`)
+/// stands at a frame boundary, then closes: FIN to `peer`, our close to
+/// `gone`, and `peer`'s remaining bytes read and dropped until its EOF.
+async fn close_toward(
+    ctx: &ForwardCtx<'_>,
+    dir: &Direction<'_>,
+    peer: &Endpoint,
+    gone: &Endpoint,
+    notice: Notice,
+) {
+    if dir.injectable() {
         let frame = close_frame(notice.code, notice.reason, notice.mask);
         let _ = monoio::time::timeout(LINGER, peer.write_all(&frame)).await;
     }
