@@ -441,3 +441,23 @@ async fn a_port_held_by_a_connection_is_named_as_such() {
     );
     assert!(!out.stderr.contains("another process"), "{out:?}");
 }
+
+/// A relay killed with sessions open and started again at once gets its
+/// port back. io_uring tears a dead process's ring down after the process
+/// is reaped, so its listener can outlive it for a moment, held by no pid;
+/// a supervisor restarting the relay (systemd `Restart=always`) must not
+/// meet "address in use" for that.
+#[tokio::test]
+async fn a_relay_restarted_right_after_a_crash_gets_its_port_back() {
+    let target = Target::echo().await;
+    let mut relay = Relay::start(RelayConfig::default()).await;
+    for round in 0..12 {
+        let mut ws = connect_first_message(relay.port, ALICE_TOKEN, &target.url("/")).await;
+        send(&mut ws, Message::text(format!("round {round}"))).await;
+        expect_text(&mut ws, &format!("round {round}")).await;
+        relay.crash_and_restart().await;
+    }
+    let mut ws = connect_first_message(relay.port, ALICE_TOKEN, &target.url("/")).await;
+    send(&mut ws, Message::text("after")).await;
+    expect_text(&mut ws, "after").await;
+}

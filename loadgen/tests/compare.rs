@@ -7,19 +7,9 @@
 mod common;
 
 use std::io::Write as _;
-use std::path::PathBuf;
 use std::time::Duration;
 
-use common::{at, f64_at, run, u64_at};
-
-fn relay_bin() -> Option<PathBuf> {
-    let beside = common::bin().with_file_name("ws-relay-core");
-    if beside.is_file() {
-        return Some(beside);
-    }
-    let from_env = std::env::var_os("LOADGEN_RELAY_BIN").map(PathBuf::from)?;
-    from_env.is_file().then_some(from_env)
-}
+use common::{at, f64_at, relay_bin, run, u64_at};
 
 /// The two compares must not run at the same time: each one measures.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());

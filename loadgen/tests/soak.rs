@@ -7,19 +7,9 @@
 mod common;
 
 use std::io::Write as _;
-use std::path::PathBuf;
 use std::time::Duration;
 
-use common::{at, run, u64_at};
-
-fn relay_bin() -> Option<PathBuf> {
-    let beside = common::bin().with_file_name("ws-relay-core");
-    if beside.is_file() {
-        return Some(beside);
-    }
-    let from_env = std::env::var_os("LOADGEN_RELAY_BIN").map(PathBuf::from)?;
-    from_env.is_file().then_some(from_env)
-}
+use common::{at, relay_bin, run, u64_at};
 
 #[test]
 fn a_short_soak_of_every_variant_passes_with_every_event_seen() {

@@ -323,7 +323,7 @@ pub fn free_port() -> u16 {
         .and_then(|t| t.split_whitespace().next()?.parse::<u16>().ok())
         .unwrap_or(32768);
     let first = low.saturating_sub(16384).max(1024);
-    let span = u64::from(low - first).max(1);
+    let span = u64::from(low.saturating_sub(first)).max(1);
     // Tests run in parallel threads and processes: start at a random place.
     let start = RandomState::new().hash_one(std::process::id()) % span;
     (0..span)

@@ -82,20 +82,26 @@ pub struct RelayOptions {
 }
 
 impl RelayOptions {
-    /// One user, `bench`, with this token; plain listener (what `compare` needs).
-    pub fn single_user(bin: PathBuf, token: &str, workers: u32) -> Self {
+    /// These users on a plain listener, the relay's default forward mode.
+    pub fn new(bin: PathBuf, users: Vec<RelayUser>, workers: u32) -> Self {
         Self {
             bin,
-            users: vec![RelayUser {
-                name: "bench".into(),
-                token: token.into(),
-            }],
+            users,
             workers,
             forward: None,
             cpu: None,
             tls: false,
             server_extra: Vec::new(),
         }
+    }
+
+    /// One user, `bench`, with this token (what `compare` needs).
+    pub fn single_user(bin: PathBuf, token: &str, workers: u32) -> Self {
+        let bench = RelayUser {
+            name: "bench".into(),
+            token: token.into(),
+        };
+        Self::new(bin, vec![bench], workers)
     }
 }
 
@@ -323,39 +329,34 @@ fn pin_child(_cmd: &mut Command, _cpu: usize) {}
 
 /// `GET /health` answers 200 with `{"status":"ok"}`.
 pub fn health_ok(addr: SocketAddr) -> bool {
-    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
-    let _ = s.set_write_timeout(Some(Duration::from_millis(500)));
-    let req = format!("GET /health HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    if s.write_all(req.as_bytes()).is_err() {
-        return false;
-    }
-    let mut buf = Vec::new();
-    let _ = s.take(64 * 1024).read_to_end(&mut buf);
-    let text = String::from_utf8_lossy(&buf);
-    text.starts_with("HTTP/1.1 200") && text.replace(' ', "").contains(r#""status":"ok""#)
+    connect_for_health(addr).is_some_and(|tcp| health_over(tcp, addr))
 }
 
 /// `GET /health` over TLS, trusting any certificate (the relay's is self-signed).
 pub fn health_ok_tls(addr: SocketAddr) -> bool {
-    let Ok(config) = crate::client::tls::client_config(&crate::client::tls::Trust::Insecure, false)
+    use crate::client::tls::{client_config, server_name, Trust};
+    let Ok(config) = client_config(&Trust::Insecure, false) else {
+        return false;
+    };
+    let Some(conn) = server_name("127.0.0.1")
+        .ok()
+        .and_then(|name| rustls::ClientConnection::new(config, name).ok())
     else {
         return false;
     };
-    let Ok(name) = crate::client::tls::server_name("127.0.0.1") else {
-        return false;
-    };
-    let Ok(conn) = rustls::ClientConnection::new(config, name) else {
-        return false;
-    };
-    let Ok(tcp) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
-        return false;
-    };
+    connect_for_health(addr)
+        .is_some_and(|tcp| health_over(rustls::StreamOwned::new(conn, tcp), addr))
+}
+
+fn connect_for_health(addr: SocketAddr) -> Option<TcpStream> {
+    let tcp = TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()?;
     let _ = tcp.set_read_timeout(Some(Duration::from_millis(500)));
     let _ = tcp.set_write_timeout(Some(Duration::from_millis(500)));
-    let mut s = rustls::StreamOwned::new(conn, tcp);
+    Some(tcp)
+}
+
+/// One `GET /health` on `s`, plain or TLS.
+fn health_over(mut s: impl Read + Write, addr: SocketAddr) -> bool {
     let req = format!("GET /health HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
     if s.write_all(req.as_bytes()).is_err() {
         return false;

@@ -16,6 +16,16 @@ pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_loadgen"))
 }
 
+/// The ws-relay-core built next to loadgen, or `LOADGEN_RELAY_BIN`.
+pub fn relay_bin() -> Option<PathBuf> {
+    let beside = bin().with_file_name("ws-relay-core");
+    if beside.is_file() {
+        return Some(beside);
+    }
+    let from_env = std::env::var_os("LOADGEN_RELAY_BIN").map(PathBuf::from)?;
+    from_env.is_file().then_some(from_env)
+}
+
 /// A background loadgen server (echo-server or delay-proxy), killed on drop.
 pub struct Server {
     child: Child,

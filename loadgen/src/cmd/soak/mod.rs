@@ -158,8 +158,7 @@ fn run_variant(
     let mut targets =
         Targets::start(a.targets as usize).map_err(|e| CmdError::Usage(e.to_string()))?;
     let pool = UserPool::new(a.users);
-    let mut opts = RelayOptions::single_user(bin.to_path_buf(), "unused", a.relay_workers);
-    opts.users = pool.configured();
+    let mut opts = RelayOptions::new(bin.to_path_buf(), pool.configured(), a.relay_workers);
     opts.forward = Some(forward);
     opts.tls = tls;
     let mut relay = RelayProcess::start(&opts)?;
@@ -203,7 +202,7 @@ fn run_variant(
     };
 
     let t0 = Instant::now();
-    let ramp = Duration::from_secs_f64(ramp_secs(a));
+    let ramp = cfg.ramp;
     let end = ramp + Duration::from_secs_f64(a.duration);
     let mut events = timeline(a).into_iter().peekable();
     let mut rng = Rng::new();
