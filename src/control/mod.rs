@@ -5,6 +5,7 @@
 //! channels. Must not: run on a shard, or replace a good config with a bad one.
 
 mod socket;
+mod trim;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -283,6 +284,7 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
         counters,
     });
     control.serve_in_background(plane.clone());
+    trim::spawn().map_err(ServeError::Spawn)?;
     let mut signals = Signals::new([SIGHUP, SIGTERM, SIGINT]).map_err(ServeError::Signals)?;
     for sig in signals.forever() {
         if sig == SIGHUP {

@@ -113,7 +113,7 @@ pub fn ramp_secs(a: &SoakArgs) -> f64 {
     if a.ramp > 0.0 {
         a.ramp
     } else {
-        (a.sessions as f64 / 500.0).max(2.0)
+        (a.sessions as f64 / 200.0).max(2.0)
     }
 }
 
