@@ -60,7 +60,7 @@ pub fn ensure_unowned(addr: SocketAddr) -> Result<(), ListenError> {
     let start = Instant::now();
     let mut waited = false;
     loop {
-        let holder = match probe(addr)? {
+        match probe(addr)? {
             None => {
                 if waited {
                     tracing::info!(
@@ -71,18 +71,16 @@ pub fn ensure_unowned(addr: SocketAddr) -> Result<(), ListenError> {
                 }
                 return Ok(());
             }
-            Some(holder) => holder,
-        };
-        if matches!(holder, owner::Holder::Unnamed) && start.elapsed() < ORPHAN_WAIT {
-            std::thread::sleep(Duration::from_millis(10));
-            waited = true;
-            continue;
+            Some(owner::Holder::Unnamed) if start.elapsed() < ORPHAN_WAIT => {
+                std::thread::sleep(Duration::from_millis(10));
+                waited = true;
+            }
+            Some(owner::Holder::Unnamed) => {
+                return Err(ListenError::InUse(addr, "another process".into()))
+            }
+            Some(owner::Holder::Process(who)) => return Err(ListenError::InUse(addr, who)),
+            Some(owner::Holder::Connection) => return Err(ListenError::HeldByConnection(addr)),
         }
-        return Err(match holder {
-            owner::Holder::Process(who) => ListenError::InUse(addr, who),
-            owner::Holder::Unnamed => ListenError::InUse(addr, "another process".into()),
-            owner::Holder::Connection => ListenError::HeldByConnection(addr),
-        });
     }
 }
 
