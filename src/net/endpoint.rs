@@ -9,6 +9,7 @@
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use monoio::net::TcpStream;
 use rustls::client::UnbufferedClientConnection;
@@ -17,7 +18,7 @@ use rustls::server::UnbufferedServerConnection;
 use rustls::{ClientConfig, ClientConnection, ServerConfig};
 
 use super::io::{send_all, try_recv};
-use super::sockopt::shutdown_write;
+use super::sockopt::{reset_on_close, shutdown_write, unsent_bytes};
 use crate::tls::buffered::BufferedStream;
 use crate::tls::handshake::{self, tls_error};
 use crate::tls::stream::RecordStream;
@@ -178,6 +179,21 @@ impl Endpoint {
                 }
             }
         }
+    }
+
+    /// Passes on a reset: once what was already written here has left the
+    /// socket (acknowledged by the peer, waiting at most `within`), arms the
+    /// socket so that closing it sends a TCP reset. No Close frame, no
+    /// close_notify, no FIN: the peer sees the connection end the way the
+    /// other side's ended. The reset goes out when the endpoint is dropped.
+    pub async fn reset(&self, within: Duration) {
+        let until = Instant::now() + within;
+        let mut pause = Duration::from_micros(200);
+        while matches!(unsent_bytes(self.fd()), Ok(n) if n > 0) && Instant::now() < until {
+            monoio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(20));
+        }
+        reset_on_close(self.fd());
     }
 
     /// Ends our sending side: close_notify for TLS, then a TCP FIN.

@@ -47,3 +47,35 @@ pub fn shutdown_write(fd: RawFd) {
         libc::shutdown(fd, libc::SHUT_WR);
     }
 }
+
+/// Bytes written to the socket that the peer has not acknowledged yet
+/// (`SIOCOUTQ`).
+pub fn unsent_bytes(fd: RawFd) -> io::Result<usize> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: SIOCOUTQ (== TIOCOUTQ) writes one int through the pointer.
+    let rc = unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &mut n) };
+    if rc == 0 {
+        Ok(n.max(0) as usize)
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// `SO_LINGER` 0: closing the socket sends a reset (RST) instead of a FIN
+/// and drops anything still unsent.
+pub fn reset_on_close(fd: RawFd) {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: `linger` outlives the call and its size is passed alongside.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        );
+    }
+}

@@ -203,6 +203,9 @@ struct Shared {
     /// The peer's Close arrived (its code), or we sent ours.
     peer_close: Cell<Option<u16>>,
     sent_close: Cell<bool>,
+    /// A write to the stream failed: it is gone, and its EOF is no FIN to
+    /// report as a clean "stream closed".
+    stream_gone: Cell<bool>,
     clock: Cell<Instant>,
     up_bytes: Cell<u64>,
     down_bytes: Cell<u64>,
@@ -263,6 +266,7 @@ pub async fn bridge(
         mid_frame: Cell::new(false),
         peer_close: Cell::new(None),
         sent_close: Cell::new(false),
+        stream_gone: Cell::new(false),
         clock: Cell::new(Instant::now()),
         up_bytes: Cell::new(0),
         down_bytes: Cell::new(0),
@@ -289,6 +293,14 @@ pub async fn bridge(
                 _ = idle_watch(&st.clock, draining) => First::Idle,
                 _ = ctx.close_all.wait() => First::Shutdown,
             })
+        }
+        // The stream is gone (a write fails only after its reset), but
+        // what it sent before going may still be unread: deliver that
+        // before the Close that says it went away.
+        First::Up(UpEnd::TargetWrite(_)) => {
+            st.stream_gone.set(true);
+            let _ = monoio::time::timeout(LINGER, &mut down_f).await;
+            None
         }
         First::Down(DownEnd::Eof) => Some(monoio::select! {
             e = &mut up_f => First::Up(e),
@@ -482,6 +494,7 @@ async fn down(
         let mut buf = ctx.buffers.borrow();
         loop {
             let n = match tcp.try_read(&mut buf[MAX_HEADER_LEN..]) {
+                Ok(Some(0)) if st.stream_gone.get() => return DownEnd::Eof,
                 Ok(Some(0)) => {
                     // The stream's FIN: our Close, echoing the peer's code
                     // when it closed first.

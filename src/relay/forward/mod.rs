@@ -1,5 +1,6 @@
 //! Passthrough: moving bytes both ways between a client and its target
-//! until one side ends, then ending the other side the way SPEC §2 says.
+//! until one side ends, then ending the other side the way README "Session
+//! end" says: never hiding what a peer said (its Close frame, or its reset).
 //!
 //! Owns session-end policy (who closed, which Close frame to inject, half
 //! close and linger). Must not: re-frame or inspect payloads; the pumps in
@@ -222,17 +223,19 @@ pub async fn passthrough(
             close_both(ctx, client, &down, target, &up, RECORD_LIMIT).await;
             ("relay", RECORD_LIMIT.to_string())
         }
-        // A failed write names the side written to: that peer vanished
-        // while the pump toward it held bytes, and the survivor gets the
-        // Close a vanished peer's EOF would give it.
+        // A failed write names the side written to: that peer is gone
+        // (a write fails only after its reset), but what it sent before
+        // going may still be unread, its Close frame among them.
         First::Up(PumpEnd::WriteError(e)) => {
             let rest = (down_pump, &down);
-            notify_survivor(ctx, rest, client, target, Notice::TARGET_GONE).await;
+            let reset = write_was_reset(&e);
+            after_failed_write(ctx, rest, client, target, reset, Notice::TARGET_GONE).await;
             ("target", format!("target connection error: {e} (on write)"))
         }
         First::Down(PumpEnd::WriteError(e)) => {
             let rest = (up_pump, &up);
-            notify_survivor(ctx, rest, target, client, Notice::CLIENT_GONE).await;
+            let reset = write_was_reset(&e);
+            after_failed_write(ctx, rest, target, client, reset, Notice::CLIENT_GONE).await;
             ("client", format!("client connection error: {e} (on write)"))
         }
         First::Up(end) => {
@@ -335,11 +338,24 @@ impl Notice {
 /// The pump still running when the other ended, and its direction.
 type Rest<'p, 'd, F> = (Pin<&'p mut F>, &'p Direction<'d>);
 
+/// A read that failed because the peer reset the connection.
+fn read_was_reset(end: &PumpEnd) -> bool {
+    matches!(end, PumpEnd::ReadError(e) if e.kind() == io::ErrorKind::ConnectionReset)
+}
+
+/// A write fails with these only after the peer reset the connection (the
+/// first write after the RST reports it, later ones say "broken pipe").
+fn write_was_reset(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
+    )
+}
+
 /// One direction (`ended`, whose source `gone` is finished) stopped. Tell
 /// the other peer: after a close handshake, a FIN and a chance to finish
-/// (the other pump goes on, bounded); otherwise the injected `notice` where
-/// a frame boundary allows it, once the other pump's write in flight is
-/// done.
+/// (the other pump goes on, bounded); otherwise, once the other pump's
+/// write in flight is done, what `close_toward` decides.
 async fn end_side<F: Future<Output = PumpEnd>>(
     ctx: &ForwardCtx<'_>,
     end: &PumpEnd,
@@ -358,34 +374,50 @@ async fn end_side<F: Future<Output = PumpEnd>>(
         return;
     }
     settle(other_pump, other).await;
-    close_toward(ctx, ended, peer, gone, notice).await;
+    close_toward(ctx, ended, peer, gone, read_was_reset(end), notice).await;
 }
 
-/// The pump toward `gone` failed a write, so `gone` vanished; the pump
-/// toward `survivor` may be mid-write: let it finish, then close toward the
-/// survivor as for a vanished peer. (The failed pump has completed and must
-/// not be polled again, so this is not `end_side`.)
-async fn notify_survivor<F: Future<Output = PumpEnd>>(
+/// The pump toward `gone` failed a write, so `gone` is gone. Its last words
+/// may still wait in our receive queue (a peer that sends Close and then
+/// resets: the RST overtakes nothing, the bytes stay readable), so the pump
+/// toward `survivor` runs on to its own end, bounded, before the survivor
+/// is told anything. (The failed pump has completed and must not be polled
+/// again, so this is not `end_side`.)
+async fn after_failed_write<F: Future<Output = PumpEnd>>(
     ctx: &ForwardCtx<'_>,
     (toward_survivor, dir): Rest<'_, '_, F>,
     survivor: &Endpoint,
     gone: &Endpoint,
+    reset: bool,
     notice: Notice,
 ) {
-    settle(toward_survivor, dir).await;
-    close_toward(ctx, dir, survivor, gone, notice).await;
+    let _ = monoio::time::timeout(LINGER, toward_survivor).await;
+    close_toward(ctx, dir, survivor, gone, reset, notice).await;
 }
 
-/// Injects `notice` toward `peer` when `dir` (the direction into `peer`)
-/// stands at a frame boundary, then closes: FIN to `peer`, our close to
-/// `gone`, and `peer`'s remaining bytes read and dropped until its EOF.
+/// `gone` ended without a close handshake; end `peer`'s side, never
+/// speaking for a peer that said something:
+/// - a Close frame already went to `peer` (`dir` saw it): a FIN after it;
+/// - `gone` reset the connection with no Close: `peer` gets a reset too,
+///   after what was already written to it (what `peer` would have seen
+///   without the relay: Autobahn's servers fail connections this way);
+/// - `gone` vanished without a word (FIN, or an error): the relay's
+///   `notice` where a frame boundary allows it, then a FIN.
+///
+/// After a FIN to `peer`, `gone` gets our close and `peer`'s remaining
+/// bytes are read and dropped until its EOF.
 async fn close_toward(
     ctx: &ForwardCtx<'_>,
     dir: &Direction<'_>,
     peer: &Endpoint,
     gone: &Endpoint,
+    reset: bool,
     notice: Notice,
 ) {
+    if reset && !dir.saw_close() {
+        peer.reset(LINGER).await;
+        return;
+    }
     if dir.injectable() {
         let frame = close_frame(notice.code, notice.reason, notice.mask);
         let _ = monoio::time::timeout(LINGER, peer.write_all(&frame)).await;
