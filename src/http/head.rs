@@ -32,11 +32,23 @@ pub struct RequestHead {
     /// The request target as sent (path plus optional `?query`).
     pub target: String,
     pub headers: Vec<(String, String)>,
+    /// The minor version: 0 for HTTP/1.0, 1 for HTTP/1.1.
+    pub version: u8,
     /// Length of the head in bytes, including the blank line.
     pub len: usize,
 }
 
 impl RequestHead {
+    /// Whether the client lets the connection stay open after the answer
+    /// (RFC 9112 §9.3): HTTP/1.1 unless it says `Connection: close`,
+    /// HTTP/1.0 only when it asks for `Connection: keep-alive`.
+    pub fn keeps_alive(&self) -> bool {
+        match self.version {
+            0 => self.header_has_token("connection", "keep-alive"),
+            _ => !self.header_has_token("connection", "close"),
+        }
+    }
+
     pub fn header(&self, name: &str) -> Option<&str> {
         find(&self.headers, name)
     }
@@ -121,13 +133,14 @@ pub fn parse_request_head(
     if len > max_bytes {
         return Err(HeadError::TooLarge(max_bytes));
     }
-    if req.version != Some(1) {
-        return Err(HeadError::Malformed("only HTTP/1.1 is supported".into()));
-    }
+    // httparse reads only "HTTP/1.x"; both minor versions are answered
+    // (an upgrade needs 1.1, which the router says in its 400).
+    let version = req.version.unwrap_or(1);
     Ok(Some(RequestHead {
         method: req.method.unwrap_or_default().to_string(),
         target: req.path.unwrap_or_default().to_string(),
         headers: owned_headers(req.headers)?,
+        version,
         len,
     }))
 }
@@ -199,7 +212,31 @@ mod tests {
         );
         let e = parse_request_head(b"\x16\x03\x01\x00garbage\r\n\r\n", 8192, 100).unwrap_err();
         assert_eq!(e.status(), 400);
-        assert!(parse_request_head(b"GET / HTTP/1.0\r\n\r\n", 8192, 100).is_err());
+        assert!(parse_request_head(b"GET / HTTP/2.0\r\n\r\n", 8192, 100).is_err());
+    }
+
+    #[test]
+    fn http_1_0_is_read_and_keeps_alive_only_when_asked() {
+        let h = parse_request_head(b"GET /health HTTP/1.0\r\n\r\n", 8192, 100)
+            .unwrap()
+            .unwrap();
+        assert_eq!(h.version, 0);
+        assert!(!h.keeps_alive());
+        let h = parse_request_head(
+            b"POST /p HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n",
+            8192,
+            100,
+        )
+        .unwrap()
+        .unwrap();
+        assert!(h.keeps_alive());
+        let h = parse_request_head(UPGRADE, 8192, 100).unwrap().unwrap();
+        assert_eq!(h.version, 1);
+        assert!(h.keeps_alive());
+        let h = parse_request_head(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n", 8192, 100)
+            .unwrap()
+            .unwrap();
+        assert!(!h.keeps_alive());
     }
 
     #[test]

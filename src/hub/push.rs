@@ -1,4 +1,5 @@
-//! `POST push_path`: the seed's push API over HTTP/1.1 with keep-alive.
+//! `POST push_path`: the seed's push API over HTTP/1.1 with keep-alive
+//! (HTTP/1.0 too, kept alive only when it asks, RFC 9112 §9.3).
 //!
 //! Owns request framing (Content-Length bodies, pipelined requests), the key
 //! check and the answers. Delivery goes to every shard over the per-core
@@ -89,7 +90,7 @@ pub async fn serve(
             Err(BodyRead::Answer(a)) => a,
             Ok(body) => handle(hub, &head, &body, peer).await,
         };
-        let close = !answer.keep || head.header_has_token("connection", "close");
+        let close = !answer.keep || !head.keeps_alive();
         if close {
             return close_after(shard, &stream, &answer.closing().bytes()).await;
         }

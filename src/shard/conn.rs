@@ -204,6 +204,10 @@ fn route<'a>(
     hub: Option<&'a crate::hub::ShardHub>,
 ) -> Route<'a> {
     let upgrade = head.is_websocket_upgrade();
+    if upgrade && head.version == 0 {
+        // RFC 6455 §4.1: the opening handshake is an HTTP/1.1 request.
+        return Route::Status(400, "a WebSocket upgrade needs HTTP/1.1");
+    }
     let get = head.method == "GET";
     let page = cfg.page.enabled && (get || head.method == "HEAD");
     let needs_upgrade = |to: Route<'a>| match (get, upgrade) {
