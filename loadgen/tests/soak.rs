@@ -72,11 +72,19 @@ fn a_short_soak_of_every_variant_passes_with_every_event_seen() {
                 "{name}: {kind}"
             );
         }
-        // The documented close for a vanished target, by forward mode.
+        // The documented close for a vanished target, by forward mode. In
+        // copy mode a killed target that held unread bytes resets the
+        // connection (its kernel does), and the relay passes the reset on.
         let closes = at(r, &["clients", "restart_closes"]).as_object().unwrap();
         let copy = at(r, &["tls"]).as_bool().unwrap() || name.ends_with("copy");
         if copy {
-            assert_eq!(closes.keys().collect::<Vec<_>>(), ["close 1014"], "{name}");
+            assert!(closes.contains_key("close 1014"), "{name}: {closes:?}");
+            assert!(
+                closes
+                    .keys()
+                    .all(|k| k == "close 1014" || k.starts_with("reset")),
+                "{name}: {closes:?}"
+            );
         } else {
             assert!(
                 closes.keys().all(|k| k == "eof" || k.starts_with("reset")),

@@ -343,13 +343,13 @@ fn read_was_reset(end: &PumpEnd) -> bool {
     matches!(end, PumpEnd::ReadError(e) if e.kind() == io::ErrorKind::ConnectionReset)
 }
 
-/// A write fails with these only after the peer reset the connection (the
-/// first write after the RST reports it, later ones say "broken pipe").
+/// A write fails with "connection reset" when the peer reset an open
+/// connection. A reset that answers our write to a peer that had already
+/// sent its FIN (a process that exited, whose kernel then refuses our
+/// bytes) is reported as "broken pipe" (Linux `tcp_reset` in CLOSE_WAIT):
+/// that peer ended with a FIN, without a word, not with a reset.
 fn write_was_reset(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
-    )
+    e.kind() == io::ErrorKind::ConnectionReset
 }
 
 /// One direction (`ended`, whose source `gone` is finished) stopped. Tell
