@@ -4,6 +4,7 @@
 
 pub mod delay;
 pub mod echo;
+mod echoer;
 pub mod proxy;
 pub mod tls;
 

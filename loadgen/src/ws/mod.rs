@@ -1,9 +1,10 @@
 //! The WebSocket protocol pieces shared by the client and the echo server:
-//! frame headers and masking, the HTTP upgrade, URLs.
+//! frame headers and masking, the HTTP upgrade, URLs, payload validation.
 
 pub mod frame;
 pub mod handshake;
 pub mod url;
+pub mod validate;
 
 pub use frame::{FrameError, FrameHeader, OpCode};
 pub use handshake::HandshakeError;
