@@ -20,6 +20,7 @@ pub mod config;
 pub mod control;
 pub mod demo;
 pub mod doctor;
+pub mod endpoint;
 pub mod fanout;
 pub mod http;
 pub mod hub;

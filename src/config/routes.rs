@@ -12,7 +12,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::relay::target::{parse_target, TargetUrl};
+use crate::ws::target::{parse_target, TargetUrl};
 
 /// How a route authenticates its clients.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]

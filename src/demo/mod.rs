@@ -29,15 +29,14 @@ use self::fanout::{Next, Outbox};
 use self::protocol::Request;
 use self::reader::{Incoming, Reader};
 use crate::config::ServerConfig;
+use crate::endpoint::Endpoint;
 use crate::http::head::RequestHead;
 use crate::http::response;
 use crate::metrics::SessionKind;
-use crate::net::endpoint::Endpoint;
-use crate::relay::forward::discard_until_eof;
-use crate::relay::session::{close_after, valid_key};
 use crate::shard::Shard;
 use crate::ws::frame::{build_frame, close_code, close_frame, opcode};
 use crate::ws::handshake::accept_response;
+use crate::ws::handshake::upgrade_key;
 
 /// How long a closing session waits for its last frames to leave.
 const LINGER: Duration = Duration::from_secs(2);
@@ -76,15 +75,15 @@ pub async fn run(shard: &Shard, cfg: Rc<ServerConfig>, req: DemoRequest) {
     } = req;
     if over_capacity {
         let body = response::error_json(503, "over_capacity", "server is at max_connections");
-        return close_after(shard, &client, &body).await;
+        return client.close_after(&body, &shard.buffers).await;
     }
-    let Some(key) = valid_key(&head) else {
+    let Some(key) = upgrade_key(&head) else {
         let body = response::error_json(
             400,
             "bad_request",
             "missing Sec-WebSocket-Key or version is not 13",
         );
-        return close_after(shard, &client, &body).await;
+        return client.close_after(&body, &shard.buffers).await;
     };
     drop(head);
     if client
@@ -124,7 +123,7 @@ pub async fn run(shard: &Shard, cfg: Rc<ServerConfig>, req: DemoRequest) {
         }
     }
     client.shutdown_write().await;
-    let _ = monoio::time::timeout(LINGER, discard_until_eof(&client, &shard.buffers)).await;
+    let _ = monoio::time::timeout(LINGER, client.discard_until_eof(&shard.buffers)).await;
     info!(shard = shard.id, connection_id = %id, "demo connection closed");
 }
 

@@ -5,7 +5,7 @@
 //!
 //! Must not: buffer more than one message, or accept unmasked frames.
 
-use crate::net::endpoint::Endpoint;
+use crate::endpoint::Endpoint;
 use crate::ws::frame::{apply_mask, opcode, parse_header};
 
 pub enum Incoming {

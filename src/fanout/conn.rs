@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use super::outbox::Flushed;
 use super::{Frame, Outbox};
-use crate::net::endpoint::Endpoint;
+use crate::endpoint::Endpoint;
 use crate::net::io::try_send_vectored;
 use crate::shard::event::Event;
 use crate::ws::frame::{apply_mask, close_code, close_frame, opcode, parse_header};

@@ -14,12 +14,11 @@ use tracing::{debug, info, warn};
 
 use super::message::resolve_user;
 use super::ShardHub;
+use crate::endpoint::Endpoint;
 use crate::fanout::{text_frame, End, Outbox, ServerWs};
 use crate::http::head::RequestHead;
 use crate::http::response;
 use crate::http::url::query_param;
-use crate::net::endpoint::Endpoint;
-use crate::relay::session::close_after;
 use crate::shard::Shard;
 use crate::ws::frame::opcode;
 use crate::ws::handshake::accept_response;
@@ -36,7 +35,9 @@ pub async fn run(
 ) {
     if let Err((status, code, msg)) = check_upgrade(hub, &head, over_capacity) {
         debug!(shard = shard.id, peer = %peer.ip(), "hub upgrade refused: {msg}");
-        return close_after(shard, &client, &response::error_json(status, code, msg)).await;
+        return client
+            .close_after(&response::error_json(status, code, msg), &shard.buffers)
+            .await;
     }
     let key = head
         .header("sec-websocket-key")

@@ -14,11 +14,10 @@ use tracing::{debug, info};
 use super::engine::EngineMsg;
 use super::message::{self, now_ms, BodyError};
 use super::{random_id, ShardHub};
+use crate::endpoint::Endpoint;
 use crate::http::head::{parse_request_head, HeadError, RequestHead};
 use crate::http::response::{error_json, error_object, reason};
 use crate::http::url::query_param;
-use crate::net::endpoint::Endpoint;
-use crate::relay::session::close_after;
 use crate::shard::Shard;
 
 /// One answer and whether the connection stays open after it.
@@ -92,7 +91,9 @@ pub async fn serve(
         };
         let close = !answer.keep || !head.keeps_alive();
         if close {
-            return close_after(shard, &stream, &answer.closing().bytes()).await;
+            return stream
+                .close_after(&answer.closing().bytes(), &shard.buffers)
+                .await;
         }
         if stream.write_all(&answer.bytes()).await.is_err() {
             return;
@@ -102,14 +103,16 @@ pub async fn serve(
         (head, deadline) = match next {
             Next::Head(h, d) => (h, d),
             Next::Closed => return,
-            Next::Refuse(bytes) => return close_after(shard, &stream, &bytes).await,
+            Next::Refuse(bytes) => return stream.close_after(&bytes, &shard.buffers).await,
         };
         if head.path() != hub.shared.cfg.push_path {
             let a = Answer::refuse(
                 404,
                 "only the push path is served on a keep-alive connection",
             );
-            return close_after(shard, &stream, &a.closing().bytes()).await;
+            return stream
+                .close_after(&a.closing().bytes(), &shard.buffers)
+                .await;
         }
     }
 }

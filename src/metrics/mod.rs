@@ -20,7 +20,7 @@ pub mod snapshot;
 use std::cell::{Cell, RefCell};
 use std::time::Duration;
 
-use crate::relay::error::ErrorCode;
+use crate::ws::error::ErrorCode;
 pub use gather::{ControlCounters, ScrapeRequest};
 pub use snapshot::{RouteSnapshot, ShardSnapshot};
 

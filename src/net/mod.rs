@@ -3,7 +3,7 @@
 //! shard.
 
 pub mod dns;
-pub mod endpoint;
+pub mod idle;
 pub mod io;
 pub mod pool;
 pub mod sockopt;

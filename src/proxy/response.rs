@@ -8,8 +8,8 @@
 
 use std::time::Instant;
 
+use crate::endpoint::Endpoint;
 use crate::http::head::{parse_response_head, HeadError, ResponseHead, MAX_RESPONSE_HEAD};
-use crate::net::endpoint::Endpoint;
 
 /// Why the upstream gave no usable answer (the next upstream is tried).
 #[derive(Debug, thiserror::Error)]

@@ -17,14 +17,14 @@ use super::request::{route_token, upstream_request, Forwarding, UpstreamRequest}
 use super::response::{read_answer, relay_refusal, upgrade_head, Answer};
 use super::table::{Rejection, ShardRoute, ShardRoutes};
 use crate::config::{RouteAuth, RouteSlot, ServerConfig, SessionSlot, Upstream};
+use crate::endpoint::Endpoint;
 use crate::http::head::RequestHead;
 use crate::metrics::SessionKind;
-use crate::net::endpoint::Endpoint;
-use crate::relay::error::{ErrorCode, RelayError};
 use crate::relay::forward::{passthrough, ForwardCtx};
-use crate::relay::session::{close_after, not_throttled, refuse_http};
+use crate::relay::session::{not_throttled, refuse_http};
 use crate::relay::target;
 use crate::shard::Shard;
+use crate::ws::error::{ErrorCode, RelayError};
 
 /// An upgrade request that matched `routes.routes[index]`.
 pub struct RouteRequest {
@@ -352,5 +352,5 @@ async fn relay_answer(
         "upstream answered without upgrading"
     );
     drop(reached.stream);
-    close_after(shard, &client, &[]).await;
+    client.close_after(&[], &shard.buffers).await;
 }

@@ -5,10 +5,10 @@
 //! token values beyond handing them to the user table, or consume bytes past
 //! the auth message (they belong to the target).
 
-use super::error::{ErrorCode, RelayError};
+use crate::endpoint::Endpoint;
 use crate::http::head::RequestHead;
 use crate::http::url::query_param;
-use crate::net::endpoint::Endpoint;
+use crate::ws::error::{ErrorCode, RelayError};
 use crate::ws::frame::{apply_mask, build_frame, opcode, parse_header};
 
 /// A token and target, from either auth mode.

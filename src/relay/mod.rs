@@ -3,13 +3,11 @@
 //!
 //! - `session`: one session from upgrade request to session-end log line.
 //! - `auth`: both auth modes' credential extraction.
-//! - `target`: target URL, dial, upgrade.
+//! - `target`: dial and upgrade a parsed target.
 //! - `policy`: private addresses, auth-failure throttle.
 //! - `forward`: passthrough (copy and splice pumps, session-end policy).
-//! - `error`: the error codes peers see.
 
 pub mod auth;
-pub mod error;
 pub mod forward;
 pub mod policy;
 pub mod session;

@@ -13,17 +13,18 @@ use std::time::Instant;
 use tracing::info;
 
 use super::auth::{self, Credentials, FirstMessageError};
-use super::error::{ErrorCode, RelayError};
-use super::forward::{discard_until_eof, passthrough, ForwardCtx};
-use super::target::{self, TargetUpgrade, TargetUrl};
+use super::forward::{passthrough, ForwardCtx};
+use super::target::{self, TargetUpgrade};
 use crate::config::{ServerConfig, SessionSlot, User};
+use crate::endpoint::Endpoint;
 use crate::http::head::RequestHead;
 use crate::http::response;
 use crate::metrics::{SessionKind, TlsSide};
-use crate::net::endpoint::Endpoint;
 use crate::shard::Shard;
+use crate::ws::error::{ErrorCode, RelayError};
 use crate::ws::frame::{build_frame, close_frame, opcode};
-use crate::ws::handshake::accept_response;
+use crate::ws::handshake::{accept_response, upgrade_key};
+use crate::ws::target::{parse_target, TargetUrl};
 
 /// The exact status message of the original protocol.
 pub const CONNECTED: &str = r#"{"status":"已连接"}"#;
@@ -86,7 +87,7 @@ pub async fn run(shard: &Shard, cfg: Rc<ServerConfig>, req: UpgradeRequest) {
     if let Err(e) = not_throttled(shard, &cfg, peer) {
         return refuse_http(shard, &client, peer, &e).await;
     }
-    let Some(key) = valid_key(&head) else {
+    let Some(key) = upgrade_key(&head) else {
         let e = RelayError::new(
             ErrorCode::BadRequest,
             "missing Sec-WebSocket-Key or version is not 13",
@@ -241,13 +242,13 @@ async fn open_target(
         let listener = crate::tunnel::publish::listen(&user, addr)?;
         return Ok(Opened {
             setup: std::time::Duration::ZERO,
-            url: target::parse_target(&format!("tcp://{addr}"))?,
+            url: parse_target(&format!("tcp://{addr}"))?,
             user,
             _slot: slot,
             far: Far::Published(listener),
         });
     }
-    let url = target::parse_target(&creds.target)?;
+    let url = parse_target(&creds.target)?;
     if !user.may_reach(&creds.target) {
         return Err(RelayError::new(
             ErrorCode::TargetForbidden,
@@ -336,15 +337,6 @@ pub(crate) fn not_throttled(
     }
 }
 
-/// `Sec-WebSocket-Key` of a version-13 upgrade.
-pub(crate) fn valid_key(head: &RequestHead) -> Option<String> {
-    let version_ok = head
-        .header("sec-websocket-version")
-        .is_some_and(|v| v.trim() == "13");
-    let key = head.header("sec-websocket-key")?.trim();
-    (version_ok && !key.is_empty()).then(|| key.to_string())
-}
-
 /// All offered subprotocols, joined as one header value.
 fn offered_protocols(head: &RequestHead) -> Option<String> {
     let all: Vec<&str> = head
@@ -370,7 +362,7 @@ pub(crate) async fn refuse_http(
 ) {
     log_refusal(shard, peer, e);
     let body = response::error_json(e.code.http_status(), e.code.as_str(), &e.detail);
-    close_after(shard, client, &body).await;
+    client.close_after(&body, &shard.buffers).await;
 }
 
 /// Refuses after the upgrade: the error message, a Close frame, then TCP
@@ -380,20 +372,5 @@ async fn refuse_ws(shard: &Shard, client: &Endpoint, peer: SocketAddr, e: &Relay
     let text = response::error_object(e.code.as_str(), &e.detail);
     let mut out = build_frame(opcode::TEXT, text.as_bytes(), None);
     out.extend(close_frame(e.code.close_code(), e.code.as_str(), None));
-    close_after(shard, client, &out).await;
-}
-
-/// Sends `bytes`, half-closes, and drains the peer for up to a second so the
-/// kernel does not answer late client bytes with a reset that would destroy
-/// what was just sent.
-pub async fn close_after(shard: &Shard, client: &Endpoint, bytes: &[u8]) {
-    let linger = std::time::Duration::from_secs(1);
-    if monoio::time::timeout(linger, client.write_all(bytes))
-        .await
-        .is_err()
-    {
-        return;
-    }
-    client.shutdown_write().await;
-    let _ = monoio::time::timeout(linger, discard_until_eof(client, &shard.buffers)).await;
+    client.close_after(&out, &shard.buffers).await;
 }

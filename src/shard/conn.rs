@@ -19,16 +19,16 @@ use tracing::debug;
 use super::Shard;
 use crate::config::ServerConfig;
 use crate::demo::{self, DemoRequest};
+use crate::endpoint::Endpoint;
 use crate::http::head::{parse_request_head, HeadError, RequestHead};
 use crate::http::response;
 use crate::metrics::{self, TlsSide};
-use crate::net::endpoint::Endpoint;
 use crate::net::sockopt::tune_stream;
 use crate::page;
 use crate::proxy;
 use crate::proxy::session::RouteRequest;
 use crate::proxy::table::ShardRoutes;
-use crate::relay::session::{self, close_after, UpgradeRequest};
+use crate::relay::session::{self, UpgradeRequest};
 
 /// Counts a connection on its shard and process-wide while it lives.
 struct ConnGuard<'a>(&'a Shard);
@@ -121,7 +121,7 @@ pub async fn handle(shard: Rc<Shard>, tcp: TcpStream, peer: SocketAddr) {
         Route::Metrics => Box::pin(metrics_response(&shard, &cfg, peer, &head)).await,
         Route::Status(status, msg) => response::error_json(status, "bad_request", msg),
     };
-    Box::pin(close_after(&shard, &stream, &answer)).await;
+    Box::pin(stream.close_after(&answer, &shard.buffers)).await;
 }
 
 /// A connection whose TLS handshake (if any) is done and whose request head
@@ -175,7 +175,7 @@ async fn open(
             response::error_json(e.status(), "bad_request", &e.to_string())
         }
     };
-    close_after(shard, &stream, &answer).await;
+    stream.close_after(&answer, &shard.buffers).await;
     None
 }
 

@@ -23,8 +23,9 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use super::decode::{DecodeError, Decoder, Piece};
-use crate::net::endpoint::Endpoint;
-use crate::relay::forward::{discard_until_eof, idle_watch, ForwardCtx, Outcome};
+use crate::endpoint::Endpoint;
+use crate::net::idle::idle_watch;
+use crate::relay::forward::{ForwardCtx, Outcome};
 use crate::ws::frame::{
     apply_mask, build_frame, close_code, close_frame, encode_header, opcode, MAX_HEADER_LEN,
 };
@@ -317,7 +318,7 @@ pub async fn bridge(
         let _ = monoio::time::timeout(LINGER, client.write_all(&close_for(code, why, &st))).await;
     }
     client.shutdown_write().await;
-    let _ = monoio::time::timeout(LINGER, discard_until_eof(client, ctx.buffers)).await;
+    let _ = monoio::time::timeout(LINGER, client.discard_until_eof(ctx.buffers)).await;
     Outcome {
         bytes_up: st.up_bytes.get(),
         bytes_down: st.down_bytes.get(),

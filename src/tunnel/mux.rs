@@ -21,7 +21,7 @@ use yamux::{Config, Connection, ConnectionError, Mode, Stream};
 
 use super::bridge::{bridge, ByteStream, Keepalive, Role};
 use super::pipe::{self, MuxEnd};
-use crate::net::endpoint::Endpoint;
+use crate::endpoint::Endpoint;
 use crate::relay::forward::{ForwardCtx, Outcome};
 
 /// Streams one control session may carry at once. yamux's own limit sits

@@ -22,11 +22,11 @@ use tracing::{debug, info, warn};
 use super::bridge::{Keepalive, Role};
 use super::mux::{self, Mux, StreamSlots};
 use crate::config::User;
+use crate::endpoint::Endpoint;
 use crate::http::head::RequestHead;
-use crate::net::endpoint::Endpoint;
 use crate::net::sockopt::tune_stream;
-use crate::relay::error::{ErrorCode, RelayError};
 use crate::relay::forward::{ForwardCtx, Outcome};
+use crate::ws::error::{ErrorCode, RelayError};
 
 /// The target scheme of a publish request.
 pub const SCHEME: &str = "publish://";

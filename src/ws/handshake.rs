@@ -6,7 +6,17 @@
 
 use tungstenite::handshake::derive_accept_key;
 
-use crate::http::head::{parse_response_head, HeadError};
+use crate::http::head::{parse_response_head, HeadError, RequestHead};
+
+/// `Sec-WebSocket-Key` of a version-13 upgrade request (RFC 6455 §4.2.1),
+/// or `None` when the request is not one a server may accept.
+pub fn upgrade_key(head: &RequestHead) -> Option<String> {
+    let version_ok = head
+        .header("sec-websocket-version")
+        .is_some_and(|v| v.trim() == "13");
+    let key = head.header("sec-websocket-key")?.trim();
+    (version_ok && !key.is_empty()).then(|| key.to_string())
+}
 
 /// The `101 Switching Protocols` answer to a client upgrade.
 pub fn accept_response(client_key: &str, protocol: Option<&str>) -> Vec<u8> {

@@ -19,6 +19,7 @@ use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, Split, Splita
 use monoio::net::TcpStream;
 
 use super::delay::{self, DelayLine};
+pub use super::echoer::{EchoOptions, Faults};
 use super::echoer::{Echoer, Step};
 use super::{Running, ServerError};
 use crate::clock::{dur_ns, now_ns};
@@ -32,41 +33,6 @@ const DELAY_LINE_LIMIT: usize = 64 * 1024 * 1024;
 /// How long a connection waits for the peer's end of TCP after the last
 /// Close frame before dropping it anyway.
 const CLOSE_LINGER: Duration = Duration::from_secs(2);
-
-/// Deliberate misbehaviour, for testing that loadgen notices it.
-/// Each value N > 0 applies to messages N, 2N, 3N, ... of a connection.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Faults {
-    /// Flip one bit in the middle of the payload.
-    pub corrupt_every: u64,
-    /// Do not echo the message.
-    pub drop_every: u64,
-    /// Echo the message twice (single-frame messages only).
-    pub duplicate_every: u64,
-}
-
-/// Echo behaviour.
-#[derive(Debug, Clone)]
-pub struct EchoOptions {
-    /// Answer each message this long after it arrived (pipelined).
-    pub delay: Duration,
-    pub faults: Faults,
-    /// Send a ping to the client after every N echoed messages (0 = never).
-    pub ping_every: u64,
-    /// Largest frame payload accepted.
-    pub max_frame: usize,
-}
-
-impl Default for EchoOptions {
-    fn default() -> Self {
-        Self {
-            delay: Duration::ZERO,
-            faults: Faults::default(),
-            ping_every: 0,
-            max_frame: 64 * 1024 * 1024,
-        }
-    }
-}
 
 /// Per-connection errors (logged nowhere: a mock target just hangs up).
 #[derive(Debug, thiserror::Error)]

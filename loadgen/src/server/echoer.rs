@@ -1,7 +1,7 @@
 //! The echo server's frame-by-frame transformation: every data frame goes
 //! back unmasked as it arrives (never a whole buffered message: that is what
 //! keeps the echo fast), pings are answered, a Close is echoed, and the
-//! faults of [`Faults`](super::echo::Faults) are injected on request.
+//! faults of [`Faults`] are injected on request.
 //!
 //! It is also where the echo server is a conformant RFC 6455 endpoint
 //! (Autobahn|Testsuite cases 1-7 and 10): frame order of fragmented
@@ -10,9 +10,45 @@
 //! fails the connection with a Close 1002/1007/1009 after the echoes of the
 //! frames before it. No I/O here, and no allocation per message.
 
-use super::echo::EchoOptions;
+use std::time::Duration;
+
 use crate::ws::frame::{mask_copy, parse_header, write_header, FrameError, OpCode};
 use crate::ws::validate::{check_close, BadClose, InvalidUtf8, Utf8Validator};
+
+/// Deliberate misbehaviour, for testing that loadgen notices it.
+/// Each value N > 0 applies to messages N, 2N, 3N, ... of a connection.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Faults {
+    /// Flip one bit in the middle of the payload.
+    pub corrupt_every: u64,
+    /// Do not echo the message.
+    pub drop_every: u64,
+    /// Echo the message twice (single-frame messages only).
+    pub duplicate_every: u64,
+}
+
+/// Echo behaviour.
+#[derive(Debug, Clone)]
+pub struct EchoOptions {
+    /// Answer each message this long after it arrived (pipelined).
+    pub delay: Duration,
+    pub faults: Faults,
+    /// Send a ping to the client after every N echoed messages (0 = never).
+    pub ping_every: u64,
+    /// Largest frame payload accepted.
+    pub max_frame: usize,
+}
+
+impl Default for EchoOptions {
+    fn default() -> Self {
+        Self {
+            delay: Duration::ZERO,
+            faults: Faults::default(),
+            ping_every: 0,
+            max_frame: 64 * 1024 * 1024,
+        }
+    }
+}
 
 /// Stack scratch for unmasking a frame that is still arriving.
 const SCRATCH: usize = 512;
@@ -263,7 +299,6 @@ fn emit(out: &mut Vec<u8>, fin: bool, opcode: OpCode, masked_payload: &[u8], key
 mod tests {
     use super::*;
     use crate::client::FrameWriter;
-    use crate::server::echo::Faults;
     use monoio::io::AsyncWriteRent;
 
     fn frames(mut b: &[u8]) -> Vec<(bool, OpCode, Vec<u8>)> {

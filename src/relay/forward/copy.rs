@@ -13,7 +13,7 @@ use std::cell::Cell;
 use std::time::Instant;
 
 use super::{Direction, PumpEnd};
-use crate::net::endpoint::Endpoint;
+use crate::endpoint::Endpoint;
 use crate::net::pool::BufferPool;
 
 pub async fn pump(

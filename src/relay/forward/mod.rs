@@ -16,8 +16,9 @@ use std::pin::{pin, Pin};
 use std::time::{Duration, Instant};
 
 use crate::config::{ForwardMode, ServerConfig};
+use crate::endpoint::Endpoint;
 use crate::metrics::Direction as MetricsDirection;
-use crate::net::endpoint::Endpoint;
+use crate::net::idle::idle_watch;
 use crate::net::pool::{BufferPool, PipePool};
 use crate::shard::event::Event;
 use crate::shard::Shard;
@@ -424,7 +425,7 @@ async fn close_toward(
     }
     peer.shutdown_write().await;
     answer_close(gone).await;
-    let _ = monoio::time::timeout(LINGER, discard_until_eof(peer, ctx.buffers)).await;
+    let _ = monoio::time::timeout(LINGER, peer.discard_until_eof(ctx.buffers)).await;
 }
 
 /// Lets a pump that is partway through a write finish it, bounded by
@@ -481,41 +482,9 @@ async fn close_both(
     client.shutdown_write().await;
     target.shutdown_write().await;
     let drain = async {
-        let a = discard_until_eof(client, ctx.buffers);
-        let b = discard_until_eof(target, ctx.buffers);
+        let a = client.discard_until_eof(ctx.buffers);
+        let b = target.discard_until_eof(ctx.buffers);
         monoio::join!(a, b);
     };
     let _ = monoio::time::timeout(LINGER, drain).await;
-}
-
-/// Reads and drops bytes until EOF or error, so closing never turns into a
-/// reset that could destroy the Close frame just sent.
-pub async fn discard_until_eof(stream: &Endpoint, pool: &BufferPool) {
-    loop {
-        if stream.readable().await.is_err() {
-            return;
-        }
-        let mut buf = pool.borrow();
-        loop {
-            match stream.try_read(&mut buf) {
-                Ok(Some(0)) | Err(_) => return,
-                Ok(Some(_)) => {}
-                Ok(None) => break,
-            }
-        }
-    }
-}
-
-/// Completes when no byte moved either way for `idle` (never if `None`).
-pub(crate) async fn idle_watch(clock: &Cell<Instant>, idle: Option<Duration>) {
-    let Some(idle) = idle else {
-        return std::future::pending().await;
-    };
-    loop {
-        let due = clock.get() + idle;
-        if Instant::now() >= due {
-            return;
-        }
-        monoio::time::sleep_until(due.into()).await;
-    }
 }

@@ -12,7 +12,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use crate::relay::target::{parse_target, TargetUrl};
+use crate::ws::target::{parse_target, TargetUrl};
 
 /// The relay's config error: same file, line and key reporting.
 pub use crate::config::ConfigError as ClientConfigError;

@@ -12,12 +12,12 @@ use base64::Engine as _;
 use monoio::net::TcpStream;
 
 use super::config::{ClientConfig, HttpProxy};
+use crate::endpoint::Endpoint;
 use crate::http::head::parse_response_head;
 use crate::net::dns::DnsCache;
-use crate::net::endpoint::Endpoint;
 use crate::net::sockopt::tune_stream;
-use crate::relay::target::TargetUrl;
 use crate::ws::handshake::{check_target_response, generate_key};
+use crate::ws::target::TargetUrl;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DialError {

@@ -28,8 +28,8 @@ use dial::DialError;
 
 use super::bridge::{bridge, Role};
 use crate::config::{ForwardMode, ServerConfig, TlsRoots};
+use crate::endpoint::Endpoint;
 use crate::net::dns::DnsCache;
-use crate::net::endpoint::Endpoint;
 use crate::net::pool::{BufferPool, PipePool};
 use crate::net::sockopt::tune_stream;
 use crate::relay::forward::{ForwardCtx, Outcome};
@@ -254,7 +254,7 @@ async fn run_stdio(client: Rc<Client>, target: String) -> Result<(), TunnelError
 }
 
 fn config_target(t: &str) -> Result<String, TunnelError> {
-    match crate::relay::target::parse_target(t) {
+    match crate::ws::target::parse_target(t) {
         Ok(url) if url.tcp => Ok(format!("tcp://{}", url.host_header)),
         _ => Err(TunnelError::Config(ClientConfigError::Invalid {
             path: "--stdio".into(),

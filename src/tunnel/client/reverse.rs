@@ -16,7 +16,7 @@ use tracing::{info, warn};
 
 use super::config::Publish;
 use super::{dial, Client, FIRST_BACKOFF};
-use crate::net::endpoint::Endpoint;
+use crate::endpoint::Endpoint;
 use crate::tunnel::bridge::{Keepalive, Role};
 use crate::tunnel::mux::{self, StreamSlots};
 

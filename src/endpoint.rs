@@ -1,10 +1,13 @@
-//! One side of a relay session: a TCP socket, optionally with TLS on top.
-//! Every read and write in the relay goes through here, so plain and TLS
+//! One side of a session: a TCP socket, optionally with TLS on top. Every
+//! read and write of every feature goes through here, so plain and TLS
 //! sides share one readiness-driven model: wait for the socket, then move
 //! bytes with non-blocking calls. TLS sessions run on the relay's own record
 //! layer (`tls::stream`), except 0-RTT ones toward targets (`tls::buffered`).
+//! Also the two ways a side is closed politely (`close_after`,
+//! `discard_until_eof`) and the way a reset is passed on (`reset`).
 //!
-//! Must not: block, or allocate per message on a plain or record-layer side.
+//! Sits above `net/` and `tls/`, below every feature. Must not: block, or
+//! allocate per message on a plain or record-layer side.
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
@@ -17,8 +20,9 @@ use rustls::pki_types::ServerName;
 use rustls::server::UnbufferedServerConnection;
 use rustls::{ClientConfig, ClientConnection, ServerConfig};
 
-use super::io::{send_all, try_recv};
-use super::sockopt::{reset_on_close, shutdown_write, unsent_bytes};
+use crate::net::io::{send_all, try_recv};
+use crate::net::pool::BufferPool;
+use crate::net::sockopt::{reset_on_close, shutdown_write, unsent_bytes};
 use crate::tls::buffered::BufferedStream;
 use crate::tls::handshake::{self, tls_error};
 use crate::tls::stream::RecordStream;
@@ -194,6 +198,41 @@ impl Endpoint {
             pause = (pause * 2).min(Duration::from_millis(20));
         }
         reset_on_close(self.fd());
+    }
+
+    /// Writes `bytes` (a refusal, a plain HTTP answer), then closes
+    /// politely: our FIN, and the peer's bytes read and dropped until its
+    /// EOF, so the close cannot turn into a reset that destroys the answer.
+    /// Each step is bounded by one second: the peer may not read at all.
+    pub async fn close_after(&self, bytes: &[u8], pool: &BufferPool) {
+        let linger = Duration::from_secs(1);
+        if monoio::time::timeout(linger, self.write_all(bytes))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        self.shutdown_write().await;
+        let _ = monoio::time::timeout(linger, self.discard_until_eof(pool)).await;
+    }
+
+    /// Reads and drops bytes until EOF or error, so closing never turns into
+    /// a reset that could destroy the Close frame or answer just sent.
+    /// Unbounded: callers put a timeout around it.
+    pub async fn discard_until_eof(&self, pool: &BufferPool) {
+        loop {
+            if self.readable().await.is_err() {
+                return;
+            }
+            let mut buf = pool.borrow();
+            loop {
+                match self.try_read(&mut buf) {
+                    Ok(Some(0)) | Err(_) => return,
+                    Ok(Some(_)) => {}
+                    Ok(None) => break,
+                }
+            }
+        }
     }
 
     /// Ends our sending side: close_notify for TLS, then a TCP FIN.

@@ -1,9 +1,10 @@
-//! The relay's error vocabulary (SPEC §2 "Errors"): one code per failure, each
-//! with its WebSocket Close code and its HTTP status for handshake-time auth.
+//! The wire's error vocabulary (README "Errors"): one code per failure, each
+//! with its WebSocket Close code and its HTTP status for handshake-time
+//! auth. Every feature refuses sessions in these terms.
 
 use std::fmt;
 
-use crate::ws::frame::close_code;
+use super::frame::close_code;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorCode {
