@@ -19,9 +19,11 @@
 pub mod config;
 pub mod control;
 pub mod demo;
+pub mod dial;
 pub mod doctor;
 pub mod endpoint;
 pub mod fanout;
+pub mod forward;
 pub mod http;
 pub mod hub;
 pub mod logging;

@@ -13,8 +13,8 @@ use std::time::Duration;
 use super::outbox::Flushed;
 use super::{Frame, Outbox};
 use crate::endpoint::Endpoint;
+use crate::net::event::Event;
 use crate::net::io::try_send_vectored;
-use crate::shard::event::Event;
 use crate::ws::frame::{apply_mask, close_code, close_frame, opcode, parse_header};
 
 /// How long a client that overflowed its queue gets to take the frame being

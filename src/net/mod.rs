@@ -1,9 +1,12 @@
 //! Sockets and the resources around them: options, readiness-driven
-//! non-blocking I/O, pooled buffers and pipes, and DNS that never blocks a
-//! shard.
+//! non-blocking I/O, pooled buffers and pipes, DNS that never blocks a
+//! shard, the address policy and auth throttle, the idle clock and the
+//! shard-local fire-once event. No feature is imported here.
 
 pub mod dns;
+pub mod event;
 pub mod idle;
 pub mod io;
+pub mod policy;
 pub mod pool;
 pub mod sockopt;

@@ -17,12 +17,12 @@ use super::request::{route_token, upstream_request, Forwarding, UpstreamRequest}
 use super::response::{read_answer, relay_refusal, upgrade_head, Answer};
 use super::table::{Rejection, ShardRoute, ShardRoutes};
 use crate::config::{RouteAuth, RouteSlot, ServerConfig, SessionSlot, Upstream};
+use crate::dial;
 use crate::endpoint::Endpoint;
+use crate::forward::{passthrough, ForwardCtx};
 use crate::http::head::RequestHead;
 use crate::metrics::SessionKind;
-use crate::relay::forward::{passthrough, ForwardCtx};
 use crate::relay::session::{not_throttled, refuse_http};
-use crate::relay::target;
 use crate::shard::Shard;
 use crate::ws::error::{ErrorCode, RelayError};
 
@@ -113,7 +113,7 @@ pub async fn run(shard: &Shard, cfg: Rc<ServerConfig>, req: RouteRequest) {
     shard.metrics.target_setup(setup);
     let ctx = ForwardCtx {
         reserved_bits,
-        ..ForwardCtx::of_shard(shard, &cfg)
+        ..shard.forward_ctx(&cfg)
     };
     let out = passthrough(&ctx, &client, &stream, rest, early).await;
     stats.open.set(stats.open.get() - 1);
@@ -302,7 +302,7 @@ async fn try_upstream(
     // Upstreams are the operator's own services, so private addresses are
     // the normal case here.
     let long = Duration::from_secs(3600);
-    let tcp = target::connect(&shard.dns, url, true, long)
+    let tcp = dial::connect(&shard.dns, url, true, long)
         .await
         .map_err(|e| e.detail)?;
     let (stream, sent_early) = if url.secure {

@@ -13,10 +13,10 @@ use std::time::Instant;
 use tracing::info;
 
 use super::auth::{self, Credentials, FirstMessageError};
-use super::forward::{passthrough, ForwardCtx};
-use super::target::{self, TargetUpgrade};
 use crate::config::{ServerConfig, SessionSlot, User};
+use crate::dial::{self, TargetUpgrade};
 use crate::endpoint::Endpoint;
+use crate::forward::passthrough;
 use crate::http::head::RequestHead;
 use crate::http::response;
 use crate::metrics::{SessionKind, TlsSide};
@@ -176,7 +176,7 @@ async fn relay_opened(
         false => SessionKind::Relay,
     };
     let _open = shard.metrics.session(kind);
-    let mut ctx = ForwardCtx::of_shard(shard, cfg);
+    let mut ctx = shard.forward_ctx(cfg);
     if kind == SessionKind::Tunnel || matches!(o.far, Far::Published(_)) {
         ctx.buffers = &shard.tunnel_buffers;
     }
@@ -259,7 +259,7 @@ async fn open_target(
     let timeout = std::time::Duration::from_secs(cfg.connect_timeout_secs);
     let dial_started = Instant::now();
     let tls = url.secure.then(|| shard.target_tls());
-    let tcp = target::connect(&shard.dns, &url, cfg.allow_private_targets, timeout).await?;
+    let tcp = dial::connect(&shard.dns, &url, cfg.allow_private_targets, timeout).await?;
     if url.tcp {
         let protocol = crate::tunnel::choose_protocol(protocols).map(str::to_string);
         return Ok(Opened {
@@ -276,12 +276,12 @@ async fn open_target(
             },
         });
     }
-    let request = target::TargetRequest::new(&url, protocols);
-    let (stream, sent_early) = target::secure(tcp, &url, tls, &request, timeout).await?;
+    let request = dial::TargetRequest::new(&url, protocols);
+    let (stream, sent_early) = dial::secure(tcp, &url, tls, &request, timeout).await?;
     if let Some(resumed) = stream.tls_resumed() {
         shard.metrics.tls_handshake(TlsSide::Target, resumed);
     }
-    let upgrade = target::upgrade(&stream, request, sent_early, timeout).await?;
+    let upgrade = dial::upgrade(&stream, request, sent_early, timeout).await?;
     let setup = dial_started.elapsed();
     shard.metrics.target_setup(setup);
     Ok(Opened {

@@ -8,7 +8,6 @@
 
 mod conn;
 pub mod driver;
-pub mod event;
 mod listener;
 
 use std::cell::{Cell, RefCell};
@@ -27,14 +26,14 @@ use tracing::{debug, info, warn};
 use crate::config::{RouteTable, ServerConfig, UserTable};
 use crate::metrics::{ScrapeRequest, ShardMetrics, ShardSnapshot};
 use crate::net::dns::DnsCache;
+use crate::net::event::Event;
+use crate::net::policy::AuthThrottle;
 use crate::net::pool::{BufferPool, PipePool};
 use crate::proxy::table::{RouteTrust, ShardRoutes};
-use crate::relay::policy::AuthThrottle;
 use crate::tls::listener::{build_server_config, Identity};
 use crate::tls::target::TargetTrust;
 use crate::tls::TlsError;
 pub use driver::Driver;
-use event::Event;
 pub use listener::{listen_addr, ListenError};
 
 /// Process-wide counters and the auth throttle.
@@ -163,6 +162,17 @@ impl Shard {
     /// The listener's TLS config (as of now), `None` for a plain listener.
     pub fn listener_tls(&self) -> Option<Arc<rustls::ServerConfig>> {
         self.tls.borrow().listener.clone()
+    }
+
+    /// What a session on this shard forwards with (see `ForwardCtx::new`).
+    pub fn forward_ctx(&self, cfg: &ServerConfig) -> crate::forward::ForwardCtx<'_> {
+        crate::forward::ForwardCtx::new(
+            cfg,
+            &self.metrics,
+            &self.buffers,
+            &self.pipes,
+            &self.close_all,
+        )
     }
 
     /// This shard's client config toward `wss://` targets.

@@ -24,8 +24,8 @@ use std::time::{Duration, Instant};
 
 use super::decode::{DecodeError, Decoder, Piece};
 use crate::endpoint::Endpoint;
+use crate::forward::{ForwardCtx, Outcome};
 use crate::net::idle::idle_watch;
-use crate::relay::forward::{ForwardCtx, Outcome};
 use crate::ws::frame::{
     apply_mask, build_frame, close_code, close_frame, encode_header, opcode, MAX_HEADER_LEN,
 };

@@ -22,7 +22,7 @@ use yamux::{Config, Connection, ConnectionError, Mode, Stream};
 use super::bridge::{bridge, ByteStream, Keepalive, Role};
 use super::pipe::{self, MuxEnd};
 use crate::endpoint::Endpoint;
-use crate::relay::forward::{ForwardCtx, Outcome};
+use crate::forward::{ForwardCtx, Outcome};
 
 /// Streams one control session may carry at once. yamux's own limit sits
 /// above it, so a stream dropped but not yet reaped cannot trip yamux.

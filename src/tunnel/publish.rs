@@ -23,9 +23,9 @@ use super::bridge::{Keepalive, Role};
 use super::mux::{self, Mux, StreamSlots};
 use crate::config::User;
 use crate::endpoint::Endpoint;
+use crate::forward::{ForwardCtx, Outcome};
 use crate::http::head::RequestHead;
 use crate::net::sockopt::tune_stream;
-use crate::relay::forward::{ForwardCtx, Outcome};
 use crate::ws::error::{ErrorCode, RelayError};
 
 /// The target scheme of a publish request.

@@ -29,11 +29,11 @@ use dial::DialError;
 use super::bridge::{bridge, Role};
 use crate::config::{ForwardMode, ServerConfig, TlsRoots};
 use crate::endpoint::Endpoint;
+use crate::forward::{ForwardCtx, Outcome};
 use crate::net::dns::DnsCache;
+use crate::net::event::Event;
 use crate::net::pool::{BufferPool, PipePool};
 use crate::net::sockopt::tune_stream;
-use crate::relay::forward::{ForwardCtx, Outcome};
-use crate::shard::event::Event;
 use crate::tls::target::TargetTrust;
 
 #[derive(Debug, thiserror::Error)]

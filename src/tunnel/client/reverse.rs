@@ -60,7 +60,7 @@ async fn control_session(
     client: &Rc<Client>,
     p: &Publish,
     tunnel: dial::Tunnel,
-) -> crate::relay::forward::Outcome {
+) -> crate::forward::Outcome {
     let ctx = client.forward_ctx();
     let keepalive = Keepalive::every(Duration::from_secs(client.cfg.keepalive_secs));
     let slots = StreamSlots::default();

@@ -12,10 +12,10 @@ use std::time::Duration;
 
 use monoio::net::TcpStream;
 
-use super::policy::is_private;
 use crate::endpoint::Endpoint;
 use crate::http::head::MAX_RESPONSE_HEAD;
 use crate::net::dns::DnsCache;
+use crate::net::policy::is_private;
 use crate::net::sockopt::tune_stream;
 use crate::ws::error::{ErrorCode, RelayError};
 use crate::ws::handshake::{check_target_response, client_request, generate_key};

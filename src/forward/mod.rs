@@ -1,4 +1,5 @@
-//! Passthrough: moving bytes both ways between a client and its target
+//! The data plane, shared by the relay, routes and tunnels. Passthrough:
+//! moving bytes both ways between a client and its target
 //! until one side ends, then ending the other side the way README "Session
 //! end" says: never hiding what a peer said (its Close frame, or its reset).
 //!
@@ -17,11 +18,10 @@ use std::time::{Duration, Instant};
 
 use crate::config::{ForwardMode, ServerConfig};
 use crate::endpoint::Endpoint;
-use crate::metrics::Direction as MetricsDirection;
+use crate::metrics::{Direction as MetricsDirection, ShardMetrics};
+use crate::net::event::Event;
 use crate::net::idle::idle_watch;
 use crate::net::pool::{BufferPool, PipePool};
-use crate::shard::event::Event;
-use crate::shard::Shard;
 use crate::ws::frame::{close_code, close_frame, FrameTracker};
 
 /// How long the surviving side gets to finish once the other has ended.
@@ -149,20 +149,27 @@ pub struct ForwardCtx<'a> {
 }
 
 impl<'a> ForwardCtx<'a> {
-    /// What a session on `shard` forwards with: its pools, byte counters,
-    /// shutdown event, and the session's forward mode and idle timeout.
-    pub fn of_shard(shard: &'a Shard, cfg: &ServerConfig) -> ForwardCtx<'a> {
+    /// What a session forwards with: its shard's pools, byte counters and
+    /// shutdown event (`metrics`, `buffers`, `pipes`, `close_all`), and the
+    /// session's forward mode and idle timeout from `cfg`.
+    pub fn new(
+        cfg: &ServerConfig,
+        metrics: &'a ShardMetrics,
+        buffers: &'a BufferPool,
+        pipes: &'a PipePool,
+        close_all: &'a Event,
+    ) -> ForwardCtx<'a> {
         ForwardCtx {
             relayed: [
-                shard.metrics.bytes_cell(MetricsDirection::ClientToTarget),
-                shard.metrics.bytes_cell(MetricsDirection::TargetToClient),
+                metrics.bytes_cell(MetricsDirection::ClientToTarget),
+                metrics.bytes_cell(MetricsDirection::TargetToClient),
             ],
             mode: cfg.forward,
-            buffers: &shard.buffers,
-            pipes: &shard.pipes,
+            buffers,
+            pipes,
             idle_timeout: (cfg.idle_timeout_secs > 0)
                 .then(|| Duration::from_secs(cfg.idle_timeout_secs)),
-            close_all: &shard.close_all,
+            close_all,
             reserved_bits: false,
         }
     }
