@@ -28,6 +28,7 @@ pub mod http;
 pub mod hub;
 pub mod logging;
 pub mod metrics;
+pub mod msg;
 pub mod net;
 pub mod page;
 pub mod proxy;

@@ -19,10 +19,11 @@ pub use socket::{request_reload, ControlError};
 use crate::config::{Config, ConfigError};
 use crate::logging;
 use crate::metrics::{self, ControlCounters};
+use crate::msg::{ShardMsg, TlsMaterial};
 use crate::proxy::health::{CheckedRoute, HealthChecker};
-use crate::proxy::table::RouteTrust;
-use crate::shard::{self, driver, ShardMsg, Shards, TlsMaterial};
+use crate::shard::{self, driver, Shards};
 use crate::tls::listener::load_identity;
+use crate::tls::target::RouteTrust;
 use crate::tls::target::TargetTrust;
 use crate::tls::TlsError;
 

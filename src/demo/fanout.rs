@@ -22,7 +22,8 @@ use std::task::{Poll, Waker};
 use tracing::info;
 
 use crate::metrics::SessionKind;
-use crate::shard::{Shard, ShardMsg};
+use crate::msg::ShardMsg;
+use crate::shard::Shard;
 use crate::ws::frame::{close_code, close_frame};
 
 /// A frame waiting to be written: shared by all recipients, or this

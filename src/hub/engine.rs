@@ -19,29 +19,13 @@ use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
-use super::message::{now_ms, Push};
+use super::message::{now_ms, EngineMsg, Push};
 use super::redis::{self as link, RedisLink};
 use super::HubShared;
 use crate::fanout::{Bus, Space};
 
 /// How often each instance looks for due delayed pushes in Redis.
 pub const CLAIM_INTERVAL: Duration = Duration::from_millis(20);
-
-/// Requests from shards.
-pub enum EngineMsg {
-    /// Redis only: publish an immediate push (already delivered here).
-    Publish {
-        push: Push,
-        reply: flume::Sender<Result<(), String>>,
-    },
-    /// Deliver `push` after `delay`.
-    Schedule {
-        push: Push,
-        delay: Duration,
-        reply: flume::Sender<Result<(), String>>,
-    },
-    Shutdown,
-}
 
 /// The running hub thread.
 pub struct Engine {

@@ -214,6 +214,23 @@ pub fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// Requests from shards to the hub thread (`engine`), which hands the
+/// Redis ones to its link (`redis`).
+pub enum EngineMsg {
+    /// Redis only: publish an immediate push (already delivered here).
+    Publish {
+        push: Push,
+        reply: flume::Sender<Result<(), String>>,
+    },
+    /// Deliver `push` after `delay`.
+    Schedule {
+        push: Push,
+        delay: std::time::Duration,
+        reply: flume::Sender<Result<(), String>>,
+    },
+    Shutdown,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -34,7 +34,8 @@ pub use push::serve as serve_push;
 
 use crate::config::HubConfig;
 use crate::fanout::{Bus, Registry};
-use engine::{Engine, EngineMsg};
+use engine::Engine;
+use message::EngineMsg;
 
 /// Process-wide hub state, shared by shards and the hub thread. Touched per
 /// push (the engine channel) or per slow client, never per delivered frame.

@@ -11,8 +11,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, info};
 
-use super::engine::EngineMsg;
-use super::message::{self, now_ms, BodyError};
+use super::message::{self, now_ms, BodyError, EngineMsg};
 use super::{random_id, ShardHub};
 use crate::endpoint::Endpoint;
 use crate::http::head::{parse_request_head, HeadError, RequestHead};

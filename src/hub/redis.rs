@@ -11,8 +11,7 @@ use std::time::{Duration, Instant};
 use redis::{Client, Connection, Script};
 use tracing::{debug, info, warn};
 
-use super::engine::EngineMsg;
-use super::message::{now_ms, Push};
+use super::message::{now_ms, EngineMsg, Push};
 use super::HubShared;
 use crate::fanout::{Bus, Space};
 

@@ -15,7 +15,7 @@ use tracing::warn;
 
 use super::encode::{encode, ControlValues};
 use super::snapshot::ShardSnapshot;
-use crate::shard::ShardMsg;
+use crate::msg::ShardMsg;
 
 /// How long a scrape waits for the shards.
 const SHARD_WAIT: Duration = Duration::from_secs(2);

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
 use crate::config::{HealthCheck, RouteSpec, Upstream};
-use crate::shard::ShardMsg;
+use crate::msg::ShardMsg;
 
 /// What the checker needs to probe one route.
 pub struct CheckedRoute {

@@ -7,7 +7,7 @@
 //! this shard's own failed dials. Must not: do I/O or block.
 
 use std::cell::Cell;
-use std::collections::HashMap;
+
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use crate::config::{RouteSpec, RouteTable};
 use crate::http::head::RequestHead;
 use crate::metrics::RouteSnapshot;
-use crate::tls::target::TargetTrust;
+use crate::tls::target::RouteTrust;
 use crate::tls::TlsError;
 
 /// Why a route turned a session away (a label in logs and metrics).
@@ -140,9 +140,6 @@ impl ShardRoute {
 pub struct ShardRoutes {
     pub routes: Vec<ShardRoute>,
 }
-
-/// TLS trust for routes that override the server's, by route name.
-pub type RouteTrust = HashMap<String, TargetTrust>;
 
 impl ShardRoutes {
     /// Builds the shard's state for `table`, keeping counters and health of

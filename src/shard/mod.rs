@@ -24,14 +24,14 @@ use monoio::{IoUringDriver, LegacyDriver, RuntimeBuilder};
 use tracing::{debug, info, warn};
 
 use crate::config::{RouteTable, ServerConfig, UserTable};
-use crate::metrics::{ScrapeRequest, ShardMetrics, ShardSnapshot};
+use crate::metrics::{ScrapeRequest, ShardMetrics};
+use crate::msg::{ShardMsg, TlsMaterial};
 use crate::net::dns::DnsCache;
 use crate::net::event::Event;
 use crate::net::policy::AuthThrottle;
 use crate::net::pool::{BufferPool, PipePool};
-use crate::proxy::table::{RouteTrust, ShardRoutes};
-use crate::tls::listener::{build_server_config, Identity};
-use crate::tls::target::TargetTrust;
+use crate::proxy::table::ShardRoutes;
+use crate::tls::listener::build_server_config;
 use crate::tls::TlsError;
 pub use driver::Driver;
 pub use listener::{listen_addr, ListenError};
@@ -43,46 +43,6 @@ pub struct Shared {
     pub throttle: AuthThrottle,
     /// Demo app connections, for `get_connections`.
     pub demo_connections: AtomicUsize,
-}
-
-/// What the control plane tells a shard.
-pub enum ShardMsg {
-    /// A validated reload: the new user table, session settings, listener
-    /// certificate (when TLS is on) and target trust.
-    Reload {
-        users: UserTable,
-        routes: RouteTable,
-        server: Box<ServerConfig>,
-        tls: TlsMaterial,
-        /// Told once the shard uses the new snapshot, so that a `reload`
-        /// that answered "ok" means new connections see the new config.
-        applied: flume::Sender<()>,
-    },
-    /// The active health check's verdict on one upstream changed.
-    UpstreamHealth {
-        route: Arc<str>,
-        upstream: Arc<str>,
-        up: bool,
-    },
-    /// Stop accepting, drain for `grace`, then close what is left with 1001.
-    Shutdown { grace: Duration },
-    /// A `/metrics` scrape: copy this shard's counters into `reply`.
-    Scrape { reply: flume::Sender<ShardSnapshot> },
-    /// A demo-app broadcast from another shard, framed once, shared.
-    DemoBroadcast(Arc<[u8]>),
-    /// A frame for this shard's fan-out connections (see [`crate::fanout`]).
-    Fanout(crate::fanout::Delivery),
-}
-
-/// TLS inputs the control plane prepares (file I/O) and shards turn into
-/// their own configs.
-#[derive(Clone)]
-pub struct TlsMaterial {
-    /// `None` when the listener is plain.
-    pub identity: Option<Arc<Identity>>,
-    pub trust: TargetTrust,
-    /// Trust of routes that set their own `ca_file`/`insecure_skip_verify`.
-    pub routes: RouteTrust,
 }
 
 /// A shard's TLS configs. The session cache survives reloads; the ticket key

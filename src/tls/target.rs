@@ -18,6 +18,10 @@ use crate::config::{RouteSpec, ServerConfig, TlsRoots};
 /// Sessions remembered per shard toward targets.
 const RESUMPTION_SESSIONS: usize = 256;
 
+/// Each route's own trust (`ca_file`, `insecure_skip_verify`), by route
+/// name; routes without one use the server's.
+pub type RouteTrust = std::collections::HashMap<String, TargetTrust>;
+
 /// Everything shards need to build their target client configs.
 #[derive(Clone)]
 pub struct TargetTrust {
