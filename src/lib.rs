@@ -18,6 +18,7 @@
 
 pub mod config;
 pub mod control;
+pub mod ctx;
 pub mod demo;
 pub mod dial;
 pub mod doctor;

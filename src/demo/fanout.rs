@@ -21,9 +21,9 @@ use std::task::{Poll, Waker};
 
 use tracing::info;
 
+use crate::ctx::ShardCtx;
 use crate::metrics::SessionKind;
 use crate::msg::ShardMsg;
-use crate::shard::Shard;
 use crate::ws::frame::{close_code, close_frame};
 
 /// A frame waiting to be written: shared by all recipients, or this
@@ -178,13 +178,14 @@ pub struct Registry {
 
 /// Membership in the registry (and the process-wide count) while it lives.
 pub struct Member<'a> {
-    shard: &'a Shard,
+    shard: &'a ShardCtx,
+    registry: &'a Registry,
     id: u64,
 }
 
 impl Drop for Member<'_> {
     fn drop(&mut self) {
-        let mut conns = self.shard.demo.conns.borrow_mut();
+        let mut conns = self.registry.conns.borrow_mut();
         if let Some(i) = conns.iter().position(|(id, _)| *id == self.id) {
             conns.swap_remove(i);
         }
@@ -196,36 +197,40 @@ impl Drop for Member<'_> {
 }
 
 /// Adds a connection's outbox to its shard's registry.
-pub fn join<'a>(shard: &'a Shard, outbox: Rc<Outbox>) -> Member<'a> {
-    let id = shard.demo.next_id.get();
-    shard.demo.next_id.set(id + 1);
-    shard.demo.conns.borrow_mut().push((id, outbox));
+pub fn join<'a>(shard: &'a ShardCtx, registry: &'a Registry, outbox: Rc<Outbox>) -> Member<'a> {
+    let id = registry.next_id.get();
+    registry.next_id.set(id + 1);
+    registry.conns.borrow_mut().push((id, outbox));
     shard.shared.demo_connections.fetch_add(1, Ordering::AcqRel);
-    Member { shard, id }
+    Member {
+        shard,
+        registry,
+        id,
+    }
 }
 
 /// Demo connections open in the whole process.
-pub fn connections(shard: &Shard) -> usize {
+pub fn connections(shard: &ShardCtx) -> usize {
     shard.shared.demo_connections.load(Ordering::Acquire)
 }
 
 /// Sends one framed broadcast to every demo connection on every shard.
-pub fn broadcast(shard: &Shard, frame: Arc<[u8]>) {
+pub fn broadcast(shard: &ShardCtx, registry: &Registry, frame: Arc<[u8]>) {
     for (i, peer) in shard.peers.iter().enumerate() {
         if i != shard.id {
             let _ = peer.send(ShardMsg::DemoBroadcast(frame.clone()));
         }
     }
-    deliver_local(shard, &frame);
+    deliver_local(shard, registry, &frame);
 }
 
 /// Queues `frame` for this shard's demo connections (from the shard's
 /// message loop, or the sender's own shard).
-pub fn deliver_local(shard: &Shard, frame: &Arc<[u8]>) {
+pub fn deliver_local(shard: &ShardCtx, registry: &Registry, frame: &Arc<[u8]>) {
     // Delivery only queues and wakes (wakers run later), so nothing can
     // join or leave the registry while it is borrowed here.
     let mut slow = 0;
-    for (_, outbox) in shard.demo.conns.borrow().iter() {
+    for (_, outbox) in registry.conns.borrow().iter() {
         slow += u64::from(!outbox.deliver(frame));
     }
     for _ in 0..slow {

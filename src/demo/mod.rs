@@ -25,15 +25,15 @@ use std::time::Duration;
 
 use tracing::{debug, info};
 
-use self::fanout::{Next, Outbox};
+use self::fanout::{Next, Outbox, Registry};
 use self::protocol::Request;
 use self::reader::{Incoming, Reader};
 use crate::config::ServerConfig;
+use crate::ctx::ShardCtx;
 use crate::endpoint::Endpoint;
 use crate::http::head::RequestHead;
 use crate::http::response;
 use crate::metrics::SessionKind;
-use crate::shard::Shard;
 use crate::ws::frame::{build_frame, close_code, close_frame, opcode};
 use crate::ws::handshake::accept_response;
 use crate::ws::handshake::upgrade_key;
@@ -65,7 +65,7 @@ enum End {
     Shutdown,
 }
 
-pub async fn run(shard: &Shard, cfg: Rc<ServerConfig>, req: DemoRequest) {
+pub async fn run(shard: &ShardCtx, registry: &Registry, cfg: Rc<ServerConfig>, req: DemoRequest) {
     let DemoRequest {
         client,
         peer,
@@ -95,7 +95,7 @@ pub async fn run(shard: &Shard, cfg: Rc<ServerConfig>, req: DemoRequest) {
     }
     let id = uuid::Uuid::new_v4().to_string();
     let outbox = Rc::new(Outbox::new(cfg.demo.max_queue_messages));
-    let _member = fanout::join(shard, outbox.clone());
+    let _member = fanout::join(shard, registry, outbox.clone());
     let _open = shard.metrics.session(SessionKind::Demo);
     debug!(shard = shard.id, peer = %peer.ip(), connection_id = %id, "demo connection open");
     outbox.push_own(text_frame(&protocol::connected(&id)));
@@ -103,7 +103,7 @@ pub async fn run(shard: &Shard, cfg: Rc<ServerConfig>, req: DemoRequest) {
     let mut reader = Reader::new(rest, cfg.demo.max_message_bytes);
     let mut writer = pin!(write_loop(&client, &outbox));
     let end = monoio::select! {
-        _ = read_loop(shard, &client, &mut reader, &outbox, &id) => End::Reader,
+        _ = read_loop(shard, registry, &client, &mut reader, &outbox, &id) => End::Reader,
         _ = &mut writer => End::Writer,
         _ = stall_deadline(&outbox) => End::Stalled,
         _ = shard.close_all.wait() => End::Shutdown,
@@ -157,7 +157,8 @@ async fn write_loop(client: &Endpoint, outbox: &Outbox) {
 /// Reads and answers requests until the client closes; queues the Close
 /// reply (or a 1002 for a framing error) before returning.
 async fn read_loop(
-    shard: &Shard,
+    shard: &ShardCtx,
+    registry: &Registry,
     client: &Endpoint,
     reader: &mut Reader,
     outbox: &Outbox,
@@ -170,7 +171,7 @@ async fn read_loop(
         }
         match reader.next(client).await {
             Incoming::Text(t) => {
-                if answer(shard, outbox, id, &t) {
+                if answer(shard, registry, outbox, id, &t) {
                     // Let the recipients' writers run before the next
                     // request: a burst of broadcasts from one client must
                     // not fill everyone's queue in a single poll.
@@ -209,7 +210,7 @@ async fn read_loop(
     }
 }
 
-fn reader_limit(shard: &Shard) -> usize {
+fn reader_limit(shard: &ShardCtx) -> usize {
     shard.settings().demo.max_message_bytes
 }
 
@@ -223,7 +224,7 @@ fn refuse(outbox: &Outbox, code: &'static str, message: &str) {
 }
 
 /// Answers one request; `true` when it was a broadcast.
-fn answer(shard: &Shard, outbox: &Outbox, from: &str, text: &[u8]) -> bool {
+fn answer(shard: &ShardCtx, registry: &Registry, outbox: &Outbox, from: &str, text: &[u8]) -> bool {
     let reply = match protocol::parse(text) {
         Err(r) => {
             debug!(
@@ -244,7 +245,7 @@ fn answer(shard: &Shard, outbox: &Outbox, from: &str, text: &[u8]) -> bool {
             // Serialized and framed once; every recipient shares the bytes.
             let note = protocol::broadcast_notification(from, &message);
             let frame: Arc<[u8]> = text_frame(&note).into();
-            fanout::broadcast(shard, frame);
+            fanout::broadcast(shard, registry, frame);
             return true;
         }
     };

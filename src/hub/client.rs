@@ -14,18 +14,18 @@ use tracing::{debug, info, warn};
 
 use super::message::resolve_user;
 use super::ShardHub;
+use crate::ctx::ShardCtx;
 use crate::endpoint::Endpoint;
 use crate::fanout::{text_frame, End, Outbox, ServerWs};
 use crate::http::head::RequestHead;
 use crate::http::response;
 use crate::http::url::query_param;
-use crate::shard::Shard;
 use crate::ws::frame::opcode;
 use crate::ws::handshake::accept_response;
 
 /// Runs a hub client from its upgrade request to the end.
 pub async fn run(
-    shard: &Shard,
+    shard: &ShardCtx,
     hub: &ShardHub,
     client: Endpoint,
     peer: SocketAddr,

@@ -13,11 +13,11 @@ use tracing::{debug, info};
 
 use super::message::{self, now_ms, BodyError, EngineMsg};
 use super::{random_id, ShardHub};
+use crate::ctx::ShardCtx;
 use crate::endpoint::Endpoint;
 use crate::http::head::{parse_request_head, HeadError, RequestHead};
 use crate::http::response::{error_json, error_object, reason};
 use crate::http::url::query_param;
-use crate::shard::Shard;
 
 /// One answer and whether the connection stays open after it.
 struct Answer {
@@ -63,7 +63,7 @@ impl Answer {
 /// Serves push requests on one connection until it closes. `rest` holds
 /// the bytes behind the first head; `deadline` bounds its body.
 pub async fn serve(
-    shard: &Shard,
+    shard: &ShardCtx,
     hub: &ShardHub,
     stream: Endpoint,
     peer: SocketAddr,

@@ -17,13 +17,12 @@ use super::request::{route_token, upstream_request, Forwarding, UpstreamRequest}
 use super::response::{read_answer, relay_refusal, upgrade_head, Answer};
 use super::table::{Rejection, ShardRoute, ShardRoutes};
 use crate::config::{RouteAuth, RouteSlot, ServerConfig, SessionSlot, Upstream};
+use crate::ctx::ShardCtx;
 use crate::dial;
 use crate::endpoint::Endpoint;
 use crate::forward::{passthrough, ForwardCtx};
 use crate::http::head::RequestHead;
 use crate::metrics::SessionKind;
-use crate::relay::session::{not_throttled, refuse_http};
-use crate::shard::Shard;
 use crate::ws::error::{ErrorCode, RelayError};
 
 /// An upgrade request that matched `routes.routes[index]`.
@@ -57,7 +56,7 @@ struct Reached<'a> {
     echo: Option<String>,
 }
 
-pub async fn run(shard: &Shard, cfg: Rc<ServerConfig>, req: RouteRequest) {
+pub async fn run(shard: &ShardCtx, cfg: Rc<ServerConfig>, req: RouteRequest) {
     let route = &req.routes.routes[req.index];
     let started = Instant::now();
     let admission = match admit(shard, &cfg, route, &req) {
@@ -65,7 +64,7 @@ pub async fn run(shard: &Shard, cfg: Rc<ServerConfig>, req: RouteRequest) {
         Err((why, e)) => {
             route.stats.reject(why);
             info!(shard = shard.id, route = %route.spec.name, peer = %req.peer.ip(), code = e.code.as_str(), "route refused: {}", e.detail);
-            return refuse_http(shard, &req.client, req.peer, &e).await;
+            return shard.refuse_http(&req.client, req.peer, &e).await;
         }
     };
     let client_tls = req.client.is_tls();
@@ -74,7 +73,7 @@ pub async fn run(shard: &Shard, cfg: Rc<ServerConfig>, req: RouteRequest) {
         Err((why, e)) => {
             route.stats.reject(why);
             info!(shard = shard.id, route = %route.spec.name, peer = %req.peer.ip(), code = e.code.as_str(), "no upstream answered: {}", e.detail);
-            return refuse_http(shard, &req.client, req.peer, &e).await;
+            return shard.refuse_http(&req.client, req.peer, &e).await;
         }
     };
     let RouteRequest {
@@ -137,7 +136,7 @@ pub async fn run(shard: &Shard, cfg: Rc<ServerConfig>, req: RouteRequest) {
 
 /// Throttle, capacity, token and slots; every refusal here opens nothing.
 fn admit(
-    shard: &Shard,
+    shard: &ShardCtx,
     cfg: &ServerConfig,
     route: &ShardRoute,
     req: &RouteRequest,
@@ -153,7 +152,9 @@ fn admit(
     let (user, user_slot) = match spec.auth {
         RouteAuth::None => (None, None),
         RouteAuth::Token => {
-            not_throttled(shard, cfg, req.peer).map_err(|e| (Rejection::Auth, e))?;
+            shard
+                .not_throttled(cfg, req.peer)
+                .map_err(|e| (Rejection::Auth, e))?;
             let Some(token) = route_token(&req.head.headers, req.head.query()) else {
                 let e = RelayError::new(
                     ErrorCode::AuthFailed,
@@ -231,7 +232,7 @@ fn request_for(
 /// any HTTP response, all within `connect_timeout_secs`. A failed dial, TLS
 /// handshake or unreadable answer marks that upstream down on this shard.
 async fn reach_upstream<'r>(
-    shard: &Shard,
+    shard: &ShardCtx,
     cfg: &ServerConfig,
     route: &'r ShardRoute,
     req: &RouteRequest,
@@ -292,7 +293,7 @@ async fn reach_upstream<'r>(
 /// Dial, TLS for `wss://`, send the request (and what the client sent
 /// behind it), read the answer's head.
 async fn try_upstream(
-    shard: &Shard,
+    shard: &ShardCtx,
     route: &ShardRoute,
     upstream: &Upstream,
     request: &[u8],
@@ -333,7 +334,7 @@ async fn try_upstream(
 
 /// The upstream refused the upgrade: return its answer as it is.
 async fn relay_answer(
-    shard: &Shard,
+    shard: &ShardCtx,
     route: &ShardRoute,
     client: Endpoint,
     peer: SocketAddr,

@@ -14,13 +14,13 @@ use tracing::info;
 
 use super::auth::{self, Credentials, FirstMessageError};
 use crate::config::{ServerConfig, SessionSlot, User};
+use crate::ctx::ShardCtx;
 use crate::dial::{self, TargetUpgrade};
 use crate::endpoint::Endpoint;
 use crate::forward::passthrough;
 use crate::http::head::RequestHead;
 use crate::http::response;
 use crate::metrics::{SessionKind, TlsSide};
-use crate::shard::Shard;
 use crate::ws::error::{ErrorCode, RelayError};
 use crate::ws::frame::{build_frame, close_frame, opcode};
 use crate::ws::handshake::{accept_response, upgrade_key};
@@ -75,7 +75,7 @@ pub struct UpgradeRequest {
 }
 
 /// Runs a relay session on an upgrade request.
-pub async fn run(shard: &Shard, cfg: Rc<ServerConfig>, req: UpgradeRequest) {
+pub async fn run(shard: &ShardCtx, cfg: Rc<ServerConfig>, req: UpgradeRequest) {
     let UpgradeRequest {
         client,
         peer,
@@ -84,18 +84,18 @@ pub async fn run(shard: &Shard, cfg: Rc<ServerConfig>, req: UpgradeRequest) {
         deadline,
         over_capacity,
     } = req;
-    if let Err(e) = not_throttled(shard, &cfg, peer) {
-        return refuse_http(shard, &client, peer, &e).await;
+    if let Err(e) = shard.not_throttled(&cfg, peer) {
+        return shard.refuse_http(&client, peer, &e).await;
     }
     let Some(key) = upgrade_key(&head) else {
         let e = RelayError::new(
             ErrorCode::BadRequest,
             "missing Sec-WebSocket-Key or version is not 13",
         );
-        return refuse_http(shard, &client, peer, &e).await;
+        return shard.refuse_http(&client, peer, &e).await;
     };
     let creds = match auth::from_request(&head) {
-        Err(e) => return refuse_http(shard, &client, peer, &e).await,
+        Err(e) => return shard.refuse_http(&client, peer, &e).await,
         Ok(c) => c,
     };
     let started = Instant::now();
@@ -106,10 +106,10 @@ pub async fn run(shard: &Shard, cfg: Rc<ServerConfig>, req: UpgradeRequest) {
     let opened = if let Some(creds) = creds {
         // Handshake-time auth: the target is dialed before the client's 101.
         if over_capacity {
-            return refuse_http(shard, &client, peer, &capacity_error()).await;
+            return shard.refuse_http(&client, peer, &capacity_error()).await;
         }
         match open_target(shard, &cfg, &creds, peer, protocols.as_deref()).await {
-            Err(e) => return refuse_http(shard, &client, peer, &e).await,
+            Err(e) => return shard.refuse_http(&client, peer, &e).await,
             Ok(o) => {
                 let answer = accept_response(&key, o.protocol());
                 if client.write_all(&answer).await.is_err() {
@@ -162,7 +162,7 @@ pub async fn run(shard: &Shard, cfg: Rc<ServerConfig>, req: UpgradeRequest) {
 
 /// Flushes what each side sent early, relays, and logs the session end.
 async fn relay_opened(
-    shard: &Shard,
+    shard: &ShardCtx,
     cfg: &ServerConfig,
     client: Endpoint,
     mut o: Opened,
@@ -225,7 +225,7 @@ async fn relay_opened(
 /// Authenticates, checks the target, claims a session slot, then dials and
 /// upgrades. Every refusal before the dial opens no connection.
 async fn open_target(
-    shard: &Shard,
+    shard: &ShardCtx,
     cfg: &ServerConfig,
     creds: &Credentials,
     peer: SocketAddr,
@@ -317,26 +317,6 @@ fn capacity_error() -> RelayError {
     RelayError::new(ErrorCode::OverCapacity, "server is at max_connections")
 }
 
-/// `auth_throttled` when this client's IP failed too often lately (the
-/// throttle is process-wide; relay and token routes share it).
-pub(crate) fn not_throttled(
-    shard: &Shard,
-    cfg: &ServerConfig,
-    peer: SocketAddr,
-) -> Result<(), RelayError> {
-    let blocked = shard
-        .shared
-        .throttle
-        .is_blocked(peer.ip(), cfg.auth_fail_limit_per_min);
-    match blocked {
-        false => Ok(()),
-        true => Err(RelayError::new(
-            ErrorCode::AuthThrottled,
-            "too many failed authentications; retry later",
-        )),
-    }
-}
-
 /// All offered subprotocols, joined as one header value.
 fn offered_protocols(head: &RequestHead) -> Option<String> {
     let all: Vec<&str> = head
@@ -348,27 +328,10 @@ fn offered_protocols(head: &RequestHead) -> Option<String> {
     (!all.is_empty()).then(|| all.join(", "))
 }
 
-fn log_refusal(shard: &Shard, peer: SocketAddr, e: &RelayError) {
-    shard.metrics.refused(e.code.as_str());
-    info!(shard = shard.id, peer = %peer.ip(), code = e.code.as_str(), "session refused: {}", e.detail);
-}
-
-/// Refuses before the upgrade: an HTTP error with the JSON error object.
-pub(crate) async fn refuse_http(
-    shard: &Shard,
-    client: &Endpoint,
-    peer: SocketAddr,
-    e: &RelayError,
-) {
-    log_refusal(shard, peer, e);
-    let body = response::error_json(e.code.http_status(), e.code.as_str(), &e.detail);
-    client.close_after(&body, &shard.buffers).await;
-}
-
 /// Refuses after the upgrade: the error message, a Close frame, then TCP
 /// close once the client answers the Close or after the linger.
-async fn refuse_ws(shard: &Shard, client: &Endpoint, peer: SocketAddr, e: &RelayError) {
-    log_refusal(shard, peer, e);
+async fn refuse_ws(shard: &ShardCtx, client: &Endpoint, peer: SocketAddr, e: &RelayError) {
+    shard.log_refusal(peer, e);
     let text = response::error_object(e.code.as_str(), &e.detail);
     let mut out = build_frame(opcode::TEXT, text.as_bytes(), None);
     out.extend(close_frame(e.code.close_code(), e.code.as_str(), None));

@@ -114,7 +114,7 @@ pub async fn handle(shard: Rc<Shard>, tcp: TcpStream, peer: SocketAddr) {
                 over_capacity,
             };
             drop(buf);
-            return Box::pin(demo::run(&shard, cfg.clone(), req)).await;
+            return Box::pin(demo::run(&shard, &shard.demo, cfg.clone(), req)).await;
         }
         Route::Page => page::response(head.method == "HEAD"),
         Route::Health => response::health(),

@@ -12,8 +12,8 @@ mod listener;
 
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
+use std::ops::Deref;
 use std::rc::Rc;
-use std::sync::atomic::AtomicUsize;
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -24,11 +24,11 @@ use monoio::{IoUringDriver, LegacyDriver, RuntimeBuilder};
 use tracing::{debug, info, warn};
 
 use crate::config::{RouteTable, ServerConfig, UserTable};
-use crate::metrics::{ScrapeRequest, ShardMetrics};
+use crate::ctx::{CtxParts, ShardCtx, Shared};
+use crate::metrics::ScrapeRequest;
 use crate::msg::{ShardMsg, TlsMaterial};
 use crate::net::dns::DnsCache;
 use crate::net::event::Event;
-use crate::net::policy::AuthThrottle;
 use crate::net::pool::{BufferPool, PipePool};
 use crate::proxy::table::ShardRoutes;
 use crate::tls::listener::build_server_config;
@@ -36,20 +36,10 @@ use crate::tls::TlsError;
 pub use driver::Driver;
 pub use listener::{listen_addr, ListenError};
 
-/// Process-wide counters and the auth throttle.
-#[derive(Debug, Default)]
-pub struct Shared {
-    pub connections: AtomicUsize,
-    pub throttle: AuthThrottle,
-    /// Demo app connections, for `get_connections`.
-    pub demo_connections: AtomicUsize,
-}
-
 /// A shard's TLS configs. The session cache survives reloads; the ticket key
 /// is shared by every shard.
 struct ShardTls {
     listener: Option<Arc<rustls::ServerConfig>>,
-    target: Arc<rustls::ClientConfig>,
     cache: Arc<rustls::server::ServerSessionMemoryCache>,
     ticketer: Arc<dyn rustls::server::ProducesTickets>,
 }
@@ -61,7 +51,6 @@ impl ShardTls {
     ) -> Result<ShardTls, TlsError> {
         let mut tls = ShardTls {
             listener: None,
-            target: material.trust.client_config()?,
             cache: rustls::server::ServerSessionMemoryCache::new(4096),
             ticketer,
         };
@@ -78,66 +67,40 @@ impl ShardTls {
             )?),
             None => None,
         };
-        self.target = material.trust.client_config()?;
         Ok(())
     }
 }
 
-/// A shard's own state. Shard-local: `Cell`/`RefCell`, no locks.
+/// A shard's own state: the context its features get (`ctx`, also reached
+/// through `Deref`) and what only the shard itself uses. Shard-local:
+/// `Cell`/`RefCell`, no locks.
 pub struct Shard {
-    pub id: usize,
-    settings: RefCell<Rc<ServerConfig>>,
-    pub users: RefCell<UserTable>,
+    pub ctx: ShardCtx,
+    tls: RefCell<ShardTls>,
     /// Swapped whole on reload; sessions keep the `Rc` they started with.
     pub routes: RefCell<Rc<ShardRoutes>>,
-    pub buffers: BufferPool,
-    /// Larger buffers for tunnel bridges (`tcp://` and reverse tunnels).
-    pub tunnel_buffers: BufferPool,
-    pub pipes: PipePool,
-    pub dns: DnsCache,
-    tls: RefCell<ShardTls>,
-    pub shared: Arc<Shared>,
     pub stop_accepting: Event,
-    pub close_all: Event,
     /// Connections open on this shard (any phase).
     pub open: Cell<usize>,
-    pub metrics: ShardMetrics,
     /// The control plane's scrape thread (`GET /metrics` asks it).
     pub scrapes: flume::Sender<ScrapeRequest>,
-    /// Every shard's channel, indexed by shard id (this one's included),
-    /// for cross-shard fan-out.
-    pub peers: Arc<[flume::Sender<ShardMsg>]>,
     pub demo: crate::demo::fanout::Registry,
     /// The push hub's per-shard part, when `[hub] enabled`.
     pub hub: Option<crate::hub::ShardHub>,
 }
 
-impl Shard {
-    /// Session settings as of now; a session keeps the snapshot it started
-    /// with, so a reload never changes a live session's rules.
-    pub fn settings(&self) -> Rc<ServerConfig> {
-        self.settings.borrow().clone()
-    }
+impl Deref for Shard {
+    type Target = ShardCtx;
 
+    fn deref(&self) -> &ShardCtx {
+        &self.ctx
+    }
+}
+
+impl Shard {
     /// The listener's TLS config (as of now), `None` for a plain listener.
     pub fn listener_tls(&self) -> Option<Arc<rustls::ServerConfig>> {
         self.tls.borrow().listener.clone()
-    }
-
-    /// What a session on this shard forwards with (see `ForwardCtx::new`).
-    pub fn forward_ctx(&self, cfg: &ServerConfig) -> crate::forward::ForwardCtx<'_> {
-        crate::forward::ForwardCtx::new(
-            cfg,
-            &self.metrics,
-            &self.buffers,
-            &self.pipes,
-            &self.close_all,
-        )
-    }
-
-    /// This shard's client config toward `wss://` targets.
-    pub fn target_tls(&self) -> Arc<rustls::ClientConfig> {
-        self.tls.borrow().target.clone()
     }
 }
 
@@ -286,7 +249,9 @@ impl ShardInit {
                 return;
             }
         };
-        let tls = match ShardTls::new(&self.tls, self.ticketer.clone()) {
+        let built = ShardTls::new(&self.tls, self.ticketer.clone())
+            .and_then(|t| Ok((t, self.tls.trust.client_config()?)));
+        let (tls, target_tls) = match built {
             Ok(t) => t,
             Err(e) => {
                 let _ = self.ready.send(Err(e.into()));
@@ -302,25 +267,26 @@ impl ShardInit {
                 }
             };
         let shard = Rc::new(Shard {
-            id: self.id,
-            buffers: BufferPool::new(self.server.buffer_size, 1024),
-            tunnel_buffers: BufferPool::new(
-                crate::tunnel::BUFFER_BYTES,
-                crate::tunnel::BUFFERS_KEPT,
-            ),
-            pipes: PipePool::new(256),
-            dns: DnsCache::new(Duration::from_secs(self.server.dns_cache_secs)),
+            ctx: ShardCtx::new(CtxParts {
+                id: self.id,
+                buffers: BufferPool::new(self.server.buffer_size, 1024),
+                tunnel_buffers: BufferPool::new(
+                    crate::tunnel::BUFFER_BYTES,
+                    crate::tunnel::BUFFERS_KEPT,
+                ),
+                pipes: PipePool::new(256),
+                dns: DnsCache::new(Duration::from_secs(self.server.dns_cache_secs)),
+                target_tls,
+                settings: self.server,
+                users: self.users,
+                shared: self.shared,
+                peers: self.peers.clone(),
+            }),
             tls: RefCell::new(tls),
-            settings: RefCell::new(Rc::new(self.server)),
-            users: RefCell::new(self.users),
             routes: RefCell::new(Rc::new(routes)),
-            shared: self.shared,
             stop_accepting: Event::default(),
-            close_all: Event::default(),
             open: Cell::new(0),
-            metrics: ShardMetrics::new(),
             scrapes: self.scrapes,
-            peers: self.peers.clone(),
             demo: Default::default(),
             hub: self.hub.map(|shared| crate::hub::ShardHub {
                 shard_id: self.id,
@@ -345,13 +311,17 @@ impl ShardInit {
                     if let Err(e) = shard.tls.borrow_mut().apply(&tls) {
                         warn!(shard = shard.id, "keeping the previous TLS config: {e}");
                     }
+                    match tls.trust.client_config() {
+                        Ok(target) => shard.set_target_tls(target),
+                        Err(e) => warn!(shard = shard.id, "keeping the previous target TLS: {e}"),
+                    }
                     let old = shard.routes.borrow().clone();
                     match ShardRoutes::build(&routes, &tls.routes, &old) {
                         Ok(r) => *shard.routes.borrow_mut() = Rc::new(r),
                         Err(e) => warn!(shard = shard.id, "keeping the previous routes: {e}"),
                     }
                     *shard.users.borrow_mut() = users;
-                    *shard.settings.borrow_mut() = Rc::new(*server);
+                    shard.set_settings(*server);
                     debug!(shard = shard.id, "reload applied");
                     let _ = applied.send(());
                 }
@@ -372,7 +342,7 @@ impl ShardInit {
                     let _ = reply.send(snapshot);
                 }
                 ShardMsg::DemoBroadcast(frame) => {
-                    crate::demo::fanout::deliver_local(&shard, &frame);
+                    crate::demo::fanout::deliver_local(&shard, &shard.demo, &frame);
                 }
                 ShardMsg::Fanout(d) => deliver(&shard, d),
             }
