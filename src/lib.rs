@@ -1,20 +1,20 @@
 //! ws-relay-core: a thread-per-core io_uring WebSocket relay engine.
 //!
-//! The layout mirrors the architecture in SPEC.md §1:
-//! - [`config`]: `config.toml` model and validation.
-//! - [`shard`]: one pinned thread per core, its runtime, listener and state.
-//! - [`http`]: the HTTP/1.1 front door (request heads, plain responses).
-//! - [`ws`]: WebSocket frame headers and handshakes, parsed only where needed.
-//! - [`relay`]: the relay session: auth, target dial, passthrough.
-//! - [`net`]: socket options, DNS off the shard, buffer and pipe pools.
-//! - [`tls`]: listener certificates and target trust (rustls, ring).
-//! - [`control`]: the main thread's control plane (reload, signals, shutdown).
-//! - [`hub`]: the push hub (user-grouped clients, push API, Redis).
-//! - [`fanout`]: shared-frame delivery to many WebSocket clients.
-//! - [`doctor`]: compares live kernel settings with `tuning/`.
-//! - [`demo`]: the Axum seed's echo/broadcast demo app.
-//! - [`page`]: the single-file browser test page.
-//! - [`metrics`]: per-shard counters and the Prometheus `/metrics` text.
+//! The layout is README "Architecture", floors from the bottom up (imports
+//! point down only):
+//! - [`net`], [`http`], [`ws`], [`config`], [`tls`]: sockets, pools, DNS,
+//!   address policy; HTTP heads; WebSocket frames, handshakes, the error
+//!   codes and target URLs; the config model; TLS identities, trust and
+//!   the record layer. No feature is imported here.
+//! - [`endpoint`], [`msg`], [`dial`], [`forward`], [`fanout`], [`metrics`]:
+//!   one side of a session (plain or TLS); what a shard hears; reaching a
+//!   target; the data plane and its session-end policy; shared-frame
+//!   delivery; counters and `/metrics`.
+//! - [`ctx`]: the narrow per-shard context every feature takes.
+//! - Features: [`relay`], [`proxy`] (routes), [`hub`], [`demo`], [`tunnel`],
+//!   and [`page`], [`doctor`], [`logging`].
+//! - [`shard`]: one pinned thread per core, its listener and the one
+//!   routing point (`shard/conn.rs`); [`control`]: the main thread.
 
 pub mod config;
 pub mod control;

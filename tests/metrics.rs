@@ -89,7 +89,7 @@ async fn families_parse_with_help_and_types() {
     assert_eq!(relay_open(&s), 0.0);
     assert_eq!(relay_total(&s), 0.0);
     assert_eq!(s.sum("ws_relay_target_setup_seconds_count", &[]), 0.0);
-    // Every SPEC error code exists from the start.
+    // Every documented error code exists from the start.
     for code in [
         "bad_request",
         "auth_failed",

@@ -1,4 +1,4 @@
-//! Copy mode follows frame boundaries as bytes pass (SPEC §2) so it can inject
+//! Copy mode follows frame boundaries as bytes pass (README "Session end") so it can inject
 //! a Close frame at a boundary. These tests split frames at awkward places
 //! (inside 2-, 4- and 10-byte headers, inside masks, mid-payload, control
 //! frames between fragments), deliver the pieces in separate TCP reads, then

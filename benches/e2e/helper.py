@@ -293,7 +293,7 @@ def summarize(outdir):
     # ---- latency
     p("## Latency: ping, 64 B, one in flight")
     p("")
-    p("Added = system − direct of the same case; ÷floor = added / the copy forwarder's added (SPEC §11:"
+    p("Added = system − direct of the same case; ÷floor = added / the copy forwarder's added (the latency target"
       " ≤ 1.1× at p50 and p99, same-core).")
     p("")
     p("| system | same-core p50 | p99 | added p50 | added p99 | ÷floor p50 | ÷floor p99 |"

@@ -1,5 +1,5 @@
 //! `[[routes]]`: the reverse proxy's host/path rules and upstream pools
-//! (SPEC §6), validated into immutable [`RouteSpec`]s.
+//! (README "Reverse proxy"), validated into immutable [`RouteSpec`]s.
 //!
 //! Owns the serde model of a route and every check that needs only the file
 //! (schemes, duplicates, reserved paths). Must not: read CA files or open

@@ -1,4 +1,4 @@
-//! TCP over WebSocket (SPEC §8): `tcp://host:port` targets,
+//! TCP over WebSocket (README "Tunnels"): `tcp://host:port` targets,
 //! bridged websockify-style (binary messages ↔ stream bytes), so noVNC-style
 //! browser clients and tunnel clients reach TCP services through the relay.
 //!

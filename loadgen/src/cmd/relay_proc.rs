@@ -117,7 +117,7 @@ pub struct RelayProcess {
     pub bin: PathBuf,
 }
 
-/// The temp config (SPEC §2/§3 keys only).
+/// The temp config (README "Configuration" keys only).
 pub fn config_text(port: u16, dir: &Path, o: &RelayOptions) -> String {
     let forward = o
         .forward
