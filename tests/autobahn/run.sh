@@ -241,16 +241,23 @@ for p in "${PATHS[@]}"; do
     PLAN+=("$agent:$ref:$rule")
 done
 
-SPEC=$RUN/fuzzingclient.json
-"$PY3" -c 'import json, sys
-outdir, cases, rest = sys.argv[1], sys.argv[2], sys.argv[3:]
+# fuzz_spec OUTDIR CASES EXCLUDED AGENT URL...: the fuzzing client's spec
+# (CASES and EXCLUDED comma-separated) on stdout.
+fuzz_spec() {
+    "$PY3" -c 'import json, sys
+outdir, cases, excluded, rest = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
+split = lambda s: [c.strip() for c in s.split(",") if c.strip()]
 print(json.dumps({
     "outdir": outdir,
     "servers": [{"agent": a, "url": u} for a, u in zip(rest[::2], rest[1::2])],
-    "cases": [c.strip() for c in cases.split(",") if c.strip()],
-    "exclude-cases": ["9.*", "12.*", "13.*"],
+    "cases": split(cases),
+    "exclude-cases": split(excluded),
     "exclude-agent-cases": {},
-}, indent=1))' "$OUT/reports" "$CASES" "${SERVERS[@]}" >"$SPEC"
+}, indent=1))' "$@"
+}
+
+SPEC=$RUN/fuzzingclient.json
+fuzz_spec "$OUT/reports" "$CASES" "9.*,12.*,13.*" "${SERVERS[@]}" >"$SPEC"
 
 echo "autobahn: ${#PATHS[@]} paths, cases \"$CASES\" minus 9.*, 12.*, 13.*; setup took $((SECONDS - START)) s"
 for p in "${PATHS[@]}"; do
@@ -281,15 +288,7 @@ rc=0
 # (the relay's ?target= path negotiates no extension: nothing to compare).
 if [ -n "$DEFLATE_CASES" ]; then
     DSPEC=$RUN/fuzzingclient-deflate.json
-    "$PY3" -c 'import json, sys
-outdir, cases, rest = sys.argv[1], sys.argv[2], sys.argv[3:]
-print(json.dumps({
-    "outdir": outdir,
-    "servers": [{"agent": a, "url": u} for a, u in zip(rest[::2], rest[1::2])],
-    "cases": [c.strip() for c in cases.split(",") if c.strip()],
-    "exclude-cases": [],
-    "exclude-agent-cases": {},
-}, indent=1))' "$OUT/reports-deflate" "$DEFLATE_CASES" \
+    fuzz_spec "$OUT/reports-deflate" "$DEFLATE_CASES" "" \
         direct-deflate "ws://127.0.0.1:$P_REF_DEFL/" \
         route-copy-deflate "ws://127.0.0.1:$P_COPY/deflate" \
         route-splice-deflate "ws://127.0.0.1:$P_SPLICE/deflate" \
