@@ -15,7 +15,7 @@ use common::*;
 use tokio::io::AsyncWriteExt;
 use tokio_tungstenite::tungstenite::{Bytes, Message};
 
-matrix!(copy: target_frames_split_across_reads_then_target_vanishes, client_frames_split_across_reads_then_idle_close, a_target_that_vanishes_under_a_blocked_write_still_gets_the_client_1014);
+matrix!(copy: target_frames_split_across_reads_then_target_vanishes, client_frames_split_across_reads_then_idle_close, a_target_that_vanishes_under_a_blocked_write_resets_the_client);
 
 /// The frame sequence both tests send, encoded with or without a mask, and
 /// the cut points: a few bytes into every frame header, and mid-payload.
@@ -154,13 +154,15 @@ async fn client_frames_split_across_reads_then_idle_close(v: Variant) {
     }
 }
 
-/// A target that stops reading, then vanishes (RST: unread bytes) while the
-/// relay is blocked writing to it: the relay may learn of it from the failed
-/// write rather than from a read. Either way the client gets 1014; it used
-/// to get a bare TCP close when the write noticed first (the soak saw ~20 %
-/// of restarted targets' sessions end so). Several sessions, since which
-/// side notices first is a race.
-async fn a_target_that_vanishes_under_a_blocked_write_still_gets_the_client_1014(v: Variant) {
+/// A target that stops reading, then vanishes while the relay is blocked
+/// writing to it: with bytes unread, its kernel resets the connection, and
+/// the relay may learn of it from the failed write rather than from a read.
+/// Either way the client's connection is reset too, promptly, with no Close
+/// frame invented for a target that sent none (README "Session end": what
+/// the client would see without the relay, and what Autobahn checks). It
+/// used to get a bare FIN when the write noticed first, then 1014. Several
+/// sessions, since which side notices first is a race.
+async fn a_target_that_vanishes_under_a_blocked_write_resets_the_client(v: Variant) {
     let mut target = Target::start(TargetOpts {
         stall: true,
         ..TargetOpts::default()
@@ -182,11 +184,13 @@ async fn a_target_that_vanishes_under_a_blocked_write_still_gets_the_client_1014
         .await;
         target.vanish(Some(conn));
         match try_next(&mut ws, Duration::from_secs(5)).await {
-            Next::Msg(Message::Close(_)) => {
-                assert_eq!(raw_close(&ws).code, Some(1014), "round {round}")
-            }
+            Next::End(e) if format!("{e:?}").contains("reset") => {}
+            Next::End(e) => panic!("round {round}: ended without the target's reset ({e:?})"),
+            Next::Msg(Message::Close(_)) => panic!(
+                "round {round}: the relay spoke for a target that reset: {:?}",
+                raw_close(&ws)
+            ),
             Next::Msg(other) => panic!("round {round}: unexpected {}", describe(&other)),
-            Next::End(e) => panic!("round {round}: TCP closed without a Close 1014 ({e:?})"),
             Next::Timeout => panic!("round {round}: nothing within 5 s of the target vanishing"),
         }
     }
