@@ -8,7 +8,8 @@ use std::path::Path;
 use libfuzzer_sys::fuzz_target;
 use ws_relay_core::config::Config;
 use ws_relay_core::http::head::parse_request_head;
-use ws_relay_core::proxy::table::{RouteTrust, ShardRoutes};
+use ws_relay_core::proxy::table::ShardRoutes;
+use ws_relay_core::tls::target::RouteTrust;
 
 const TABLE: &str = r#"
 [server]
