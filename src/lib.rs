@@ -1,6 +1,6 @@
 //! ws-relay-core: a thread-per-core io_uring WebSocket relay engine.
 //!
-//! The layout is README "Architecture", floors from the bottom up (imports
+//! The layout is docs/architecture.md "Architecture", floors from the bottom up (imports
 //! point down only):
 //! - [`net`], [`http`], [`ws`], [`config`], [`tls`]: sockets, pools, DNS,
 //!   address policy; HTTP heads; WebSocket frames, handshakes, the error

@@ -1,4 +1,4 @@
-//! The demo app over the wire (README "Demo app protocol", the Axum seed's protocol): the
+//! The demo app over the wire (docs/demo.md "Demo app protocol", the Axum seed's protocol): the
 //! seed's client messages get the seed's answers byte for byte; broadcast
 //! reaches every demo connection on both shards; `get_connections` counts
 //! process-wide; every bad input gets an error that keeps the `id` and no

@@ -1,4 +1,4 @@
-//! Copy mode follows frame boundaries as bytes pass (README "Session end") so it can inject
+//! Copy mode follows frame boundaries as bytes pass (docs/relay.md "Session end") so it can inject
 //! a Close frame at a boundary. These tests split frames at awkward places
 //! (inside 2-, 4- and 10-byte headers, inside masks, mid-payload, control
 //! frames between fragments), deliver the pieces in separate TCP reads, then
@@ -158,7 +158,7 @@ async fn client_frames_split_across_reads_then_idle_close(v: Variant) {
 /// writing to it: with bytes unread, its kernel resets the connection, and
 /// the relay may learn of it from the failed write rather than from a read.
 /// Either way the client's connection is reset too, promptly, with no Close
-/// frame invented for a target that sent none (README "Session end": what
+/// frame invented for a target that sent none (docs/relay.md "Session end": what
 /// the client would see without the relay, and what Autobahn checks). It
 /// used to get a bare FIN when the write noticed first, then 1014. Several
 /// sessions, since which side notices first is a race.

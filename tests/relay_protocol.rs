@@ -179,7 +179,7 @@ async fn header_mode_negotiates_subprotocol_with_target() {
     close_and_expect_echo(&mut ws, 1000, "").await;
 }
 
-/// README "Architecture": the relay negotiates no extension on either side (frames are
+/// docs/architecture.md "Architecture": the relay negotiates no extension on either side (frames are
 /// passed through unchanged), so a client's permessage-deflate offer is
 /// neither accepted nor forwarded.
 #[tokio::test]

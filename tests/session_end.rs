@@ -1,6 +1,6 @@
 //! How a session ends when one peer ends it (issue 25, item 1): whatever the
 //! target said reaches the client, and the relay speaks only for a peer
-//! that said nothing (README "Session end").
+//! that said nothing (docs/relay.md "Session end").
 //!
 //! A raw target (plain or TLS) answers the upgrade, waits until the client
 //! is sending steadily, then ends in one of four ways: Close then FIN, Close

@@ -30,7 +30,7 @@ pub enum Command {
     Rate(RateArgs),
     /// Connection rate and handshake latency (TLS full vs resumed).
     Connect(ConnectArgs),
-    /// Direct vs relayed, alternating rounds: the README table. With no
+    /// Direct vs relayed, alternating rounds: the original README's table. With no
     /// arguments it starts its own echo server and relay.
     Compare(CompareArgs),
     /// Soak test: thousands of relayed sessions with checked sequence

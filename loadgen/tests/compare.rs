@@ -1,7 +1,7 @@
 //! `compare` end to end with the real relay: with no arguments it starts
 //! its own echo server and the ws-relay-core binary built next to loadgen
 //! (`cargo build --release` builds both into target/release), and prints
-//! the README table. Skipped, with a message, when that binary is absent
+//! the original README's table. Skipped, with a message, when that binary is absent
 //! (`LOADGEN_RELAY_BIN=/path/to/ws-relay-core` points it elsewhere).
 
 mod common;

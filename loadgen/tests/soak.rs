@@ -2,7 +2,7 @@
 //! loadgen): a short run of every variant with reloads, target restarts
 //! and RST'd clients must pass, and its JSON must show each of those
 //! events really happened (a soak that never restarted a target proves
-//! nothing about restarts). The long run is for the README, not here.
+//! nothing about restarts). The long run is for docs/development.md "Soak test", not here.
 
 mod common;
 

@@ -124,7 +124,7 @@ impl std::ops::Deref for Redacted {
     }
 }
 
-/// `[demo]`: the Axum seed's echo/broadcast app (README "Demo app protocol").
+/// `[demo]`: the Axum seed's echo/broadcast app (docs/demo.md "Demo app protocol").
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct DemoConfig {

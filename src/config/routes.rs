@@ -1,5 +1,5 @@
 //! `[[routes]]`: the reverse proxy's host/path rules and upstream pools
-//! (README "Reverse proxy"), validated into immutable [`RouteSpec`]s.
+//! (docs/proxy.md "Reverse proxy"), validated into immutable [`RouteSpec`]s.
 //!
 //! Owns the serde model of a route and every check that needs only the file
 //! (schemes, duplicates, reserved paths). Must not: read CA files or open

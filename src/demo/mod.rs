@@ -1,4 +1,4 @@
-//! The demo app (README "Demo app protocol", the Axum seed's protocol) at `[demo] path`: a
+//! The demo app (docs/demo.md "Demo app protocol", the Axum seed's protocol) at `[demo] path`: a
 //! WebSocket endpoint that greets with a connection id and answers `echo`,
 //! `broadcast` (to every demo connection on every shard) and
 //! `get_connections` (process-wide).

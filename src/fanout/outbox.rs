@@ -3,7 +3,7 @@
 //!
 //! Draining is vectored: every frame queued when the task runs goes out in
 //! one `sendmsg`. On loopback nearly all of a delivery's cost is the kernel's
-//! per-send work (the profile in README "Push hub"), so a client that fell
+//! per-send work (the profile in docs/hub.md "Fan-out"), so a client that fell
 //! a few pushes behind catches up with one syscall, not one per push.
 //!
 //! Must not: wait when full (the caller is delivering to everyone else), be

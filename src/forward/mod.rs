@@ -1,7 +1,7 @@
 //! The data plane, shared by the relay, routes and tunnels. Passthrough:
 //! moving bytes both ways between a client and its target
-//! until one side ends, then ending the other side the way README "Session
-//! end" says: never hiding what a peer said (its Close frame, or its reset).
+//! until one side ends, then ending the other side the way docs/relay.md
+//! "Session end" says: never hiding what a peer said (its Close frame, or its reset).
 //!
 //! Owns session-end policy (who closed, which Close frame to inject, half
 //! close and linger). Must not: re-frame or inspect payloads; the pumps in

@@ -43,7 +43,7 @@ pub fn error_json(status: u16, code: &str, message: &str) -> Vec<u8> {
 /// `{"status":"error","code":...,"error":...}` — the one error shape used over
 /// HTTP and in first-message mode alike.
 pub fn error_object(code: &str, message: &str) -> String {
-    // Built by hand to keep the documented key order (README "Errors"); serde_json escapes the strings.
+    // Built by hand to keep the documented key order (docs/relay.md "Errors"); serde_json escapes the strings.
     let quote = |s: &str| serde_json::Value::from(s).to_string();
     format!(
         r#"{{"status":"error","code":{},"error":{}}}"#,

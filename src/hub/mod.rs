@@ -1,4 +1,4 @@
-//! The push hub (README "Push hub"): WebSocket clients grouped by user token,
+//! The push hub (docs/hub.md "Push hub"): WebSocket clients grouped by user token,
 //! an HTTP push API with delayed pushes, and scale-out through Redis.
 //!
 //! - `client.rs`: a client session on `ws_path` (token, identify).

@@ -1,4 +1,4 @@
-//! Prometheus `/metrics` (README "Metrics"): per-shard counters, gathered over the
+//! Prometheus `/metrics` (docs/metrics.md "Metrics"): per-shard counters, gathered over the
 //! per-core channels on a scrape and encoded as Prometheus text 0.0.4.
 //!
 //! - this file: [`ShardMetrics`], the counters one shard owns (plain `Cell`s:
@@ -168,7 +168,7 @@ impl ShardMetrics {
         }
     }
 
-    /// A session refused with an error `code` (README "Errors" codes, or others).
+    /// A session refused with an error `code` (docs/relay.md "Errors" codes, or others).
     pub fn refused(&self, code: &'static str) {
         let mut all = self.refused.borrow_mut();
         match all.iter_mut().find(|(c, _)| *c == code) {

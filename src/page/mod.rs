@@ -1,4 +1,4 @@
-//! The browser test page (README "Try it in a browser"): one self-contained HTML file,
+//! The browser test page (docs/browser.md "Try it in a browser"): one self-contained HTML file,
 //! embedded in the binary, served on plain GETs to `[page] path` (and to the
 //! relay path when the page is enabled).
 //!

@@ -1,4 +1,4 @@
-//! The WebSocket reverse proxy (README "Reverse proxy"): `[[routes]]` send matching
+//! The WebSocket reverse proxy (docs/proxy.md "Reverse proxy"): `[[routes]]` send matching
 //! upgrade requests to upstream pools, return the upstream's answer, then
 //! pass bytes through on the relay's data path (splice or copy; no
 //! re-framing, so extensions both ends negotiate just work).

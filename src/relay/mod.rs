@@ -1,4 +1,4 @@
-//! The relay (README "Using the relay"): authenticate a client, dial the
+//! The relay (docs/relay.md "Using the relay"): authenticate a client, dial the
 //! target it names (`crate::dial`), and pass bytes through without
 //! re-framing them (`crate::forward`).
 //!

@@ -57,7 +57,7 @@ pub async fn handle(shard: Rc<Shard>, tcp: TcpStream, peer: SocketAddr) {
     // Every phase below is boxed. This task lives as long as its connection
     // and is as large as the largest future it awaits inline; the TLS
     // handshake and the head read are the largest and end first, and an idle
-    // hub client should pay for its own state only (README "Push hub").
+    // hub client should pay for its own state only (docs/hub.md "Benchmarks").
     let Some(Opened {
         stream,
         head,

@@ -1,4 +1,4 @@
-//! TCP over WebSocket (README "Tunnels"): `tcp://host:port` targets,
+//! TCP over WebSocket (docs/tunnels.md "Tunnels"): `tcp://host:port` targets,
 //! bridged websockify-style (binary messages ↔ stream bytes), so noVNC-style
 //! browser clients and tunnel clients reach TCP services through the relay.
 //!
@@ -19,7 +19,7 @@ pub mod publish;
 /// Read size of a tunnel bridge, on the relay and in the tunnel client.
 /// Each read leaves as one frame, and tunnels carry bulk (SSH, databases,
 /// file copies): 64 KiB reads carried 1.4x the bytes of 16 KiB ones through
-/// a forward tunnel (README "Tunnels", performance). Relayed WebSocket
+/// a forward tunnel (docs/tunnels.md "Tunnel performance"). Relayed WebSocket
 /// sessions keep `server.buffer_size`, since a slow reader holds its buffer.
 pub const BUFFER_BYTES: usize = 64 * 1024;
 /// Tunnel buffers a shard or a tunnel client keeps for reuse.

@@ -1,4 +1,4 @@
-//! The wire's error vocabulary (README "Errors"): one code per failure, each
+//! The wire's error vocabulary (docs/relay.md "Errors"): one code per failure, each
 //! with its WebSocket Close code and its HTTP status for handshake-time
 //! auth. Every feature refuses sessions in these terms.
 

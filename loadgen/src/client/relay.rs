@@ -1,4 +1,4 @@
-//! The ws-relay-core protocol from the client side (README "Using the relay"): where a
+//! The ws-relay-core protocol from the client side (docs/relay.md "Using the relay"): where a
 //! connection goes (direct or through a relay), the two auth modes, the
 //! exact `{"status":"已连接"}` acknowledgement and the error object.
 

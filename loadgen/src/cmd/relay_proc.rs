@@ -117,7 +117,7 @@ pub struct RelayProcess {
     pub bin: PathBuf,
 }
 
-/// The temp config (README "Configuration" keys only).
+/// The temp config (docs/configuration.md "Configuration" keys only).
 pub fn config_text(port: u16, dir: &Path, o: &RelayOptions) -> String {
     let forward = o
         .forward
