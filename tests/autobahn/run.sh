@@ -266,13 +266,17 @@ for p in "${PATHS[@]}"; do
 done
 echo "autobahn: running wstest -m fuzzingclient (log: $RUN/logs/wstest.log)"
 
-# In the background and waited for, so INT/TERM reach the trap at once.
-(cd "$RUN" && exec "$AUTOBAHN_VENV/bin/wstest" -m fuzzingclient -s "$SPEC") \
-    </dev/null >"$RUN/logs/wstest.log" 2>&1 &
-PIDS+=($!)
-FUZZ_START=$SECONDS
-wait $! || { tail -n 30 "$RUN/logs/wstest.log" >&2; die "wstest failed"; }
-echo "autobahn: fuzzing client took $((SECONDS - FUZZ_START)) s"
+# fuzz SPEC LOGNAME: one fuzzing-client run, in the background and waited
+# for, so INT/TERM reach the trap at once.
+fuzz() {
+    local start=$SECONDS
+    (cd "$RUN" && exec "$AUTOBAHN_VENV/bin/wstest" -m fuzzingclient -s "$1") \
+        </dev/null >"$RUN/logs/$2.log" 2>&1 &
+    PIDS+=($!)
+    wait $! || { tail -n 30 "$RUN/logs/$2.log" >&2; die "$2 failed"; }
+    echo "autobahn: $2 took $((SECONDS - start)) s"
+}
+fuzz "$SPEC" wstest
 
 # A process under test that died mid-run explains its path's failures.
 for name in "${!PID[@]}"; do
@@ -295,12 +299,7 @@ if [ -n "$DEFLATE_CASES" ]; then
         route-tls-deflate "wss://127.0.0.1:$P_TLS/deflate" >"$DSPEC"
     echo "autobahn: permessage-deflate pass, cases \"$DEFLATE_CASES\" (log: $RUN/logs/wstest-deflate.log)"
     rm -rf "$OUT/reports-deflate"
-    (cd "$RUN" && exec "$AUTOBAHN_VENV/bin/wstest" -m fuzzingclient -s "$DSPEC") \
-        </dev/null >"$RUN/logs/wstest-deflate.log" 2>&1 &
-    PIDS+=($!)
-    FUZZ_START=$SECONDS
-    wait $! || { tail -n 30 "$RUN/logs/wstest-deflate.log" >&2; die "wstest (deflate) failed"; }
-    echo "autobahn: deflate pass took $((SECONDS - FUZZ_START)) s"
+    fuzz "$DSPEC" wstest-deflate
     "$PY3" "$HERE/verdicts.py" "$OUT/reports-deflate/index.json" --md "$OUT/conformance-deflate.md" \
         --cases "permessage-deflate cases $DEFLATE_CASES, Autobahn's echo server accepting the offer" \
         direct-deflate:-:ref route-copy-deflate:direct-deflate:same \
