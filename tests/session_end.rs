@@ -11,6 +11,7 @@
 //! direction: a client that resets gets its target reset too (a client's
 //! FIN is `relay_lifecycle::client_vanishes_mid_session`).
 
+mod common;
 mod tls_support;
 
 use std::io;
@@ -18,6 +19,8 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::frame::{client_frame, close_payload, server_frame};
+use common::http::urlencode;
 use tls_support::*;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -90,91 +93,19 @@ fn shutdown_write(fd: RawFd) {
     unsafe { libc::shutdown(fd, libc::SHUT_WR) };
 }
 
-/// Frames of one direction, parsed as they arrive; Close codes collected.
-#[derive(Default)]
-struct Frames {
-    buf: Vec<u8>,
-    closes: Vec<Option<u16>>,
-    bytes: usize,
-}
-
-impl Frames {
-    fn feed(&mut self, data: &[u8]) {
-        self.bytes += data.len();
-        self.buf.extend_from_slice(data);
-        loop {
-            let b = &self.buf;
-            if b.len() < 2 {
-                return;
-            }
-            let masked = b[1] & 0x80 != 0;
-            let (len, mut at) = match b[1] & 0x7f {
-                126 if b.len() >= 4 => (u16::from_be_bytes([b[2], b[3]]) as usize, 4),
-                127 if b.len() >= 10 => (
-                    u64::from_be_bytes(b[2..10].try_into().unwrap()) as usize,
-                    10,
-                ),
-                126 | 127 => return,
-                n => (n as usize, 2),
-            };
-            let mask = if masked {
-                if b.len() < at + 4 {
-                    return;
-                }
-                at += 4;
-                Some([b[at - 4], b[at - 3], b[at - 2], b[at - 1]])
-            } else {
-                None
-            };
-            if b.len() < at + len {
-                return;
-            }
-            if b[0] & 0x0f == 0x8 {
-                let mut p = b[at..at + len].to_vec();
-                if let Some(m) = mask {
-                    p.iter_mut().enumerate().for_each(|(i, x)| *x ^= m[i % 4]);
-                }
-                self.closes
-                    .push((p.len() >= 2).then(|| u16::from_be_bytes([p[0], p[1]])));
-            }
-            self.buf.drain(..at + len);
-        }
-    }
-}
-
-/// Reads until EOF or error (or `limit`), parsing frames.
-async fn read_all<R: AsyncRead + Unpin>(r: &mut R, frames: &mut Frames, limit: Duration) -> End {
+/// Reads until EOF or error (or `limit`), keeping what arrived.
+async fn read_all<R: AsyncRead + Unpin>(r: &mut R, frames: &mut Vec<u8>, limit: Duration) -> End {
     let mut chunk = vec![0u8; 16 * 1024];
     let read = async {
         loop {
             match r.read(&mut chunk).await {
                 Ok(0) => return End::Eof,
-                Ok(n) => frames.feed(&chunk[..n]),
+                Ok(n) => frames.extend_from_slice(&chunk[..n]),
                 Err(e) => return end_of(&e),
             }
         }
     };
     tokio::time::timeout(limit, read).await.unwrap_or(End::Open)
-}
-
-fn server_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
-    let mut f = vec![0x80 | opcode, payload.len() as u8];
-    f.extend_from_slice(payload);
-    f
-}
-
-fn client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
-    let mask = [0x11, 0x22, 0x33, 0x44];
-    let mut f = vec![0x80 | opcode, 0x80 | payload.len() as u8];
-    f.extend_from_slice(&mask);
-    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-    f
-}
-
-fn close_payload(code: u16, reason: &str) -> Vec<u8> {
-    let mut p = code.to_be_bytes().to_vec();
-    p.extend_from_slice(reason.as_bytes());
-    p
 }
 
 async fn read_head<S: AsyncRead + Unpin>(s: &mut S) -> (String, Vec<u8>) {
@@ -256,22 +187,21 @@ async fn serve_target<S: Io>(mut s: S, fd: RawFd, ending: Ending) -> Seen {
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
     );
     s.write_all(answer.as_bytes()).await.unwrap();
-    let mut frames = Frames::default();
-    frames.feed(&rest);
+    let mut frames = rest;
     if ending == Ending::Listen {
         let end = read_all(&mut s, &mut frames, Duration::from_secs(5)).await;
         return Seen {
-            closes: frames.closes,
+            closes: close_codes(&frames),
             end,
         };
     }
     // Wait until the client is well into sending: its frames keep coming
     // while the target ends, so a reset finds unread bytes.
     let mut chunk = [0u8; 4096];
-    while frames.bytes < MID_SEND {
+    while frames.len() < MID_SEND {
         match s.read(&mut chunk).await {
             Ok(0) | Err(_) => panic!("client stopped before the target ended"),
-            Ok(n) => frames.feed(&chunk[..n]),
+            Ok(n) => frames.extend_from_slice(&chunk[..n]),
         }
     }
     if matches!(ending, Ending::CloseThenFin | Ending::CloseThenRst) {
@@ -330,18 +260,17 @@ async fn client_session<S: Io>(s: S, port: u16, target: &str) -> Seen {
             }
         }
     });
-    let mut frames = Frames::default();
-    frames.feed(&rest);
+    let mut frames = rest;
     let mut stop = Some(stop_tx);
     let mut chunk = vec![0u8; 16 * 1024];
     let end = within(STEP, "the relay to end the client's connection", async {
         loop {
             match rd.read(&mut chunk).await {
                 Ok(0) => return End::Eof,
-                Ok(n) => frames.feed(&chunk[..n]),
+                Ok(n) => frames.extend_from_slice(&chunk[..n]),
                 Err(e) => return end_of(&e),
             }
-            if !frames.closes.is_empty() {
+            if !close_codes(&frames).is_empty() {
                 if let Some(tx) = stop.take() {
                     let _ = tx.send(());
                 }
@@ -357,7 +286,7 @@ async fn client_session<S: Io>(s: S, port: u16, target: &str) -> Seen {
         (end, _) => end,
     };
     Seen {
-        closes: frames.closes,
+        closes: close_codes(&frames),
         end,
     }
 }
@@ -493,15 +422,4 @@ async fn copy_client_reset_reaches_the_target() {
 #[tokio::test]
 async fn splice_client_reset_reaches_the_target() {
     client_reset_reaches_the_target("splice").await;
-}
-
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }

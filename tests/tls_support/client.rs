@@ -449,17 +449,24 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tap<S> {
     }
 }
 
-/// Close codes of the (unmasked) server frames in `raw`, which starts with
-/// the HTTP 101 response head. `None` for an empty Close payload.
+/// Close codes of the server frames in `raw`, which starts with the HTTP
+/// 101 response head. `None` for an empty Close payload.
 pub fn raw_close_codes(raw: &[u8]) -> Vec<Option<u16>> {
-    let Some(start) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
-        return Vec::new();
-    };
-    let mut rest = &raw[start + 4..];
+    match raw.windows(4).position(|w| w == b"\r\n\r\n") {
+        Some(start) => close_codes(&raw[start + 4..]),
+        None => Vec::new(),
+    }
+}
+
+/// Close codes of the complete frames at the start of `frames` (masked
+/// ones unmasked, so a target's view of the relay's frames reads too).
+/// `None` for an empty Close payload; an incomplete last frame is ignored.
+pub fn close_codes(frames: &[u8]) -> Vec<Option<u16>> {
+    let mut rest = frames;
     let mut codes = Vec::new();
     while rest.len() >= 2 {
         let opcode = rest[0] & 0x0f;
-        let (len, hdr) = match rest[1] & 0x7f {
+        let (len, ext) = match rest[1] & 0x7f {
             126 if rest.len() >= 4 => (u16::from_be_bytes([rest[2], rest[3]]) as usize, 4),
             127 if rest.len() >= 10 => (
                 u64::from_be_bytes(rest[2..10].try_into().unwrap()) as usize,
@@ -468,13 +475,18 @@ pub fn raw_close_codes(raw: &[u8]) -> Vec<Option<u16>> {
             126 | 127 => break,
             n => (n as usize, 2),
         };
-        let hdr = hdr + if rest[1] & 0x80 != 0 { 4 } else { 0 };
+        let masked = rest[1] & 0x80 != 0;
+        let hdr = ext + if masked { 4 } else { 0 };
         if rest.len() < hdr + len {
             break;
         }
-        let payload = &rest[hdr..hdr + len];
         if opcode == 0x8 {
-            codes.push((payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]])));
+            let mut code = [0u8; 2];
+            for (i, b) in code.iter_mut().enumerate().take(len.min(2)) {
+                let key = if masked { rest[ext + i] } else { 0 };
+                *b = rest[hdr + i] ^ key;
+            }
+            codes.push((len >= 2).then(|| u16::from_be_bytes(code)));
         }
         rest = &rest[hdr + len..];
     }
