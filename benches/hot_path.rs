@@ -13,7 +13,8 @@ use ws_relay_core::config::Config;
 use ws_relay_core::http::head::parse_request_head;
 use ws_relay_core::net::pool::BufferPool;
 use ws_relay_core::relay::auth::parse_auth_json;
-use ws_relay_core::ws::frame::{build_frame, opcode, parse_header, FrameTracker};
+use ws_relay_core::ws::decoder::Decoder;
+use ws_relay_core::ws::frame::{build_frame, opcode, parse_header};
 
 const UPGRADE: &[u8] = b"GET /?token=abc HTTP/1.1\r\nHost: relay.example.com\r\nUser-Agent: bench/1.0\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: chat, superchat\r\nOrigin: https://example.com\r\n\r\n";
 
@@ -36,7 +37,7 @@ fn frames(c: &mut Criterion) {
     g.throughput(Throughput::Bytes(burst.len() as u64));
     g.bench_function("observe/256x64B", |b| {
         b.iter(|| {
-            let mut t = FrameTracker::default();
+            let mut t = Decoder::passthrough();
             t.observe(black_box(&burst));
             t.at_frame_boundary()
         })

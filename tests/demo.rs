@@ -423,3 +423,30 @@ async fn demo_connections_count_against_max_connections() {
         Err(e) => panic!("expected HTTP 503, got {e}"),
     }
 }
+
+/// The demo app is an RFC 6455 endpoint too: text that is not UTF-8 gets
+/// Close 1007 (it used to be answered as "invalid_json"), a reserved Close
+/// code gets 1002.
+#[tokio::test]
+async fn invalid_text_and_reserved_close_codes_get_their_close_codes() {
+    let relay = Relay::start(demo_config(256)).await;
+    for (frames, code) in [
+        (
+            [
+                encode_frame(false, OP_TEXT, b"{\"id\":\"\xf4", Some(MASK)),
+                encode_frame(true, OP_CONT, b"\x90\x80\x80\"}", Some(MASK)),
+            ]
+            .concat(),
+            1007,
+        ),
+        (client_frame(OP_CLOSE, &1005u16.to_be_bytes()), 1002),
+    ] {
+        let mut ws = common::client::upgrade(relay.port, "/demo").await;
+        match next_msg(&mut ws, STEP).await {
+            Message::Text(t) => assert!(t.contains("connected"), "{t}"),
+            other => panic!("expected the greeting, got {other:?}"),
+        }
+        send_raw(&mut ws, &frames).await;
+        expect_close(&mut ws, code, STEP).await;
+    }
+}

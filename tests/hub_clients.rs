@@ -218,3 +218,27 @@ async fn ws_path_refusals_and_health() {
         .unwrap();
     assert_eq!(r.status, 101);
 }
+
+/// A hub client session is an RFC 6455 endpoint (docs/hub.md): text that is
+/// not UTF-8 (the bad byte in a later fragment) is answered with Close
+/// 1007, a Close with a code no peer may send with 1002.
+#[tokio::test]
+async fn invalid_text_and_reserved_close_codes_get_their_close_codes() {
+    let relay = Relay::start(hub_config(&[])).await;
+    let mut ws = hub_client(relay.port, Some("p")).await;
+    let mut bytes = encode_frame(false, OP_TEXT, b"{\"x\":\"\xf4", Some(MASK));
+    bytes.extend(encode_frame(true, OP_CONT, b"\x90\x80\x80\"}", Some(MASK)));
+    send_raw(&mut ws, &bytes).await;
+    expect_close(&mut ws, 1007, STEP).await;
+    let mut ws = hub_client(relay.port, Some("p")).await;
+    send_raw(&mut ws, &client_frame(OP_CLOSE, &1005u16.to_be_bytes())).await;
+    expect_close(&mut ws, 1002, STEP).await;
+    // A codepoint split across fragments is fine: the message is read (and
+    // answered, as any message that is not an identify), the session lives.
+    let mut ws = hub_client(relay.port, Some("p")).await;
+    let mut bytes = encode_frame(false, OP_TEXT, b"{\"x\":\"\xce", Some(MASK));
+    bytes.extend(encode_frame(true, OP_CONT, b"\xba\"}", Some(MASK)));
+    send_raw(&mut ws, &bytes).await;
+    assert_eq!(next_json(&mut ws).await["event"], "error");
+    close_and_expect_echo(&mut ws, 4000, "bye").await;
+}

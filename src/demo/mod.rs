@@ -5,7 +5,6 @@
 //!
 //! - this file: one demo session, from the upgrade to the close.
 //! - `protocol`: the JSON messages.
-//! - `reader`: the client's frames.
 //! - `fanout`: outboxes, the shard registry, cross-shard broadcast.
 //!
 //! One writer per session drains its [`fanout::Outbox`], so responses and
@@ -15,7 +14,6 @@
 
 pub mod fanout;
 pub mod protocol;
-pub mod reader;
 
 use std::net::SocketAddr;
 use std::pin::pin;
@@ -27,16 +25,17 @@ use tracing::{debug, info};
 
 use self::fanout::{Next, Outbox, Registry};
 use self::protocol::Request;
-use self::reader::{Incoming, Reader};
 use crate::config::ServerConfig;
 use crate::ctx::ShardCtx;
 use crate::endpoint::Endpoint;
 use crate::http::head::RequestHead;
 use crate::http::response;
 use crate::metrics::SessionKind;
+use crate::ws::decoder::Role;
 use crate::ws::frame::{build_frame, close_code, close_frame, opcode};
 use crate::ws::handshake::accept_response;
 use crate::ws::handshake::upgrade_key;
+use crate::ws::message::{Message, MessageReader, Mode};
 
 /// How long a closing session waits for its last frames to leave.
 const LINGER: Duration = Duration::from_secs(2);
@@ -100,10 +99,9 @@ pub async fn run(shard: &ShardCtx, registry: &Registry, cfg: Rc<ServerConfig>, r
     debug!(shard = shard.id, peer = %peer.ip(), connection_id = %id, "demo connection open");
     outbox.push_own(text_frame(&protocol::connected(&id)));
 
-    let mut reader = Reader::new(rest, cfg.demo.max_message_bytes);
     let mut writer = pin!(write_loop(&client, &outbox));
     let end = monoio::select! {
-        _ = read_loop(shard, registry, &client, &mut reader, &outbox, &id) => End::Reader,
+        _ = read_loop(shard, registry, &client, rest, &outbox, &id) => End::Reader,
         _ = &mut writer => End::Writer,
         _ = stall_deadline(&outbox) => End::Stalled,
         _ = shard.close_all.wait() => End::Shutdown,
@@ -155,55 +153,61 @@ async fn write_loop(client: &Endpoint, outbox: &Outbox) {
 }
 
 /// Reads and answers requests until the client closes; queues the Close
-/// reply (or a 1002 for a framing error) before returning.
+/// reply (or the Close a framing error calls for) before returning.
 async fn read_loop(
     shard: &ShardCtx,
     registry: &Registry,
     client: &Endpoint,
-    reader: &mut Reader,
+    mut buf: Vec<u8>,
     outbox: &Outbox,
     id: &str,
 ) {
+    let limit = reader_limit(shard);
+    let mut reader = MessageReader::new(Role::FromClient, Mode::SkipOversize, limit);
+    let mut pos = 0;
     loop {
         outbox.room().await;
         if outbox.is_finishing() {
             return std::future::pending().await;
         }
-        match reader.next(client).await {
-            Incoming::Text(t) => {
-                if answer(shard, registry, outbox, id, &t) {
+        match reader.next(&mut buf, &mut pos) {
+            Ok(None) => {
+                // The reader holds what it needs of a frame in progress.
+                buf.clear();
+                pos = 0;
+                match client.recv_some(&mut buf, 4096).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+            Ok(Some(Message::Text(t))) => {
+                if answer(shard, registry, outbox, id, t) {
                     // Let the recipients' writers run before the next
                     // request: a burst of broadcasts from one client must
                     // not fill everyone's queue in a single poll.
                     yield_now().await;
                 }
             }
-            Incoming::Binary => refuse(
+            Ok(Some(Message::Binary(_))) => refuse(
                 outbox,
                 "binary_not_supported",
                 "send requests as text messages",
             ),
-            Incoming::TooLarge => {
-                let limit = reader_limit(shard);
-                refuse(
-                    outbox,
-                    "message_too_large",
-                    &format!("messages are limited to {limit} bytes"),
-                );
-            }
-            Incoming::Ping(p) => outbox.push_own(build_frame(opcode::PONG, &p, None)),
-            Incoming::Close(payload) => {
+            Ok(Some(Message::TooLarge)) => refuse(
+                outbox,
+                "message_too_large",
+                &format!("messages are limited to {limit} bytes"),
+            ),
+            Ok(Some(Message::Ping(p))) => outbox.push_own(build_frame(opcode::PONG, p, None)),
+            Ok(Some(Message::Close { code, .. })) => {
                 // Echo the client's code (RFC 6455 §5.5.1); keep it short.
-                let code = payload
-                    .get(..2)
-                    .map_or(1000, |c| u16::from_be_bytes([c[0], c[1]]));
-                outbox.finish(close_frame(code, "", None));
+                outbox.finish(close_frame(code.unwrap_or(1000), "", None));
                 return;
             }
-            Incoming::Eof => return,
-            Incoming::Protocol(why) => {
-                debug!(shard = shard.id, connection_id = %id, "demo framing error: {why}");
-                outbox.finish(close_frame(1002, why, None));
+            Ok(Some(_)) => {}
+            Err(e) => {
+                debug!(shard = shard.id, connection_id = %id, "demo framing error: {e}");
+                outbox.finish(close_frame(e.close_code(), &e.to_string(), None));
                 return;
             }
         }

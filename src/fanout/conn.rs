@@ -15,7 +15,9 @@ use super::{Frame, Outbox};
 use crate::endpoint::Endpoint;
 use crate::net::event::Event;
 use crate::net::io::try_send_vectored;
-use crate::ws::frame::{apply_mask, close_code, close_frame, opcode, parse_header};
+use crate::ws::decoder::Role;
+use crate::ws::frame::{build_frame, close_code, close_frame, opcode};
+use crate::ws::message::{Message, MessageReader, Mode, ReadError};
 
 /// How long a client that overflowed its queue gets to take the frame being
 /// written (and then the 1013 Close) before the socket is simply dropped.
@@ -32,8 +34,8 @@ pub enum End {
     Slow,
     /// Shutdown; closed with 1001.
     Shutdown,
-    /// A protocol error; closed with the given code.
-    Protocol(u16, &'static str),
+    /// A protocol error; closed with the code it calls for.
+    Protocol(ReadError),
     /// EOF or a socket error without a Close.
     Gone,
 }
@@ -42,11 +44,11 @@ pub enum End {
 pub struct ServerWs<'a> {
     ep: &'a Endpoint,
     outbox: Rc<Outbox>,
-    max_message: usize,
-    /// Bytes of an incomplete frame, empty (unallocated) between frames.
-    partial: Vec<u8>,
-    /// A fragmented data message being assembled: (opcode, payload).
-    message: Option<(u8, Vec<u8>)>,
+    /// The client's frames in, whole messages out (it holds an incomplete
+    /// frame's state; its buffer is released when the socket is drained).
+    reader: MessageReader,
+    /// Client bytes that arrived behind the upgrade request.
+    early: Vec<u8>,
     /// The client's Close payload, echoed back.
     close_echo: Vec<u8>,
 }
@@ -63,9 +65,8 @@ impl<'a> ServerWs<'a> {
         ServerWs {
             ep,
             outbox,
-            max_message,
-            partial: early,
-            message: None,
+            reader: MessageReader::new(Role::FromClient, Mode::Whole, max_message),
+            early,
             close_echo: Vec::new(),
         }
     }
@@ -78,9 +79,9 @@ impl<'a> ServerWs<'a> {
     /// every complete text or binary message, in order; it may queue answers
     /// on the outbox.
     pub async fn run(&mut self, close_all: &Event, mut on_message: impl FnMut(u8, &[u8])) -> End {
-        if !self.partial.is_empty() {
-            let early = std::mem::take(&mut self.partial);
-            if let Read::End(end) = self.consume(&early, &mut on_message) {
+        if !self.early.is_empty() {
+            let mut early = std::mem::take(&mut self.early);
+            if let Read::End(end) = self.consume(&mut early, &mut on_message) {
                 return self.finish(end).await;
             }
         }
@@ -147,9 +148,13 @@ impl<'a> ServerWs<'a> {
         loop {
             match self.ep.try_read(&mut buf) {
                 Ok(Some(0)) | Err(_) => return Read::End(End::Gone),
-                Ok(None) => return Read::More,
+                Ok(None) => {
+                    // Drained: an idle connection keeps no heap.
+                    self.reader.release();
+                    return Read::More;
+                }
                 Ok(Some(n)) => {
-                    if let Read::End(e) = self.consume(&buf[..n], on_message) {
+                    if let Read::End(e) = self.consume(&mut buf[..n], on_message) {
                         return Read::End(e);
                     }
                 }
@@ -157,87 +162,27 @@ impl<'a> ServerWs<'a> {
         }
     }
 
-    /// Parses complete frames from `partial + data`; keeps the remainder.
-    fn consume(&mut self, data: &[u8], on_message: &mut impl FnMut(u8, &[u8])) -> Read {
-        let mut pending = std::mem::take(&mut self.partial);
-        let bytes: &[u8] = if pending.is_empty() {
-            data
-        } else {
-            pending.extend_from_slice(data);
-            &pending
-        };
-        let mut at = 0;
-        let out = loop {
-            match self.one_frame(&bytes[at..], on_message) {
-                Ok(Some(used)) => at += used,
-                Ok(None) => break Read::More,
-                Err(end) => break Read::End(end),
-            }
-        };
-        if matches!(out, Read::More) && at < bytes.len() {
-            self.partial = bytes[at..].to_vec();
-        }
-        out
-    }
-
-    /// Handles the frame at the start of `buf`; `Ok(None)` = incomplete.
-    fn one_frame(
-        &mut self,
-        buf: &[u8],
-        on_message: &mut impl FnMut(u8, &[u8]),
-    ) -> Result<Option<usize>, End> {
-        let h = match parse_header(buf) {
-            Ok(Some(h)) => h,
-            Ok(None) => return Ok(None),
-            Err(_) => return Err(End::Protocol(1002, "malformed frame")),
-        };
-        let Some(mask) = h.mask else {
-            return Err(End::Protocol(1002, "client frames must be masked"));
-        };
-        let assembled = self.message.as_ref().map_or(0, |(_, m)| m.len() as u64);
-        if h.payload_len + assembled > self.max_message as u64 {
-            return Err(End::Protocol(1009, "message too big"));
-        }
-        let total = h.frame_len() as usize;
-        if buf.len() < total {
-            return Ok(None);
-        }
-        let mut payload = buf[h.header_len..total].to_vec();
-        apply_mask(&mut payload, mask, 0);
-        match h.opcode {
-            opcode::PING => {
-                let pong = crate::ws::frame::build_frame(opcode::PONG, &payload, None);
-                self.outbox.push(&Frame::from(pong));
-            }
-            opcode::PONG => {}
-            opcode::CLOSE => {
-                let code =
-                    (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]]));
-                self.close_echo = payload;
-                return Err(End::ClientClose(code));
-            }
-            opcode::CONTINUATION => match self.message.as_mut() {
-                None => return Err(End::Protocol(1002, "continuation without a message")),
-                Some((_, m)) => {
-                    m.extend_from_slice(&payload);
-                    if h.fin {
-                        let (op, m) = self.message.take().unwrap_or_default();
-                        on_message(op, &m);
-                    }
+    /// Feeds `data` to the message reader: messages to `on_message`, pings
+    /// answered, a Close or a protocol error ends the connection.
+    fn consume(&mut self, data: &mut [u8], on_message: &mut impl FnMut(u8, &[u8])) -> Read {
+        let mut pos = 0;
+        loop {
+            match self.reader.next(data, &mut pos) {
+                Ok(None) => return Read::More,
+                Ok(Some(Message::Text(m))) => on_message(opcode::TEXT, m),
+                Ok(Some(Message::Binary(m))) => on_message(opcode::BINARY, m),
+                Ok(Some(Message::Ping(p))) => {
+                    self.outbox
+                        .push(&Frame::from(build_frame(opcode::PONG, p, None)));
                 }
-            },
-            op => {
-                if self.message.is_some() {
-                    return Err(End::Protocol(1002, "new message inside a fragmented one"));
+                Ok(Some(Message::Close { code, payload })) => {
+                    self.close_echo = payload.to_vec();
+                    return Read::End(End::ClientClose(code));
                 }
-                if h.fin {
-                    on_message(op, &payload);
-                } else {
-                    self.message = Some((op, payload));
-                }
+                Ok(Some(_)) => {}
+                Err(e) => return Read::End(End::Protocol(e)),
             }
         }
-        Ok(Some(total))
     }
 
     /// Sends the Close frame `end` calls for (bounded in time), then FIN.
@@ -245,12 +190,10 @@ impl<'a> ServerWs<'a> {
         self.outbox.close();
         let frame = match &end {
             End::Gone => return end,
-            End::ClientClose(_) => {
-                crate::ws::frame::build_frame(opcode::CLOSE, &self.close_echo, None)
-            }
+            End::ClientClose(_) => build_frame(opcode::CLOSE, &self.close_echo, None),
             End::Slow => close_frame(close_code::TRY_AGAIN_LATER, "client too slow", None),
             End::Shutdown => close_frame(close_code::GOING_AWAY, "server shutting down", None),
-            End::Protocol(code, why) => close_frame(*code, why, None),
+            End::Protocol(e) => close_frame(e.close_code(), &e.to_string(), None),
         };
         let linger = if end == End::Slow {
             SLOW_LINGER

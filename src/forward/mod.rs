@@ -22,7 +22,8 @@ use crate::metrics::{Direction as MetricsDirection, ShardMetrics};
 use crate::net::event::Event;
 use crate::net::idle::idle_watch;
 use crate::net::pool::{BufferPool, PipePool};
-use crate::ws::frame::{close_code, close_frame, FrameTracker};
+use crate::ws::decoder::Decoder;
+use crate::ws::frame::{close_code, close_frame};
 
 /// How long the surviving side gets to finish once the other has ended.
 const LINGER: Duration = Duration::from_secs(1);
@@ -42,7 +43,7 @@ pub struct Direction<'a> {
     /// Asks the pump to return once its write in flight is done.
     pub stop: Cell<bool>,
     /// `None` in splice mode (bytes never reach user space).
-    pub tracker: Option<RefCell<FrameTracker>>,
+    pub tracker: Option<RefCell<Decoder>>,
     /// Session-wide: the side whose Close frame went by first.
     first_close: &'a Cell<Option<&'static str>>,
     /// The shard's counter for this direction (`/metrics`).
@@ -51,7 +52,7 @@ pub struct Direction<'a> {
 
 impl<'a> Direction<'a> {
     fn new(
-        tracker: Option<FrameTracker>,
+        tracker: Option<Decoder>,
         source: &'static str,
         first_close: &'a Cell<Option<&'static str>>,
         shard_total: &'a Cell<u64>,
@@ -200,8 +201,8 @@ pub async fn passthrough(
     let splice = ctx.splices(client, target);
     let tracker = || {
         (!splice).then(|| match ctx.reserved_bits {
-            true => FrameTracker::allowing_reserved_bits(),
-            false => FrameTracker::default(),
+            true => Decoder::passthrough().allowing_reserved_bits(),
+            false => Decoder::passthrough(),
         })
     };
     let first_close = Cell::new(None);

@@ -1,15 +1,17 @@
 //! Credentials: reading the first-message auth frame (original protocol) and
 //! extracting handshake-time credentials from the upgrade request.
 //!
-//! Owns the tiny frame reader used before passthrough. Must not: keep or log
-//! token values beyond handing them to the user table, or consume bytes past
-//! the auth message (they belong to the target).
+//! Reads the auth message with the one message reader (`ws::message`).
+//! Must not: keep or log token values beyond handing them to the user
+//! table, or consume bytes past the auth message (they belong to the target).
 
 use crate::endpoint::Endpoint;
 use crate::http::head::RequestHead;
 use crate::http::url::query_param;
+use crate::ws::decoder::Role;
 use crate::ws::error::{ErrorCode, RelayError};
-use crate::ws::frame::{apply_mask, build_frame, opcode, parse_header};
+use crate::ws::frame::{build_frame, opcode};
+use crate::ws::message::{Message, MessageReader, Mode, ReadError};
 
 /// A token and target, from either auth mode.
 pub struct Credentials {
@@ -76,62 +78,39 @@ pub async fn read_first_message(
     buf: &mut Vec<u8>,
     limit: usize,
 ) -> Result<Credentials, FirstMessageError> {
-    let mut message = Vec::new();
-    let mut in_fragmented = false;
-    let mut pos = 0;
+    let mut reader = MessageReader::new(Role::FromClient, Mode::Whole, limit);
     loop {
-        let header =
-            parse_header(&buf[pos..]).map_err(|e| bad(format!("invalid WebSocket frame: {e}")))?;
-        let Some(h) = header.filter(|h| (buf.len() - pos) as u64 >= h.frame_len()) else {
-            if let Some(h) = header {
-                check_size(h.payload_len, message.len(), limit)?;
-            }
-            match stream.recv_some(buf, 4096).await {
-                Ok(0) | Err(_) => return Err(FirstMessageError::ClientGone),
-                Ok(_) => continue,
-            }
-        };
-        let mask = h.mask.ok_or_else(|| bad("client frames must be masked"))?;
-        check_size(h.payload_len, message.len(), limit)?;
-        let start = pos + h.header_len;
-        let end = start + h.payload_len as usize;
-        pos = end;
-        match h.opcode {
-            opcode::TEXT | opcode::CONTINUATION => {
-                if (h.opcode == opcode::TEXT) == in_fragmented {
-                    return Err(bad("unexpected continuation frame"));
+        let mut pos = 0;
+        loop {
+            let pong = match reader.next(buf, &mut pos) {
+                Ok(None) => break,
+                Ok(Some(Message::Text(auth))) => {
+                    let credentials = parse_auth_json(auth).map_err(FirstMessageError::Refused);
+                    buf.drain(..pos);
+                    return credentials;
                 }
-                let from = message.len();
-                message.extend_from_slice(&buf[start..end]);
-                apply_mask(&mut message[from..], mask, 0);
-                if h.fin {
-                    break;
+                Ok(Some(Message::Ping(payload))) => build_frame(opcode::PONG, payload, None),
+                Ok(Some(Message::Pong(_))) => continue,
+                Ok(Some(Message::Close { .. })) => return Err(FirstMessageError::ClientGone),
+                Ok(Some(_)) => return Err(bad("the auth message must be a text message")),
+                Err(ReadError::TooLarge { .. }) => {
+                    return Err(bad(format!("auth message larger than {limit} bytes")))
                 }
-                in_fragmented = true;
-            }
-            opcode::BINARY => return Err(bad("the auth message must be a text message")),
-            opcode::PING => {
-                let mut payload = buf[start..end].to_vec();
-                apply_mask(&mut payload, mask, 0);
-                let pong = build_frame(opcode::PONG, &payload, None);
-                stream
-                    .write_all(&pong)
-                    .await
-                    .map_err(|_| FirstMessageError::ClientGone)?;
-            }
-            opcode::PONG => {}
-            _ => return Err(FirstMessageError::ClientGone),
+                Err(e) => return Err(bad(format!("invalid WebSocket frame: {e}"))),
+            };
+            stream
+                .write_all(&pong)
+                .await
+                .map_err(|_| FirstMessageError::ClientGone)?;
+        }
+        // Everything read so far is consumed (a frame in progress is held by
+        // the reader), so pings before auth cannot grow the buffer.
+        buf.clear();
+        match stream.recv_some(buf, 4096).await {
+            Ok(0) | Err(_) => return Err(FirstMessageError::ClientGone),
+            Ok(_) => {}
         }
     }
-    buf.drain(..pos);
-    parse_auth_json(&message).map_err(FirstMessageError::Refused)
-}
-
-fn check_size(payload: u64, so_far: usize, limit: usize) -> Result<(), FirstMessageError> {
-    if payload.saturating_add(so_far as u64) > limit as u64 {
-        return Err(bad(format!("auth message larger than {limit} bytes")));
-    }
-    Ok(())
 }
 
 /// `{"token": "...", "target": "..."}`; extra fields are ignored. Errors never

@@ -22,18 +22,17 @@ use std::pin::{pin, Pin};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use super::decode::{DecodeError, Decoder, Piece};
 use crate::endpoint::Endpoint;
 use crate::forward::{ForwardCtx, Outcome};
 use crate::net::idle::idle_watch;
+use crate::ws::decoder::Role as FrameRole;
 use crate::ws::frame::{
     apply_mask, build_frame, close_code, close_frame, encode_header, opcode, MAX_HEADER_LEN,
 };
+use crate::ws::message::{Message, MessageReader, Mode, ReadError};
 
 /// How long the surviving side gets once the other has ended.
 const LINGER: Duration = Duration::from_secs(1);
-/// RFC 6455 §7.4.1: protocol error.
-const PROTOCOL_ERROR: u16 = 1002;
 /// How long a half-closed session may sit with no byte moving (when no
 /// idle timeout is configured).
 const DRAIN_IDLE: Duration = Duration::from_secs(60);
@@ -229,7 +228,7 @@ enum UpEnd {
     ReadError(io::Error),
     /// Writing to the TCP service failed.
     TargetWrite(io::Error),
-    Protocol(DecodeError),
+    Protocol(ReadError),
 }
 
 enum DownEnd {
@@ -354,7 +353,7 @@ fn describe_end(first: &First, role: Role) -> (&'static str, String, Close) {
             gone,
         ),
         First::Up(UpEnd::Protocol(e)) => {
-            let close = Some((PROTOCOL_ERROR, "protocol error"));
+            let close = Some((e.close_code(), "protocol error"));
             ("relay", format!("{ws} protocol error: {e}"), close)
         }
         First::Down(DownEnd::Eof) => (
@@ -409,10 +408,12 @@ async fn up(
     st: &Shared,
     mut early: Vec<u8>,
 ) -> UpEnd {
-    let mut dec = match st.role.masks {
-        false => Decoder::default(),
-        true => Decoder::for_server_frames(),
+    let role = match st.role.masks {
+        false => FrameRole::FromClient,
+        true => FrameRole::FromServer,
     };
+    // Data streams straight through; nothing is buffered, so no limit.
+    let mut dec = MessageReader::new(role, Mode::Stream, 0);
     if let Some(end) = feed(&mut dec, &mut early, tcp, st).await {
         return end;
     }
@@ -442,7 +443,7 @@ async fn up(
 
 /// Handles one chunk of client bytes; `Some` when the session must end.
 async fn feed(
-    dec: &mut Decoder,
+    dec: &mut MessageReader,
     chunk: &mut [u8],
     tcp: &impl ByteStream,
     st: &Shared,
@@ -452,22 +453,23 @@ async fn feed(
         match dec.next(chunk, &mut pos) {
             Err(e) => return Some(UpEnd::Protocol(e)),
             Ok(None) => return None,
-            Ok(Some(Piece::Data { start, end })) => {
+            Ok(Some(Message::Data { start, end })) => {
                 if let Err(e) = tcp.write_all(&chunk[start..end]).await {
                     return Some(UpEnd::TargetWrite(e));
                 }
                 st.touch(&st.up_bytes, end - start);
             }
-            Ok(Some(Piece::Ping)) => {
-                let p = dec.control_payload();
+            Ok(Some(Message::Ping(p))) => {
                 let mut copy = [0u8; 125];
                 copy[..p.len()].copy_from_slice(p);
                 *st.pong.borrow_mut() = Some((copy, p.len()));
                 st.wake_down.notify();
                 st.clock.set(Instant::now());
             }
-            Ok(Some(Piece::Pong)) => st.clock.set(Instant::now()),
-            Ok(Some(Piece::Close(code))) => return Some(UpEnd::Close(code)),
+            Ok(Some(Message::Close { code, .. })) => {
+                return Some(UpEnd::Close(code.unwrap_or(1005)))
+            }
+            Ok(Some(_)) => st.clock.set(Instant::now()),
         }
     }
 }

@@ -2,7 +2,6 @@
 //! bridged websockify-style (binary messages ↔ stream bytes), so noVNC-style
 //! browser clients and tunnel clients reach TCP services through the relay.
 //!
-//! - `decode`: client frames → payload bytes (streaming, unmasked in place).
 //! - `bridge`: the two pumps and the session end (both WebSocket roles).
 //! - `client`: `ws-relay-core tunnel`, the tunnel client (forwards, stdio,
 //!   and the client side of reverse tunnels).
@@ -11,7 +10,6 @@
 
 pub mod bridge;
 pub mod client;
-pub mod decode;
 pub mod mux;
 pub mod pipe;
 pub mod publish;

@@ -1,8 +1,10 @@
-//! WebSocket frame headers (RFC 6455 §5.2): parsing, encoding, and a
-//! boundary tracker for bytes that pass through untouched.
+//! WebSocket frame headers (RFC 6455 §5.2): parsing, encoding, masking, and
+//! building the few whole frames the engine speaks itself (pongs, Close
+//! frames, status messages). Reading streams of frames is [`super::decoder`]
+//! and [`super::message`].
 //!
 //! Owns only header arithmetic. Must not: allocate per frame, or look at
-//! payload bytes (except the tiny Close frames the relay itself builds).
+//! payload bytes it did not build.
 
 /// Opcodes the relay cares about.
 pub mod opcode {
@@ -188,82 +190,6 @@ pub fn close_frame(code: u16, reason: &str, mask: Option<[u8; 4]>) -> Vec<u8> {
     }
     payload.extend_from_slice(&reason.as_bytes()[..end]);
     build_frame(opcode::CLOSE, &payload, mask)
-}
-
-/// Follows frame boundaries in a byte stream that is forwarded untouched, so
-/// the relay knows whether it may inject a frame of its own and whether a
-/// Close frame went by. Costs a few comparisons per frame, none per byte.
-#[derive(Debug, Clone, Default)]
-pub struct FrameTracker {
-    /// Payload bytes of the current frame still to pass.
-    remaining: u64,
-    header: [u8; MAX_HEADER_LEN],
-    header_have: u8,
-    /// Inside a fragmented data message (between a non-FIN frame and its
-    /// final continuation): a control frame may be injected, data may not.
-    in_message: bool,
-    saw_close: bool,
-    /// The stream stopped parsing as WebSocket; never inject into it.
-    lost: bool,
-    /// An extension was negotiated (routes): RSV bits are its business.
-    allow_reserved: bool,
-}
-
-impl FrameTracker {
-    /// A tracker for a stream whose ends negotiated an extension (such as
-    /// `permessage-deflate`, which sets RSV1), so reserved bits are legal.
-    pub fn allowing_reserved_bits() -> FrameTracker {
-        FrameTracker {
-            allow_reserved: true,
-            ..FrameTracker::default()
-        }
-    }
-
-    pub fn observe(&mut self, mut bytes: &[u8]) {
-        while !bytes.is_empty() && !self.lost {
-            if self.remaining > 0 {
-                let skip = self.remaining.min(bytes.len() as u64);
-                self.remaining -= skip;
-                bytes = &bytes[skip as usize..];
-                continue;
-            }
-            let have = self.header_have as usize;
-            let take = (MAX_HEADER_LEN - have).min(bytes.len());
-            self.header[have..have + take].copy_from_slice(&bytes[..take]);
-            if self.allow_reserved {
-                // Only the tracker's copy: the forwarded bytes are untouched.
-                self.header[0] &= !0x70;
-            }
-            match parse_header(&self.header[..have + take]) {
-                Ok(None) => {
-                    self.header_have += take as u8;
-                    return;
-                }
-                Ok(Some(h)) => {
-                    let used = h.header_len - have;
-                    bytes = &bytes[used..];
-                    self.header_have = 0;
-                    self.remaining = h.payload_len;
-                    if h.opcode == opcode::CLOSE {
-                        self.saw_close = true;
-                    } else if !h.is_control() {
-                        self.in_message = !h.fin;
-                    }
-                }
-                Err(_) => self.lost = true,
-            }
-        }
-    }
-
-    /// True when a Close frame may be injected: between frames of a stream
-    /// that still parses. (Control frames are legal between fragments.)
-    pub fn at_frame_boundary(&self) -> bool {
-        !self.lost && self.remaining == 0 && self.header_have == 0
-    }
-
-    pub fn saw_close(&self) -> bool {
-        self.saw_close
-    }
 }
 
 #[cfg(test)]

@@ -1,10 +1,15 @@
-//! WebSocket wire format, parsed only where a feature needs it (the auth
-//! message, injected Close frames). Relayed frames are never re-framed.
-//! Also the wire's error vocabulary (`error`: the codes peers see, with
-//! their Close codes and HTTP statuses) and the target URL grammar
+//! WebSocket wire format: frame headers and the frames the engine builds
+//! (`frame`), the streaming decoder every reader sits on (`decoder`, whose
+//! `Passthrough` role follows relayed bytes without touching them), the one
+//! message reader (`message`) with its payload rules (`validate`), the
+//! handshake, the wire's error vocabulary (`error`: the codes peers see,
+//! with their Close codes and HTTP statuses) and the target URL grammar
 //! (`target`), which every feature shares.
 
+pub mod decoder;
 pub mod error;
 pub mod frame;
 pub mod handshake;
+pub mod message;
 pub mod target;
+pub mod validate;

@@ -47,6 +47,15 @@ pub async fn within<T>(
     }
 }
 
+/// Writes hand-built frames under the client: what a well-behaved client
+/// never sends (text that is not UTF-8, reserved Close codes).
+pub async fn send_raw(ws: &mut Ws, bytes: &[u8]) {
+    use tokio::io::AsyncWriteExt;
+    within(STEP, "raw write", ws.get_mut().write_all(bytes))
+        .await
+        .expect("raw write");
+}
+
 pub fn auth_json(token: &str, target: &str) -> String {
     serde_json::json!({ "token": token, "target": target }).to_string()
 }

@@ -13,7 +13,7 @@
 use std::time::Duration;
 
 use crate::ws::frame::{mask_copy, parse_header, write_header, FrameError, OpCode};
-use crate::ws::validate::{check_close, BadClose, InvalidUtf8, Utf8Validator};
+use ws_relay_core::ws::validate::{check_close, BadClose, InvalidUtf8, Utf8Validator};
 
 /// Deliberate misbehaviour, for testing that loadgen notices it.
 /// Each value N > 0 applies to messages N, 2N, 3N, ... of a connection.

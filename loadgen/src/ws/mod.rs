@@ -4,7 +4,6 @@
 pub mod frame;
 pub mod handshake;
 pub mod url;
-pub mod validate;
 
 pub use frame::{FrameError, FrameHeader, OpCode};
 pub use handshake::HandshakeError;
