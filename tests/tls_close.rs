@@ -83,11 +83,8 @@ async fn close_handshake_ends_with_close_notify() {
 
 /// A masked client frame (fixed mask; the relay unmasks it for the target).
 fn client_text(payload: &str) -> Vec<u8> {
-    let mask = [0x12u8, 0x34, 0x56, 0x78];
-    let mut f = vec![0x81, 0x80 | payload.len() as u8];
-    f.extend_from_slice(&mask);
-    f.extend(payload.bytes().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-    f
+    let mask = Some([0x12u8, 0x34, 0x56, 0x78]);
+    ws_relay_core::ws::frame::build_frame(0x1, payload.as_bytes(), mask)
 }
 
 /// Reads plaintext until `needle` has arrived; returns everything read.

@@ -20,7 +20,9 @@ pub enum Role {
     FromClient,
     /// A server's frames: unmasked.
     FromServer,
-    /// A relayed stream: headers followed, payload untouched, order not judged.
+    /// A relayed stream: headers followed, order not judged. `observe`
+    /// leaves the payload untouched; `next` unmasks what is masked (for an
+    /// observer reading either side's frames, such as a test's tap).
     Passthrough,
 }
 
@@ -150,6 +152,11 @@ impl Decoder {
         !self.lost && self.remaining == 0 && self.header_have == 0
     }
 
+    /// The current frame's payload has all been handed out.
+    pub fn payload_done(&self) -> bool {
+        self.remaining == 0
+    }
+
     /// A Close frame's header went by.
     pub fn saw_close(&self) -> bool {
         self.saw_close
@@ -227,7 +234,11 @@ impl Decoder {
             self.saw_close = true;
         }
         self.mask = match (self.role, h.mask) {
-            (Role::Passthrough, _) => return Ok(()),
+            // `observe` never unmasks; `next` shows an observer plain bytes.
+            (Role::Passthrough, m) => {
+                self.mask = m;
+                return Ok(());
+            }
             (Role::FromClient, None) => return Err(DecodeError::Unmasked),
             (Role::FromServer, Some(_)) => return Err(DecodeError::Masked),
             (_, m) => m,

@@ -64,6 +64,29 @@ pub enum Message<'a> {
     },
 }
 
+/// A message is ready: a token from [`MessageReader::advance`] that keeps
+/// no borrow, for [`MessageReader::message`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ready {
+    Text(Span),
+    Binary(Span),
+    TooLarge,
+    DataFrame { opcode: u8, fin: bool, len: u64 },
+    Data { start: usize, end: usize },
+    Ping,
+    Pong,
+    Close(Option<u16>),
+}
+
+/// Where a ready message lies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Span {
+    /// In the caller's chunk, uncopied.
+    Chunk(usize, usize),
+    /// The first bytes of the reader's own buffer.
+    Buf(usize),
+}
+
 /// Why the peer's stream is refused; [`ReadError::close_code`] answers it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -141,6 +164,18 @@ impl MessageReader {
         chunk: &'a mut [u8],
         pos: &mut usize,
     ) -> Result<Option<Message<'a>>, ReadError> {
+        let ready = self.advance(chunk, pos)?;
+        Ok(ready.map(|r| self.message(r, chunk)))
+    }
+
+    /// [`MessageReader::next`] in two steps, for a caller that reads more
+    /// into the same buffer when nothing is ready: `advance` keeps no borrow,
+    /// [`MessageReader::message`] then shows what is ready.
+    pub fn advance(
+        &mut self,
+        chunk: &mut [u8],
+        pos: &mut usize,
+    ) -> Result<Option<Ready>, ReadError> {
         if std::mem::take(&mut self.trim) {
             self.buf.truncate(self.data_len);
         }
@@ -160,7 +195,7 @@ impl MessageReader {
                         self.message = Some(h.opcode);
                     }
                     if self.mode == Mode::Stream {
-                        return Ok(Some(Message::DataFrame {
+                        return Ok(Some(Ready::DataFrame {
                             opcode: h.opcode,
                             fin: h.fin,
                             len: h.payload_len,
@@ -179,9 +214,15 @@ impl MessageReader {
                     }
                     if self.message == Some(opcode::TEXT) {
                         self.utf8.feed(bytes).map_err(|_| ReadError::InvalidUtf8)?;
+                        if fin && self.dec.payload_done() {
+                            // The message ends with this piece: judge it
+                            // before a stream hands the piece on (again at
+                            // `End`, where it is a no-op).
+                            self.utf8.finish().map_err(|_| ReadError::InvalidUtf8)?;
+                        }
                     }
                     if self.mode == Mode::Stream {
-                        return Ok(Some(Message::Data { start, end }));
+                        return Ok(Some(Ready::Data { start, end }));
                     }
                     if fin && op != opcode::CONTINUATION && bytes.len() as u64 == len {
                         self.in_chunk = true;
@@ -192,21 +233,17 @@ impl MessageReader {
                 }
                 Event::End if control => {
                     self.trim = true;
-                    let payload = &self.buf[self.data_len..];
                     return Ok(Some(match op {
-                        opcode::PING => Message::Ping(payload),
-                        opcode::PONG => Message::Pong(payload),
-                        _ => Message::Close {
-                            code: check_close(payload)?,
-                            payload,
-                        },
+                        opcode::PING => Ready::Ping,
+                        opcode::PONG => Ready::Pong,
+                        _ => Ready::Close(check_close(&self.buf[self.data_len..])?),
                     }));
                 }
                 Event::End if !fin => {}
                 Event::End => {
                     let kind = self.message.take();
                     if std::mem::take(&mut self.skipping) {
-                        return Ok(Some(Message::TooLarge));
+                        return Ok(Some(Ready::TooLarge));
                     }
                     if kind == Some(opcode::TEXT) {
                         self.utf8.finish().map_err(|_| ReadError::InvalidUtf8)?;
@@ -214,19 +251,40 @@ impl MessageReader {
                     if self.mode == Mode::Stream {
                         continue;
                     }
-                    let m = if std::mem::take(&mut self.in_chunk) {
-                        &chunk[*pos - len as usize..*pos]
+                    let at = if std::mem::take(&mut self.in_chunk) {
+                        Span::Chunk(*pos - len as usize, *pos)
                     } else {
-                        let n = std::mem::take(&mut self.data_len);
                         self.trim = true;
-                        &self.buf[..n]
+                        Span::Buf(std::mem::take(&mut self.data_len))
                     };
                     return Ok(Some(match kind {
-                        Some(opcode::TEXT) => Message::Text(m),
-                        _ => Message::Binary(m),
+                        Some(opcode::TEXT) => Ready::Text(at),
+                        _ => Ready::Binary(at),
                     }));
                 }
             }
+        }
+    }
+
+    /// What `ready` (from [`MessageReader::advance`] on this `chunk`) holds.
+    pub fn message<'a>(&'a self, ready: Ready, chunk: &'a [u8]) -> Message<'a> {
+        let span = |at| match at {
+            Span::Chunk(start, end) => &chunk[start..end],
+            Span::Buf(n) => &self.buf[..n],
+        };
+        let control = &self.buf[self.data_len.min(self.buf.len())..];
+        match ready {
+            Ready::Text(at) => Message::Text(span(at)),
+            Ready::Binary(at) => Message::Binary(span(at)),
+            Ready::TooLarge => Message::TooLarge,
+            Ready::DataFrame { opcode, fin, len } => Message::DataFrame { opcode, fin, len },
+            Ready::Data { start, end } => Message::Data { start, end },
+            Ready::Ping => Message::Ping(control),
+            Ready::Pong => Message::Pong(control),
+            Ready::Close(code) => Message::Close {
+                code,
+                payload: control,
+            },
         }
     }
 

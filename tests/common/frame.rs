@@ -1,6 +1,6 @@
-//! Raw WebSocket frame encoding (RFC 6455 §5.2), for tests that must control
-//! exactly which bytes go on the wire: several frames in one TCP write,
-//! fragments, frames written straight after a 101.
+//! Raw WebSocket frames, for tests that must control exactly which bytes go
+//! on the wire: several frames in one TCP write, fragments, frames written
+//! straight after a 101, what a well-behaved client never sends.
 
 pub const OP_CONT: u8 = 0x0;
 pub const OP_TEXT: u8 = 0x1;
@@ -12,27 +12,13 @@ pub const OP_PONG: u8 = 0xA;
 /// The mask every client-side raw frame uses (any value is valid).
 pub const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
 
-/// Encodes one frame. `mask = Some(..)` for client→server frames.
+/// Encodes one frame with the engine's encoder (`ws::frame`; the client
+/// reading it back is tokio-tungstenite, independent of it). `mask =
+/// Some(..)` for client→server frames.
 pub fn encode_frame(fin: bool, opcode: u8, payload: &[u8], mask: Option<[u8; 4]>) -> Vec<u8> {
-    let mut out = Vec::with_capacity(payload.len() + 14);
-    out.push(if fin { 0x80 } else { 0 } | (opcode & 0x0f));
-    let mask_bit = if mask.is_some() { 0x80 } else { 0 };
-    let len = payload.len();
-    if len < 126 {
-        out.push(mask_bit | len as u8);
-    } else if len <= u16::MAX as usize {
-        out.push(mask_bit | 126);
-        out.extend_from_slice(&(len as u16).to_be_bytes());
-    } else {
-        out.push(mask_bit | 127);
-        out.extend_from_slice(&(len as u64).to_be_bytes());
-    }
-    match mask {
-        Some(m) => {
-            out.extend_from_slice(&m);
-            out.extend(payload.iter().enumerate().map(|(i, b)| b ^ m[i % 4]));
-        }
-        None => out.extend_from_slice(payload),
+    let mut out = ws_relay_core::ws::frame::build_frame(opcode, payload, mask);
+    if !fin {
+        out[0] &= 0x7f;
     }
     out
 }

@@ -13,6 +13,8 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use ws_relay_core::ws::decoder::{Decoder, Event};
+use ws_relay_core::ws::frame::opcode;
 
 /// A Close frame as it was on the wire.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,32 +25,15 @@ pub struct RawClose {
 }
 
 #[derive(Debug)]
-enum St {
-    /// Inside the HTTP response head (until the blank line).
-    Http(Vec<u8>),
-    /// Collecting a frame header.
-    Hdr(Vec<u8>),
-    /// Inside a payload; Close payloads are collected.
-    Payload { left: u64, close: Option<Vec<u8>> },
-}
-
-#[derive(Debug)]
 struct Tracker {
-    st: St,
+    /// The HTTP response head, until its blank line; then frames.
+    head: Option<Vec<u8>>,
+    /// The engine's decoder (`ws::decoder`) as a lenient observer: frames
+    /// followed, order not judged.
+    frames: Decoder,
+    /// The payload of the Close frame being read.
+    close: Option<Vec<u8>>,
     closes: Vec<RawClose>,
-}
-
-fn header_len(h: &[u8]) -> Option<usize> {
-    if h.len() < 2 {
-        return None;
-    }
-    let ext = match h[1] & 0x7f {
-        126 => 2,
-        127 => 8,
-        _ => 0,
-    };
-    let mask = if h[1] & 0x80 != 0 { 4 } else { 0 };
-    Some(2 + ext + mask)
 }
 
 impl Tracker {
@@ -68,49 +53,29 @@ impl Tracker {
     }
 
     fn feed(&mut self, mut data: &[u8]) {
-        while !data.is_empty() {
-            match &mut self.st {
-                St::Http(buf) => {
-                    buf.push(data[0]);
-                    data = &data[1..];
-                    if buf.ends_with(b"\r\n\r\n") {
-                        self.st = St::Hdr(Vec::new());
+        if let Some(head) = &mut self.head {
+            while let Some((&b, rest)) = data.split_first() {
+                head.push(b);
+                data = rest;
+                if head.ends_with(b"\r\n\r\n") {
+                    self.head = None;
+                    break;
+                }
+            }
+        }
+        let mut chunk = data.to_vec();
+        let mut pos = 0;
+        while let Ok(Some(event)) = self.frames.next(&mut chunk, &mut pos) {
+            match event {
+                Event::Header(h) => self.close = (h.opcode == opcode::CLOSE).then(Vec::new),
+                Event::Payload { start, end } => {
+                    if let Some(c) = &mut self.close {
+                        c.extend_from_slice(&chunk[start..end]);
                     }
                 }
-                St::Hdr(h) => {
-                    h.push(data[0]);
-                    data = &data[1..];
-                    if header_len(h) == Some(h.len()) {
-                        let len = match h[1] & 0x7f {
-                            126 => u16::from_be_bytes([h[2], h[3]]) as u64,
-                            127 => u64::from_be_bytes(h[2..10].try_into().unwrap()),
-                            n => n as u64,
-                        };
-                        let is_close = h[0] & 0x0f == 0x8;
-                        let close = is_close.then(Vec::new);
-                        if len == 0 {
-                            self.st = St::Hdr(Vec::new());
-                            if let Some(p) = close {
-                                self.finish_close(p);
-                            }
-                        } else {
-                            self.st = St::Payload { left: len, close };
-                        }
-                    }
-                }
-                St::Payload { left, close } => {
-                    let n = (*left).min(data.len() as u64) as usize;
-                    if let Some(c) = close {
-                        c.extend_from_slice(&data[..n]);
-                    }
-                    *left -= n as u64;
-                    data = &data[n..];
-                    if *left == 0 {
-                        let done = close.take();
-                        self.st = St::Hdr(Vec::new());
-                        if let Some(p) = done {
-                            self.finish_close(p);
-                        }
+                Event::End => {
+                    if let Some(p) = self.close.take() {
+                        self.finish_close(p);
                     }
                 }
             }
@@ -128,19 +93,21 @@ pub struct Tap {
 impl Tap {
     /// For a stream whose next bytes are an HTTP response head.
     pub fn http(inner: TcpStream) -> Tap {
-        Tap::with(inner, St::Http(Vec::new()))
+        Tap::with(inner, Some(Vec::new()))
     }
 
     /// For a stream already past the HTTP head (next bytes are frames).
     pub fn frames(inner: TcpStream) -> Tap {
-        Tap::with(inner, St::Hdr(Vec::new()))
+        Tap::with(inner, None)
     }
 
-    fn with(inner: TcpStream, st: St) -> Tap {
+    fn with(inner: TcpStream, head: Option<Vec<u8>>) -> Tap {
         Tap {
             inner,
             tracker: Arc::new(Mutex::new(Tracker {
-                st,
+                head,
+                frames: Decoder::passthrough().allowing_reserved_bits(),
+                close: None,
                 closes: Vec::new(),
             })),
         }

@@ -459,36 +459,28 @@ pub fn raw_close_codes(raw: &[u8]) -> Vec<Option<u16>> {
 }
 
 /// Close codes of the complete frames at the start of `frames` (masked
-/// ones unmasked, so a target's view of the relay's frames reads too).
-/// `None` for an empty Close payload; an incomplete last frame is ignored.
+/// ones unmasked, so a target's view of the relay's frames reads too), read
+/// with the engine's decoder as a lenient observer. `None` for an empty
+/// Close payload; an incomplete last frame is ignored.
 pub fn close_codes(frames: &[u8]) -> Vec<Option<u16>> {
-    let mut rest = frames;
-    let mut codes = Vec::new();
-    while rest.len() >= 2 {
-        let opcode = rest[0] & 0x0f;
-        let (len, ext) = match rest[1] & 0x7f {
-            126 if rest.len() >= 4 => (u16::from_be_bytes([rest[2], rest[3]]) as usize, 4),
-            127 if rest.len() >= 10 => (
-                u64::from_be_bytes(rest[2..10].try_into().unwrap()) as usize,
-                10,
-            ),
-            126 | 127 => break,
-            n => (n as usize, 2),
-        };
-        let masked = rest[1] & 0x80 != 0;
-        let hdr = ext + if masked { 4 } else { 0 };
-        if rest.len() < hdr + len {
-            break;
-        }
-        if opcode == 0x8 {
-            let mut code = [0u8; 2];
-            for (i, b) in code.iter_mut().enumerate().take(len.min(2)) {
-                let key = if masked { rest[ext + i] } else { 0 };
-                *b = rest[hdr + i] ^ key;
+    use ws_relay_core::ws::decoder::{Decoder, Event};
+    let mut chunk = frames.to_vec();
+    let (mut dec, mut pos) = (Decoder::passthrough().allowing_reserved_bits(), 0);
+    let (mut close, mut codes) = (None::<Vec<u8>>, Vec::new());
+    while let Ok(Some(event)) = dec.next(&mut chunk, &mut pos) {
+        match event {
+            Event::Header(h) => close = (h.opcode == 0x8).then(Vec::new),
+            Event::Payload { start, end } => {
+                if let Some(c) = &mut close {
+                    c.extend_from_slice(&chunk[start..end]);
+                }
             }
-            codes.push((len >= 2).then(|| u16::from_be_bytes(code)));
+            Event::End => {
+                if let Some(p) = close.take() {
+                    codes.push((p.len() >= 2).then(|| u16::from_be_bytes([p[0], p[1]])));
+                }
+            }
         }
-        rest = &rest[hdr + len..];
     }
     codes
 }

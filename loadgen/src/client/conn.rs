@@ -6,10 +6,12 @@
 
 use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
+use ws_relay_core::ws::decoder::Role;
+use ws_relay_core::ws::frame::{apply_mask, opcode, parse_header, push_header, MAX_HEADER_LEN};
+use ws_relay_core::ws::message::{Message, MessageReader, Mode, ReadError};
 
 use crate::clock::now_ns;
 use crate::rng::Rng;
-use crate::ws::frame::{self, mask_in_place, parse_header, write_header, FrameError, OpCode};
 
 const INITIAL_BUF: usize = 64 * 1024;
 const MIN_READ: usize = 4096;
@@ -22,11 +24,7 @@ pub enum WsError {
     #[error("connection closed by the peer without a close frame")]
     Eof,
     #[error("protocol violation: {0}")]
-    Frame(#[from] FrameError),
-    #[error("protocol violation: {0}")]
-    Protocol(&'static str),
-    #[error("message larger than {0} bytes")]
-    MessageTooLarge(usize),
+    Protocol(#[from] ReadError),
 }
 
 /// One thing received.
@@ -35,7 +33,7 @@ pub enum Event<'a> {
     /// A complete data message (fragments already joined), with the time
     /// the read that completed it returned.
     Message {
-        opcode: OpCode,
+        opcode: u8,
         payload: &'a [u8],
         arrived_ns: u64,
     },
@@ -47,14 +45,14 @@ pub enum Event<'a> {
     },
 }
 
-/// Incoming side of a client connection (server frames are never masked).
+/// Incoming side of a client connection: the engine's message reader
+/// (server frames, unmasked) over a read buffer that always holds whole
+/// frames, so a message that arrives as one frame is handed out uncopied.
 #[derive(Debug)]
 pub struct FrameReader {
     buf: Vec<u8>,
     start: usize,
-    msg: Vec<u8>,
-    msg_opcode: Option<OpCode>,
-    msg_delivered: bool,
+    ws: MessageReader,
     max_message: usize,
     last_read_ns: u64,
 }
@@ -68,9 +66,7 @@ impl FrameReader {
         Self {
             buf: initial,
             start: 0,
-            msg: Vec::new(),
-            msg_opcode: None,
-            msg_delivered: false,
+            ws: MessageReader::new(Role::FromServer, Mode::Whole, max_message),
             max_message,
             last_read_ns: now_ns(),
         }
@@ -84,75 +80,50 @@ impl FrameReader {
 
     /// Reads until one event is complete.
     pub async fn next<R: AsyncReadRent>(&mut self, io: &mut R) -> Result<Event<'_>, WsError> {
-        if self.msg_delivered {
-            self.msg.clear();
-            self.msg_delivered = false;
-        }
         loop {
             if self.start == self.buf.len() {
                 self.buf.clear();
                 self.start = 0;
             }
-            let header = parse_header(&self.buf[self.start..], self.max_message)?;
-            let h = match header {
-                Some(h) if self.buf.len() - self.start >= h.frame_len() => h,
-                Some(h) => {
-                    self.fill(io, h.frame_len()).await?;
-                    continue;
+            // Wait for the whole frame (within the limit; a larger one goes
+            // to the reader, which refuses it).
+            let have = self.buf.len() - self.start;
+            let need = match parse_header(&self.buf[self.start..]) {
+                Ok(None) => Some(MAX_HEADER_LEN),
+                Ok(Some(h)) if h.frame_len() > have as u64 => {
+                    (h.payload_len <= self.max_message as u64).then(|| h.frame_len() as usize)
                 }
-                None => {
-                    self.fill(io, frame::MAX_HEADER).await?;
-                    continue;
-                }
+                _ => None,
             };
-            if h.mask.is_some() {
-                return Err(FrameError::MaskedFromServer.into());
+            if let Some(need) = need {
+                self.fill(io, need).await?;
+                continue;
             }
-            let p0 = self.start + h.header_len;
-            let p1 = p0 + h.payload_len;
-            self.start = p1;
-            match h.opcode {
-                OpCode::Ping => return Ok(Event::Ping(&self.buf[p0..p1])),
-                OpCode::Pong => return Ok(Event::Pong(&self.buf[p0..p1])),
-                OpCode::Close => {
-                    let p = &self.buf[p0..p1];
-                    let code = (p.len() >= 2).then(|| u16::from_be_bytes([p[0], p[1]]));
-                    let reason = if p.len() > 2 { &p[2..] } else { &[][..] };
-                    return Ok(Event::Close { code, reason });
-                }
-                OpCode::Text | OpCode::Binary => {
-                    if self.msg_opcode.is_some() {
-                        return Err(WsError::Protocol("data frame inside a fragmented message"));
-                    }
-                    if h.fin {
-                        return Ok(Event::Message {
-                            opcode: h.opcode,
-                            payload: &self.buf[p0..p1],
-                            arrived_ns: self.last_read_ns,
-                        });
-                    }
-                    self.msg_opcode = Some(h.opcode);
-                    self.msg.extend_from_slice(&self.buf[p0..p1]);
-                }
-                OpCode::Continuation => {
-                    let Some(opcode) = self.msg_opcode else {
-                        return Err(WsError::Protocol("continuation frame without a message"));
-                    };
-                    if self.msg.len() + h.payload_len > self.max_message {
-                        return Err(WsError::MessageTooLarge(self.max_message));
-                    }
-                    self.msg.extend_from_slice(&self.buf[p0..p1]);
-                    if h.fin {
-                        self.msg_opcode = None;
-                        self.msg_delivered = true;
-                        return Ok(Event::Message {
-                            opcode,
-                            payload: &self.msg,
-                            arrived_ns: self.last_read_ns,
-                        });
-                    }
-                }
-            }
+            let mut pos = self.start;
+            let ready = self.ws.advance(&mut self.buf, &mut pos)?;
+            self.start = pos;
+            let Some(ready) = ready else { continue };
+            let arrived_ns = self.last_read_ns;
+            return Ok(match self.ws.message(ready, &self.buf) {
+                Message::Text(payload) => Event::Message {
+                    opcode: opcode::TEXT,
+                    payload,
+                    arrived_ns,
+                },
+                Message::Binary(payload) => Event::Message {
+                    opcode: opcode::BINARY,
+                    payload,
+                    arrived_ns,
+                },
+                Message::Ping(p) => Event::Ping(p),
+                Message::Close { code, payload } => Event::Close {
+                    code,
+                    reason: payload.get(2..).unwrap_or_default(),
+                },
+                Message::Pong(p) => Event::Pong(p),
+                // `Mode::Whole` yields nothing else.
+                _ => Event::Pong(&[]),
+            });
         }
     }
 
@@ -206,21 +177,21 @@ impl FrameWriter {
     }
 
     /// Queues one data message (split into frames of `fragment` bytes if set).
-    pub fn push_message(&mut self, opcode: OpCode, payload: &[u8]) {
+    pub fn push_message(&mut self, opcode: u8, payload: &[u8]) {
         if self.fragment == 0 || payload.len() <= self.fragment {
             self.push_frame(true, opcode, payload);
             return;
         }
         let frames = payload.len().div_ceil(self.fragment);
         for (i, chunk) in payload.chunks(self.fragment).enumerate() {
-            let op = if i == 0 { opcode } else { OpCode::Continuation };
+            let op = if i == 0 { opcode } else { opcode::CONTINUATION };
             self.push_frame(i + 1 == frames, op, chunk);
         }
     }
 
     /// Queues a control frame (ping, pong).
-    pub fn push_control(&mut self, opcode: OpCode, payload: &[u8]) {
-        debug_assert!(opcode.is_control() && payload.len() <= 125);
+    pub fn push_control(&mut self, opcode: u8, payload: &[u8]) {
+        debug_assert!(opcode & 0x8 != 0 && payload.len() <= 125);
         self.push_frame(true, opcode, payload);
     }
 
@@ -230,15 +201,15 @@ impl FrameWriter {
         let reason = &reason.as_bytes()[..reason.len().min(123)];
         p[..2].copy_from_slice(&code.to_be_bytes());
         p[2..2 + reason.len()].copy_from_slice(reason);
-        self.push_frame(true, OpCode::Close, &p[..2 + reason.len()]);
+        self.push_frame(true, opcode::CLOSE, &p[..2 + reason.len()]);
     }
 
-    fn push_frame(&mut self, fin: bool, opcode: OpCode, payload: &[u8]) {
+    fn push_frame(&mut self, fin: bool, opcode: u8, payload: &[u8]) {
         let key = self.rng.mask_key();
-        write_header(&mut self.buf, fin, opcode, Some(key), payload.len());
+        push_header(&mut self.buf, fin, opcode, payload.len() as u64, Some(key));
         let start = self.buf.len();
         self.buf.extend_from_slice(payload);
-        mask_in_place(&mut self.buf[start..], key);
+        apply_mask(&mut self.buf[start..], key, 0);
     }
 
     /// Writes everything queued.
@@ -259,14 +230,15 @@ mod tests {
     use super::*;
 
     /// Unmasks client frames as a server would, returning (fin, opcode, payload).
-    fn server_view(mut bytes: &[u8]) -> Vec<(bool, OpCode, Vec<u8>)> {
+    fn server_view(mut bytes: &[u8]) -> Vec<(bool, u8, Vec<u8>)> {
         let mut out = Vec::new();
         while !bytes.is_empty() {
-            let h = parse_header(bytes, usize::MAX).unwrap().unwrap();
-            let mut p = bytes[h.header_len..h.frame_len()].to_vec();
-            mask_in_place(&mut p, h.mask.expect("client frames are masked"));
+            let h = parse_header(bytes).unwrap().unwrap();
+            let end = h.frame_len() as usize;
+            let mut p = bytes[h.header_len..end].to_vec();
+            apply_mask(&mut p, h.mask.expect("client frames are masked"), 0);
             out.push((h.fin, h.opcode, p));
-            bytes = &bytes[h.frame_len()..];
+            bytes = &bytes[end..];
         }
         out
     }
@@ -274,24 +246,24 @@ mod tests {
     #[test]
     fn fragments_and_masks() {
         let mut w = FrameWriter::new(4);
-        w.push_message(OpCode::Binary, b"abcdefghij");
+        w.push_message(opcode::BINARY, b"abcdefghij");
         let frames = server_view(&w.buf);
         assert_eq!(frames.len(), 3);
-        assert_eq!(frames[0], (false, OpCode::Binary, b"abcd".to_vec()));
-        assert_eq!(frames[1], (false, OpCode::Continuation, b"efgh".to_vec()));
-        assert_eq!(frames[2], (true, OpCode::Continuation, b"ij".to_vec()));
+        assert_eq!(frames[0], (false, opcode::BINARY, b"abcd".to_vec()));
+        assert_eq!(frames[1], (false, opcode::CONTINUATION, b"efgh".to_vec()));
+        assert_eq!(frames[2], (true, opcode::CONTINUATION, b"ij".to_vec()));
     }
 
     #[test]
     fn reader_joins_fragments_and_surfaces_control_frames() {
         let mut wire = Vec::new();
-        write_header(&mut wire, false, OpCode::Binary, None, 3);
+        push_header(&mut wire, false, opcode::BINARY, 3, None);
         wire.extend_from_slice(b"abc");
-        write_header(&mut wire, true, OpCode::Ping, None, 2);
+        push_header(&mut wire, true, opcode::PING, 2, None);
         wire.extend_from_slice(b"hi");
-        write_header(&mut wire, true, OpCode::Continuation, None, 2);
+        push_header(&mut wire, true, opcode::CONTINUATION, 2, None);
         wire.extend_from_slice(b"de");
-        write_header(&mut wire, true, OpCode::Close, None, 2);
+        push_header(&mut wire, true, opcode::CLOSE, 2, None);
         wire.extend_from_slice(&1000u16.to_be_bytes());
         let mut r = FrameReader::new(wire, 1 << 20);
         let mut empty: &[u8] = &[];
@@ -307,7 +279,7 @@ mod tests {
                 Event::Message {
                     opcode, payload, ..
                 } => {
-                    assert_eq!((opcode, payload), (OpCode::Binary, &b"abcde"[..]))
+                    assert_eq!((opcode, payload), (opcode::BINARY, &b"abcde"[..]))
                 }
                 other => panic!("{other:?}"),
             }

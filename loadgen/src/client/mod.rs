@@ -19,7 +19,7 @@ pub use transport::Transport;
 use crate::clock::now_ns;
 use crate::rng::Rng;
 use crate::ws::handshake::{self, HandshakeError};
-use crate::ws::OpCode;
+use ws_relay_core::ws::frame::opcode;
 
 /// Largest HTTP head accepted from a server.
 const MAX_HEAD: usize = 16 * 1024;
@@ -158,7 +158,7 @@ async fn connect_inner(setup: &ClientSetup, inspect_tls: bool) -> Result<Connect
 
     // First-message relay auth.
     if let Some(auth) = setup.route.auth_message() {
-        writer.push_message(OpCode::Text, auth.as_bytes());
+        writer.push_message(opcode::TEXT, auth.as_bytes());
         writer.flush(&mut io).await.map_err(WsError::Io)?;
         await_status(&mut io, &mut reader, &mut writer).await?;
         timings.auth_ns = Some(now_ns() - t_up);
@@ -210,7 +210,7 @@ async fn await_status(
     for _ in 0..8 {
         match reader.next(io).await? {
             Event::Message {
-                opcode: OpCode::Text,
+                opcode: opcode::TEXT,
                 payload,
                 ..
             } => {
@@ -234,7 +234,7 @@ async fn await_status(
             }
             Event::Ping(p) => {
                 let p = p.to_vec();
-                writer.push_control(OpCode::Pong, &p);
+                writer.push_control(opcode::PONG, &p);
                 writer.flush(io).await.map_err(WsError::Io)?;
             }
             Event::Pong(_) => {}

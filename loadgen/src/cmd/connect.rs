@@ -22,7 +22,7 @@ use crate::output::{ConnectInfo, Messages, Params, Phases, Run, RunReport};
 use crate::payload::{Checker, PayloadBuilder, Verdict};
 use crate::rt::{self, ThreadPlan};
 use crate::stats::{new_hist, ErrorCounts, Summary};
-use crate::ws::OpCode;
+use ws_relay_core::ws::frame::opcode;
 
 const ECHO_SIZE: usize = 64;
 
@@ -325,7 +325,7 @@ async fn echo_once(conn: &mut Connection, id: u32, limit: Duration) -> Result<()
     let mut b = PayloadBuilder::new(id, ECHO_SIZE);
     let now = now_ns();
     conn.writer
-        .push_message(OpCode::Binary, b.build(0, now, now));
+        .push_message(opcode::BINARY, b.build(0, now, now));
     conn.writer
         .flush(&mut conn.io)
         .await
@@ -338,7 +338,7 @@ async fn echo_once(conn: &mut Connection, id: u32, limit: Duration) -> Result<()
                     opcode, payload, ..
                 }) => {
                     return match (opcode, checker.check(payload, 1)) {
-                        (OpCode::Binary, Verdict::Ok(_)) => Ok(()),
+                        (opcode::BINARY, Verdict::Ok(_)) => Ok(()),
                         _ => Err(EchoFail::Corrupt),
                     }
                 }

@@ -19,7 +19,7 @@ use crate::clock::{now_ns, PreciseTimer};
 use crate::payload::{Checker, PayloadBuilder, Verdict};
 use crate::rt::LocalNotify;
 use crate::stats::{new_hist, ErrorCounts};
-use crate::ws::OpCode;
+use ws_relay_core::ws::frame::opcode;
 
 /// Most bytes queued per write.
 const BATCH_BYTES: usize = 64 * 1024;
@@ -132,7 +132,7 @@ impl Flow {
 
     fn take_pong(&self, w: &mut FrameWriter) {
         if let Some((p, n)) = self.pong.borrow_mut().take() {
-            w.push_control(OpCode::Pong, &p[..n]);
+            w.push_control(opcode::PONG, &p[..n]);
         }
     }
 }
@@ -295,7 +295,7 @@ async fn write_closed(
             n = n.min(t - sent);
         }
         for seq in sent..sent + n {
-            writer.push_message(OpCode::Binary, builder.build(seq, now, now));
+            writer.push_message(opcode::BINARY, builder.build(seq, now, now));
         }
         flow.take_pong(writer);
         // Count before writing: the echo may be read before the write returns.
@@ -351,7 +351,7 @@ async fn write_paced(
                 flow.late_sends.set(flow.late_sends.get() + 1);
             }
             flow.max_lag_ns.set(flow.max_lag_ns.get().max(lag));
-            writer.push_message(OpCode::Binary, builder.build(next + n, now, t.min(now)));
+            writer.push_message(opcode::BINARY, builder.build(next + n, now, t.min(now)));
             n += 1;
         }
         flow.take_pong(writer);
@@ -444,7 +444,7 @@ async fn read_loop(
     }
 }
 
-fn account(ctx: &ReadCtx<'_>, verdict: Verdict, opcode: OpCode, now: u64) {
+fn account(ctx: &ReadCtx<'_>, verdict: Verdict, opcode: u8, now: u64) {
     let flow = ctx.flow;
     let mut errors = flow.errors.borrow_mut();
     let (echo, lost) = match verdict {
@@ -471,7 +471,7 @@ fn account(ctx: &ReadCtx<'_>, verdict: Verdict, opcode: OpCode, now: u64) {
         errors.lost += lost;
         errors.note(|| format!("{lost} message(s) before {} never echoed", echo.seq));
     }
-    if opcode != OpCode::Binary {
+    if opcode != opcode::BINARY {
         errors.corrupted += 1;
         errors.note(|| format!("message {} came back as {opcode:?}", echo.seq));
         return;

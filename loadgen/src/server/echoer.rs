@@ -12,8 +12,9 @@
 
 use std::time::Duration;
 
-use crate::ws::frame::{mask_copy, parse_header, write_header, FrameError, OpCode};
-use ws_relay_core::ws::validate::{check_close, BadClose, InvalidUtf8, Utf8Validator};
+use ws_relay_core::ws::decoder::Role;
+use ws_relay_core::ws::frame::{opcode, push_header};
+use ws_relay_core::ws::message::{Message, MessageReader, Mode, Ready};
 
 /// Deliberate misbehaviour, for testing that loadgen notices it.
 /// Each value N > 0 applies to messages N, 2N, 3N, ... of a connection.
@@ -50,9 +51,6 @@ impl Default for EchoOptions {
     }
 }
 
-/// Stack scratch for unmasking a frame that is still arriving.
-const SCRATCH: usize = 512;
-
 /// Where a connection stands after [`Echoer::process`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Step {
@@ -64,17 +62,25 @@ pub(super) enum Step {
     Failed(u16),
 }
 
-/// The frame-by-frame echo transformation, the protocol checks and fault
+/// The data frame being received: its header, and where its payload
+/// starts in the input (unmasked in place there as it arrives).
+#[derive(Debug, Clone, Copy)]
+struct Current {
+    fin: bool,
+    opcode: u8,
+    start: usize,
+    len: usize,
+}
+
+/// The frame-by-frame echo transformation over the engine's message
+/// reader (`Mode::Stream`: every rule checked as bytes arrive), and fault
 /// injection.
 pub(super) struct Echoer<'a> {
     opts: &'a EchoOptions,
-    /// Opcode of the data message in progress (its first frame had no FIN).
-    open: Option<OpCode>,
-    /// UTF-8 state of the text message in progress.
-    utf8: Utf8Validator,
-    /// Payload bytes of the (incomplete) frame at the front of the input
-    /// already fed to `utf8`.
-    checked: usize,
+    ws: MessageReader,
+    /// Input bytes the reader has consumed (unmasked in place).
+    fed: usize,
+    current: Option<Current>,
     /// Data messages completed so far on this connection.
     messages: u64,
     dropping: bool,
@@ -87,22 +93,9 @@ fn nth(every: u64, n: u64) -> bool {
     every > 0 && n % every == 0
 }
 
-/// The close code and reason that answer a bad header.
-fn header_failure(e: &FrameError) -> (u16, &'static str) {
-    match e {
-        FrameError::ReservedBits => (1002, "reserved bits set"),
-        FrameError::BadOpcode(_) => (1002, "unknown opcode"),
-        FrameError::FragmentedControl => (1002, "fragmented control frame"),
-        FrameError::ControlTooLong => (1002, "control frame over 125 bytes"),
-        FrameError::LengthMsb => (1002, "64-bit length with the top bit set"),
-        FrameError::TooLarge { .. } => (1009, "frame too large"),
-        FrameError::MaskedFromServer | FrameError::UnmaskedFromClient => (1002, "bad masking"),
-    }
-}
-
 /// Queues the Close that fails the connection.
-fn fail(out: &mut Vec<u8>, code: u16, reason: &'static str) -> Step {
-    write_header(out, true, OpCode::Close, None, 2 + reason.len());
+fn fail(out: &mut Vec<u8>, code: u16, reason: &str) -> Step {
+    push_header(out, true, opcode::CLOSE, 2 + reason.len() as u64, None);
     out.extend_from_slice(&code.to_be_bytes());
     out.extend_from_slice(reason.as_bytes());
     Step::Failed(code)
@@ -112,9 +105,9 @@ impl<'a> Echoer<'a> {
     pub(super) fn new(opts: &'a EchoOptions) -> Self {
         Self {
             opts,
-            open: None,
-            utf8: Utf8Validator::new(),
-            checked: 0,
+            ws: MessageReader::new(Role::FromClient, Mode::Stream, 0),
+            fed: 0,
+            current: None,
             messages: 0,
             dropping: false,
             corrupt_pending: false,
@@ -123,124 +116,91 @@ impl<'a> Echoer<'a> {
         }
     }
 
-    /// Consumes every complete frame at the front of `input` and appends the
-    /// answers to `out`, stopping at a Close (answered) or a violation
-    /// (a failing Close appended after the echoes of the frames before it).
+    /// Consumes `input` and appends the answers to `out`: each data frame is
+    /// echoed once it is whole, so a violation (found as soon as its byte is
+    /// in, even inside a frame still arriving) fails the connection with a
+    /// Close after the echoes of the frames before it, never inside one.
+    /// `input` keeps only the payload of a frame still arriving.
     pub(super) fn process(&mut self, input: &mut Vec<u8>, out: &mut Vec<u8>) -> Step {
-        let mut pos = 0;
+        // Bytes before `keep` are answered and can go.
+        let mut keep = self.current.map_or(self.fed, |c| c.start);
         let step = loop {
-            let h = match parse_header(&input[pos..], self.opts.max_frame) {
-                Ok(Some(h)) => h,
+            let ready = match self.ws.advance(input, &mut self.fed) {
+                Ok(Some(r)) => r,
                 Ok(None) => break Step::Open,
-                Err(e) => {
-                    let (code, why) = header_failure(&e);
-                    break fail(out, code, why);
+                Err(e) => break fail(out, e.close_code(), &e.to_string()),
+            };
+            match ready {
+                Ready::DataFrame { opcode, fin, len } => {
+                    if len > self.opts.max_frame as u64 {
+                        break fail(out, 1009, "frame too large");
+                    }
+                    let len = len as usize;
+                    let c = Current {
+                        fin,
+                        opcode,
+                        start: self.fed,
+                        len,
+                    };
+                    keep = c.start;
+                    if len > 0 {
+                        // Make room for the rest of a large frame in one go.
+                        input.reserve((c.start + len).saturating_sub(input.len()));
+                        self.current = Some(c);
+                        continue;
+                    }
+                    self.data_frame(c, &[], out);
                 }
-            };
-            // Header-level rules fail before the payload has arrived.
-            let Some(key) = h.mask else {
-                break fail(out, 1002, "unmasked client frame");
-            };
-            let text = match self.sequence(h.opcode) {
-                Ok(t) => t,
-                Err(why) => break fail(out, 1002, why),
-            };
-            let p0 = pos + h.header_len;
-            if input.len() - pos < h.frame_len() {
-                // Fail fast on UTF-8 even inside a frame still arriving.
-                if text && self.check_partial(&input[p0..], key).is_err() {
-                    break fail(out, 1007, "invalid UTF-8 in a text message");
-                }
-                // Make room for the rest of a large frame in one go.
-                input.reserve(h.frame_len() - (input.len() - pos));
-                break Step::Open;
-            }
-            let payload = &input[p0..p0 + h.payload_len];
-            pos += h.frame_len();
-            match h.opcode {
-                OpCode::Ping => emit(out, true, OpCode::Pong, payload, key),
-                OpCode::Pong => {}
-                OpCode::Close => break close(payload, key, out),
-                OpCode::Text | OpCode::Binary | OpCode::Continuation => {
-                    if let Err(step) = self.data_frame(h.fin, h.opcode, text, payload, key, out) {
-                        break step;
+                Ready::Data { end, .. } => {
+                    let Some(c) = self.current else { continue };
+                    if end == c.start + c.len {
+                        self.current = None;
+                        self.data_frame(c, &input[c.start..end], out);
+                        keep = end;
                     }
                 }
+                Ready::Ping => {
+                    if let Message::Ping(p) = self.ws.message(ready, input) {
+                        push_header(out, true, opcode::PONG, p.len() as u64, None);
+                        out.extend_from_slice(p);
+                    }
+                }
+                Ready::Close(code) => {
+                    // Echo the status code (RFC 6455 §5.5.1), not the reason.
+                    let code = code.map(u16::to_be_bytes);
+                    let code = code.as_ref().map_or(&[][..], |c| &c[..]);
+                    push_header(out, true, opcode::CLOSE, code.len() as u64, None);
+                    out.extend_from_slice(code);
+                    break Step::Closed;
+                }
+                _ => {}
+            }
+            if self.current.is_none() {
+                keep = self.fed;
             }
         };
-        input.drain(..pos);
+        input.drain(..keep);
+        self.fed -= keep;
+        if let Some(c) = &mut self.current {
+            c.start -= keep;
+        }
         step
     }
 
-    /// Checks a frame's place in the message sequence (RFC 6455 §5.4):
-    /// control frames may come anywhere, a continuation only inside a
-    /// fragmented message, a new message only outside one. Ok(true): the
-    /// payload is text. Changes nothing: the frame may still be arriving.
-    fn sequence(&self, opcode: OpCode) -> Result<bool, &'static str> {
-        match (opcode, self.open) {
-            (OpCode::Continuation, None) => Err("continuation frame without a message"),
-            (OpCode::Continuation, Some(op)) => Ok(op == OpCode::Text),
-            (OpCode::Text | OpCode::Binary, Some(_)) => Err("new message inside a fragmented one"),
-            (op, _) => Ok(op == OpCode::Text),
-        }
-    }
-
-    /// Feeds the bytes of an incomplete text frame that arrived since the
-    /// last call, unmasked through a stack buffer (they are unmasked again
-    /// into the echo when the frame completes; only text pays for this).
-    fn check_partial(&mut self, masked: &[u8], key: [u8; 4]) -> Result<(), InvalidUtf8> {
-        let mut scratch = [0u8; SCRATCH];
-        while self.checked < masked.len() {
-            let off = self.checked;
-            let n = (masked.len() - off).min(SCRATCH);
-            let mut k = key;
-            k.rotate_left(off % 4);
-            mask_copy(&mut scratch[..n], &masked[off..off + n], k);
-            self.utf8.feed(&scratch[..n])?;
-            self.checked += n;
-        }
-        Ok(())
-    }
-
-    /// Echoes one complete data frame, after checking its text. Err: the
-    /// step that ends the connection (its frame is not echoed).
-    fn data_frame(
-        &mut self,
-        fin: bool,
-        opcode: OpCode,
-        text: bool,
-        payload: &[u8],
-        key: [u8; 4],
-        out: &mut Vec<u8>,
-    ) -> Result<(), Step> {
+    /// Echoes one complete (valid, unmasked) data frame, with the faults.
+    fn data_frame(&mut self, c: Current, payload: &[u8], out: &mut Vec<u8>) {
         let f = self.opts.faults;
-        if opcode != OpCode::Continuation {
+        if c.opcode != opcode::CONTINUATION {
             let n = self.messages + 1;
             self.dropping = nth(f.drop_every, n);
             self.corrupt_pending = nth(f.corrupt_every, n);
-            self.duplicate = fin && nth(f.duplicate_every, n);
-            self.open = Some(opcode);
+            self.duplicate = c.fin && nth(f.duplicate_every, n);
         }
-        // Unmask into the echo first, then validate the plain bytes there:
-        // one pass over the payload either way.
-        let at = out.len();
-        emit(out, fin, opcode, payload, key);
-        let body = out.len() - payload.len();
-        let checked = std::mem::take(&mut self.checked);
-        if text {
-            let ok = self.utf8.feed(&out[body + checked..]);
-            let ok = ok.and_then(|()| if fin { self.utf8.finish() } else { Ok(()) });
-            if ok.is_err() {
-                out.truncate(at);
-                return Err(fail(out, 1007, "invalid UTF-8 in a text message"));
-            }
-        }
-        if fin {
-            self.open = None;
-        }
-        if self.dropping {
-            out.truncate(at);
-        } else {
+        if !self.dropping {
+            let at = out.len();
+            push_header(out, c.fin, c.opcode, payload.len() as u64, None);
+            let body = out.len();
+            out.extend_from_slice(payload);
             if self.corrupt_pending && !payload.is_empty() {
                 out[body + payload.len() / 2] ^= 0x01;
                 self.corrupt_pending = false;
@@ -249,50 +209,16 @@ impl<'a> Echoer<'a> {
                 out.extend_from_within(at..);
             }
         }
-        if fin {
+        if c.fin {
             self.messages += 1;
             if nth(self.opts.ping_every, self.messages) {
                 self.pings_sent += 1;
                 let tag = self.pings_sent.to_be_bytes();
-                write_header(out, true, OpCode::Ping, None, tag.len());
+                push_header(out, true, opcode::PING, tag.len() as u64, None);
                 out.extend_from_slice(&tag);
             }
         }
-        Ok(())
     }
-}
-
-/// Answers a Close: a valid one is echoed with its status code (RFC 6455
-/// §5.5.1), a bad one fails the connection.
-fn close(masked: &[u8], key: [u8; 4], out: &mut Vec<u8>) -> Step {
-    // Control payloads are at most 125 bytes (checked with the header).
-    let mut buf = [0u8; 125];
-    let p = &mut buf[..masked.len()];
-    mask_copy(p, masked, key);
-    match check_close(p) {
-        Ok(_) => {
-            let n = p.len().min(2);
-            write_header(out, true, OpCode::Close, None, n);
-            out.extend_from_slice(&p[..n]);
-            Step::Closed
-        }
-        Err(e) => {
-            let why = match e {
-                BadClose::OneByte => "close payload of 1 byte",
-                BadClose::Code(_) => "invalid close code",
-                BadClose::Reason => "close reason is not UTF-8",
-            };
-            fail(out, e.close_code(), why)
-        }
-    }
-}
-
-/// Appends an unmasked frame carrying the unmasked `masked_payload`.
-fn emit(out: &mut Vec<u8>, fin: bool, opcode: OpCode, masked_payload: &[u8], key: [u8; 4]) {
-    write_header(out, fin, opcode, None, masked_payload.len());
-    let start = out.len();
-    out.resize(start + masked_payload.len(), 0);
-    mask_copy(&mut out[start..], masked_payload, key);
 }
 
 #[cfg(test)]
@@ -300,14 +226,16 @@ mod tests {
     use super::*;
     use crate::client::FrameWriter;
     use monoio::io::AsyncWriteRent;
+    use ws_relay_core::ws::frame::{mask_copy, parse_header};
 
-    fn frames(mut b: &[u8]) -> Vec<(bool, OpCode, Vec<u8>)> {
+    fn frames(mut b: &[u8]) -> Vec<(bool, u8, Vec<u8>)> {
         let mut v = Vec::new();
         while !b.is_empty() {
-            let h = parse_header(b, usize::MAX).unwrap().unwrap();
+            let h = parse_header(b).unwrap().unwrap();
             assert!(h.mask.is_none());
-            v.push((h.fin, h.opcode, b[h.header_len..h.frame_len()].to_vec()));
-            b = &b[h.frame_len()..];
+            let end = h.frame_len() as usize;
+            v.push((h.fin, h.opcode, b[h.header_len..end].to_vec()));
+            b = &b[end..];
         }
         v
     }
@@ -315,7 +243,7 @@ mod tests {
     fn client_bytes(msgs: &[&[u8]], fragment: usize) -> Vec<u8> {
         let mut w = FrameWriter::new(fragment);
         for m in msgs {
-            w.push_message(OpCode::Binary, m);
+            w.push_message(opcode::BINARY, m);
         }
         let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
             .build()
@@ -365,8 +293,8 @@ mod tests {
         let f = frames(&out);
         let joined: Vec<u8> = f.iter().take(3).flat_map(|x| x.2.clone()).collect();
         assert_eq!(joined, b"hello world");
-        assert_eq!(f[0].1, OpCode::Binary);
-        assert_eq!(f[3], (true, OpCode::Binary, b"x".to_vec()));
+        assert_eq!(f[0].1, opcode::BINARY);
+        assert_eq!(f[3], (true, opcode::BINARY, b"x".to_vec()));
     }
 
     #[test]
@@ -389,10 +317,10 @@ mod tests {
         let f = frames(&out);
         let data: Vec<&Vec<u8>> = f
             .iter()
-            .filter(|x| x.1 == OpCode::Binary)
+            .filter(|x| x.1 == opcode::BINARY)
             .map(|x| &x.2)
             .collect();
-        let pings = f.iter().filter(|x| x.1 == OpCode::Ping).count();
+        let pings = f.iter().filter(|x| x.1 == opcode::PING).count();
         assert_eq!(pings, 5);
         // 10 messages, minus #4 and #8 dropped, plus #5 and #10 doubled.
         assert_eq!(data.len(), 10);
@@ -412,7 +340,13 @@ mod tests {
     /// One masked frame whose first header byte is `b0`.
     fn raw(b0: u8, payload: &[u8]) -> Vec<u8> {
         let mut v = Vec::new();
-        write_header(&mut v, true, OpCode::Binary, Some(KEY), payload.len());
+        push_header(
+            &mut v,
+            true,
+            opcode::BINARY,
+            payload.len() as u64,
+            Some(KEY),
+        );
         v[0] = b0;
         let at = v.len();
         v.resize(at + payload.len(), 0);
@@ -421,7 +355,7 @@ mod tests {
     }
 
     /// Feeds `wire` in one piece to a fresh echoer.
-    fn run(wire: &[Vec<u8>]) -> (Step, Vec<(bool, OpCode, Vec<u8>)>) {
+    fn run(wire: &[Vec<u8>]) -> (Step, Vec<(bool, u8, Vec<u8>)>) {
         let opts = EchoOptions::default();
         let mut e = Echoer::new(&opts);
         let mut input = wire.concat();
@@ -430,8 +364,8 @@ mod tests {
         (step, frames(&out))
     }
 
-    fn close_of(f: &(bool, OpCode, Vec<u8>)) -> u16 {
-        assert_eq!((f.0, f.1), (true, OpCode::Close));
+    fn close_of(f: &(bool, u8, Vec<u8>)) -> u16 {
+        assert_eq!((f.0, f.1), (true, opcode::CLOSE));
         u16::from_be_bytes([f.2[0], f.2[1]])
     }
 
@@ -446,8 +380,8 @@ mod tests {
         let (step, f) = run(&wire);
         assert_eq!(step, Step::Open);
         assert_eq!(f.len(), 4);
-        assert_eq!(f[0], (false, OpCode::Text, b"caf\xc3".to_vec()));
-        assert_eq!(f[1], (true, OpCode::Pong, b"p".to_vec()));
+        assert_eq!(f[0], (false, opcode::TEXT, b"caf\xc3".to_vec()));
+        assert_eq!(f[1], (true, opcode::PONG, b"p".to_vec()));
         let text = [f[0].2.as_slice(), &f[2].2, &f[3].2].concat();
         assert_eq!(text, "café €".as_bytes());
         assert!(f[3].0, "the last fragment has FIN");
@@ -465,12 +399,12 @@ mod tests {
         let (step, f) = run(&wire);
         assert_eq!(step, Step::Failed(1007));
         assert_eq!(f.len(), 2, "{f:?}");
-        assert_eq!(f[0], (false, OpCode::Text, b"ok\xf4".to_vec()));
+        assert_eq!(f[0], (false, opcode::TEXT, b"ok\xf4".to_vec()));
         assert_eq!(close_of(&f[1]), 1007);
         // A sequence still open at FIN is invalid too; binary is never checked.
         let (step, f) = run(&[raw(FIN | BIN, b"\xff"), raw(FIN | TEXT, b"a\xe2\x82")]);
         assert_eq!(step, Step::Failed(1007));
-        assert_eq!(f[0], (true, OpCode::Binary, vec![0xff]));
+        assert_eq!(f[0], (true, opcode::BINARY, vec![0xff]));
         assert_eq!(close_of(&f[1]), 1007);
     }
 
@@ -487,7 +421,7 @@ mod tests {
             input.extend_from_slice(chop);
             assert_eq!(e.process(&mut input, &mut out), Step::Open);
         }
-        assert_eq!(frames(&out), [(true, OpCode::Text, text.clone())]);
+        assert_eq!(frames(&out), [(true, opcode::TEXT, text.clone())]);
         // ... and an invalid byte fails as soon as it is in.
         text[40] = 0xc0;
         let bad = raw(FIN | TEXT, &text);
@@ -500,18 +434,18 @@ mod tests {
     fn fragmentation_order_violations_fail_1002_after_earlier_echoes() {
         let (step, f) = run(&[raw(FIN | BIN, b"first"), raw(FIN | CONT, b"orphan")]);
         assert_eq!(step, Step::Failed(1002));
-        assert_eq!(f[0], (true, OpCode::Binary, b"first".to_vec()));
+        assert_eq!(f[0], (true, opcode::BINARY, b"first".to_vec()));
         assert_eq!((f.len(), close_of(&f[1])), (2, 1002));
         let (step, f) = run(&[raw(TEXT, b"frag"), raw(FIN | TEXT, b"new")]);
         assert_eq!(step, Step::Failed(1002));
-        assert_eq!(f[0], (false, OpCode::Text, b"frag".to_vec()));
+        assert_eq!(f[0], (false, opcode::TEXT, b"frag".to_vec()));
         assert_eq!((f.len(), close_of(&f[1])), (2, 1002));
     }
 
     #[test]
     fn bad_headers_fail_1002() {
         let mut unmasked = Vec::new();
-        write_header(&mut unmasked, true, OpCode::Binary, None, 2);
+        push_header(&mut unmasked, true, opcode::BINARY, 2, None);
         unmasked.extend_from_slice(b"hi");
         for wire in [
             raw(FIN | 0x40 | BIN, b"rsv1"),
@@ -538,7 +472,7 @@ mod tests {
         }
         let (step, f) = run(&[raw(CLOSE, b"")]);
         assert_eq!(step, Step::Closed);
-        assert_eq!(f, [(true, OpCode::Close, vec![])]);
+        assert_eq!(f, [(true, opcode::CLOSE, vec![])]);
         // Invalid: 1 byte, bad codes (1002), reason not UTF-8 (1007).
         let (step, f) = run(&[raw(CLOSE, &[0x03])]);
         assert_eq!((step, close_of(&f[0])), (Step::Failed(1002), 1002));
@@ -576,8 +510,8 @@ mod tests {
         assert_eq!(
             f,
             [
-                (true, OpCode::Text, b"one".to_vec()),
-                (true, OpCode::Text, b"3".to_vec())
+                (true, opcode::TEXT, b"one".to_vec()),
+                (true, opcode::TEXT, b"3".to_vec())
             ]
         );
     }

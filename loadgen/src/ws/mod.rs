@@ -1,10 +1,9 @@
-//! The WebSocket protocol pieces shared by the client and the echo server:
-//! frame headers and masking, the HTTP upgrade, URLs, payload validation.
+//! The client side of the WebSocket opening handshake and `ws://` URLs.
+//! Frames, messages and payload rules are the engine's own layer
+//! (`ws_relay_core::ws`), which the client and the echo server both use.
 
-pub mod frame;
 pub mod handshake;
 pub mod url;
 
-pub use frame::{FrameError, FrameHeader, OpCode};
 pub use handshake::HandshakeError;
 pub use url::{UrlError, WsUrl};

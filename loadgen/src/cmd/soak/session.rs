@@ -33,7 +33,8 @@ use crate::client::{Event, FrameReader, FrameWriter, Transport, WsError};
 use crate::clock::{dur_ns, now_ns};
 use crate::rng::Rng;
 use crate::rt::LocalNotify;
-use crate::ws::{OpCode, WsUrl};
+use crate::ws::WsUrl;
+use ws_relay_core::ws::frame::opcode;
 
 /// How long a clean close waits for the last echoes.
 const DRAIN_WAIT: Duration = Duration::from_secs(5);
@@ -640,7 +641,7 @@ async fn write_loop(
         if now >= next {
             let len = (rng.next_u64() % (cfg.max_payload as u64 + 1)) as usize;
             message::build(&mut buf, sid, live.sent.get(), len);
-            writer.push_message(OpCode::Binary, &buf);
+            writer.push_message(opcode::BINARY, &buf);
             // Counted before the write completes: the echo may be read first.
             live.sent.set(live.sent.get() + 1);
             if !flush(wr, writer).await {
