@@ -13,7 +13,7 @@ use std::time::Duration;
 use monoio::net::TcpStream;
 
 use crate::endpoint::Endpoint;
-use crate::http::head::MAX_RESPONSE_HEAD;
+use crate::http::head::read_head;
 use crate::net::dns::DnsCache;
 use crate::net::policy::is_private;
 use crate::net::sockopt::tune_stream;
@@ -152,30 +152,21 @@ pub async fn upgrade(
                 .map_err(|e| failed(format!("sending upgrade request: {e}")))?;
         }
         let mut buf = Vec::with_capacity(1024);
-        loop {
-            if stream
-                .recv_some(&mut buf, 1024)
-                .await
-                .map_err(|e| failed(format!("reading upgrade response: {e}")))?
-                == 0
-            {
-                return Err(failed(
-                    "target closed the connection during the handshake".into(),
-                ));
-            }
-            match check_target_response(&buf, key, protocols) {
-                Ok(Some(up)) => {
-                    let early = buf.split_off(up.head_len);
-                    return Ok(TargetUpgrade {
-                        protocol: up.protocol,
-                        early,
-                    });
-                }
-                Ok(None) if buf.len() < MAX_RESPONSE_HEAD => {}
-                Ok(None) => return Err(failed("response head too large".into())),
-                Err(e) => return Err(failed(e.to_string())),
-            }
-        }
+        let read_more = async |b: &mut Vec<u8>| {
+            let e = |e| failed(format!("reading upgrade response: {e}"));
+            stream.recv_some(b, 1024).await.map_err(e)
+        };
+        let check = |b: &[u8]| check_target_response(b, key, protocols);
+        let up = read_head(&mut buf, read_more, |b| {
+            check(b).map_err(|e| failed(e.to_string()))
+        })
+        .await?
+        .ok_or_else(|| failed("target closed the connection during the handshake".into()))?;
+        let early = buf.split_off(up.head_len);
+        Ok(TargetUpgrade {
+            protocol: up.protocol,
+            early,
+        })
     };
     monoio::time::timeout(timeout, exchange)
         .await

@@ -1,8 +1,9 @@
 //! Request and response heads, parsed with `httparse` into small owned
-//! structs once the whole head has arrived.
+//! structs once the whole head has arrived, and the one loop that reads a
+//! head ([`read_head`]) every side shares.
 //!
 //! Owns the limits (head size, header count) and the header lookups the relay
-//! needs. Must not: do I/O (callers read; this only parses bytes).
+//! needs. Must not: do I/O itself (callers hand [`read_head`] their read).
 
 /// Why a head was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -145,6 +146,29 @@ pub fn parse_request_head(
     }))
 }
 
+/// Reads a head: checks what `buf` holds with `parse`, and asks `read_more`
+/// to append bytes until a whole head is there (or `parse` refuses it, its
+/// limits included). `Ok(None)`: the peer closed first (`read_more` read 0).
+/// Bytes behind the head stay in `buf`. The front door, the push API and
+/// every client side (targets, upstreams, CONNECT proxies, the relay as
+/// seen by the tunnel client, loadgen) read their heads with it.
+pub async fn read_head<T, E>(
+    buf: &mut Vec<u8>,
+    mut read_more: impl AsyncFnMut(&mut Vec<u8>) -> Result<usize, E>,
+    mut parse: impl FnMut(&[u8]) -> Result<Option<T>, E>,
+) -> Result<Option<T>, E> {
+    loop {
+        if !buf.is_empty() {
+            if let Some(head) = parse(buf)? {
+                return Ok(Some(head));
+            }
+        }
+        if read_more(buf).await? == 0 {
+            return Ok(None);
+        }
+    }
+}
+
 /// Most headers a target's upgrade response may carry.
 const MAX_RESPONSE_HEADERS: usize = 64;
 /// Largest target response head.
@@ -247,5 +271,48 @@ mod tests {
         assert_eq!(r.status, 101);
         assert_eq!(r.header("upgrade"), Some("websocket"));
         assert!(parse_response_head(b"HTTP/1.1 101").unwrap().is_none());
+    }
+
+    #[test]
+    fn read_head_asks_for_more_keeps_the_rest_and_sees_eof() {
+        let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .build()
+            .unwrap();
+        let pieces = [&UPGRADE[..7], &UPGRADE[7..40], &UPGRADE[40..]];
+        let (mut buf, mut reads) = (Vec::new(), 0);
+        let head = rt.block_on(read_head(
+            &mut buf,
+            async |b: &mut Vec<u8>| {
+                let p = pieces.get(reads).copied().unwrap_or_default();
+                reads += 1;
+                b.extend_from_slice(p);
+                Ok::<_, HeadError>(p.len())
+            },
+            |b| parse_request_head(b, 8192, 100),
+        ));
+        let head = head.unwrap().unwrap();
+        assert_eq!((reads, &buf[head.len..]), (3, &b"rest"[..]));
+        // What `buf` already holds is parsed before any read.
+        let again = rt.block_on(read_head(
+            &mut buf,
+            async |_: &mut Vec<u8>| -> Result<usize, HeadError> { panic!("no read needed") },
+            |b| parse_request_head(b, 8192, 100),
+        ));
+        assert!(again.unwrap().is_some());
+        // EOF before a whole head; a refused head stops at once.
+        let mut partial = b"GET / HTTP/1.1\r\n".to_vec();
+        let eof = rt.block_on(read_head(
+            &mut partial,
+            async |_: &mut Vec<u8>| Ok::<_, HeadError>(0),
+            |b| parse_request_head(b, 8192, 100),
+        ));
+        assert!(eof.unwrap().is_none());
+        let mut big = vec![b'a'; 64];
+        let refused = rt.block_on(read_head(
+            &mut big,
+            async |_: &mut Vec<u8>| Ok::<_, HeadError>(0),
+            |b| parse_request_head(b, 32, 100),
+        ));
+        assert!(refused.is_err());
     }
 }

@@ -15,7 +15,7 @@ use super::message::{self, now_ms, BodyError, EngineMsg};
 use super::{random_id, ShardHub};
 use crate::ctx::ShardCtx;
 use crate::endpoint::Endpoint;
-use crate::http::head::{parse_request_head, HeadError, RequestHead};
+use crate::http::head::{parse_request_head, read_head, HeadError, RequestHead};
 use crate::http::response::{error_json, error_object, reason};
 use crate::http::url::query_param;
 
@@ -199,19 +199,12 @@ async fn next_head(
         }
     }
     let deadline = Instant::now() + Duration::from_secs(cfg.auth_timeout_secs);
-    let read = async {
-        loop {
-            if let Some(h) =
-                parse_request_head(buf, cfg.max_request_head_bytes, cfg.max_request_headers)?
-            {
-                return Ok::<_, HeadError>(Some(h));
-            }
-            match stream.recv_some(buf, 2048).await {
-                Ok(0) | Err(_) => return Ok(None),
-                Ok(_) => {}
-            }
-        }
-    };
+    let (max_bytes, max_headers) = (cfg.max_request_head_bytes, cfg.max_request_headers);
+    let read = read_head(
+        buf,
+        async |b: &mut Vec<u8>| Ok::<_, HeadError>(stream.recv_some(b, 2048).await.unwrap_or(0)),
+        |b| parse_request_head(b, max_bytes, max_headers),
+    );
     match monoio::time::timeout_at(deadline.into(), read).await {
         Err(_) => Next::Refuse(error_json(
             408,

@@ -9,7 +9,7 @@
 use std::time::Instant;
 
 use crate::endpoint::Endpoint;
-use crate::http::head::{parse_response_head, HeadError, ResponseHead, MAX_RESPONSE_HEAD};
+use crate::http::head::{parse_response_head, read_head, HeadError, ResponseHead};
 
 /// Why the upstream gave no usable answer (the next upstream is tried).
 #[derive(Debug, thiserror::Error)]
@@ -48,16 +48,15 @@ impl Answer {
 /// Reads until a whole response head has arrived.
 pub async fn read_answer(upstream: &Endpoint) -> Result<Answer, AnswerError> {
     let mut buf = Vec::with_capacity(1024);
-    loop {
-        if upstream.recv_some(&mut buf, 2048).await? == 0 {
-            return Err(AnswerError::Closed);
-        }
-        if let Some(head) = parse_response_head(&buf)? {
-            return Ok(Answer { head, buf });
-        }
-        if buf.len() >= MAX_RESPONSE_HEAD {
-            return Err(HeadError::TooLarge(MAX_RESPONSE_HEAD).into());
-        }
+    let head = read_head(
+        &mut buf,
+        async |b: &mut Vec<u8>| Ok::<_, AnswerError>(upstream.recv_some(b, 2048).await?),
+        |b| Ok(parse_response_head(b)?),
+    )
+    .await?;
+    match head {
+        Some(head) => Ok(Answer { head, buf }),
+        None => Err(AnswerError::Closed),
     }
 }
 

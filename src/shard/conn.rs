@@ -20,7 +20,7 @@ use super::Shard;
 use crate::config::ServerConfig;
 use crate::demo::{self, DemoRequest};
 use crate::endpoint::Endpoint;
-use crate::http::head::{parse_request_head, HeadError, RequestHead};
+use crate::http::head::{self, parse_request_head, HeadError, RequestHead};
 use crate::http::response;
 use crate::metrics::{self, TlsSide};
 use crate::net::sockopt::tune_stream;
@@ -307,13 +307,10 @@ async fn read_head(
     max_bytes: usize,
     max_headers: usize,
 ) -> Result<Option<RequestHead>, HeadError> {
-    loop {
-        match stream.recv_some(buf, 2048).await {
-            Ok(0) | Err(_) => return Ok(None),
-            Ok(_) => {}
-        }
-        if let Some(head) = parse_request_head(buf, max_bytes, max_headers)? {
-            return Ok(Some(head));
-        }
-    }
+    // A read error is the client gone, like EOF.
+    let read_more = async |b: &mut Vec<u8>| Ok(stream.recv_some(b, 2048).await.unwrap_or(0));
+    head::read_head(buf, read_more, |b| {
+        parse_request_head(b, max_bytes, max_headers)
+    })
+    .await
 }

@@ -76,15 +76,15 @@ pub async fn read_head<R: AsyncReadRent>(
     buf: &mut Vec<u8>,
     limit: usize,
 ) -> Result<usize, HandshakeError> {
-    loop {
-        if let Some(n) = head_end(buf) {
-            return Ok(n);
-        }
-        if buf.len() >= limit {
-            return Err(HandshakeError::HeadTooLarge(limit));
-        }
-        read_more(io, buf, 4096).await?;
-    }
+    let parse = |b: &[u8]| match head_end(b) {
+        Some(n) => Ok(Some(n)),
+        None if b.len() >= limit => Err(HandshakeError::HeadTooLarge(limit)),
+        None => Ok(None),
+    };
+    let read = async |b: &mut Vec<u8>| read_more(io, b, 4096).await;
+    ws_relay_core::http::head::read_head(buf, read, parse)
+        .await?
+        .ok_or(HandshakeError::Eof)
 }
 
 /// One read appending at least into `min_spare` bytes of spare capacity.

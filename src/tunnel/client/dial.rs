@@ -13,7 +13,7 @@ use monoio::net::TcpStream;
 
 use super::config::{ClientConfig, HttpProxy};
 use crate::endpoint::Endpoint;
-use crate::http::head::parse_response_head;
+use crate::http::head::{parse_response_head, read_head};
 use crate::net::dns::DnsCache;
 use crate::net::sockopt::tune_stream;
 use crate::ws::handshake::{check_target_response, generate_key};
@@ -174,18 +174,16 @@ async fn through_proxy(
     let ep = Endpoint::plain(tcp);
     ep.write_all(req.as_bytes()).await?;
     let mut buf = Vec::with_capacity(512);
-    let head = loop {
-        if ep.recv_some(&mut buf, 1024).await? == 0 {
-            return Err(DialError::ProxyRefused {
-                target: authority,
-                status: 0,
-            });
-        }
-        match parse_response_head(&buf) {
-            Ok(Some(h)) => break h,
-            Ok(None) => {}
-            Err(e) => return Err(DialError::Upgrade(format!("proxy answer: {e}"))),
-        }
+    let answer = read_head(
+        &mut buf,
+        async |b: &mut Vec<u8>| Ok::<_, DialError>(ep.recv_some(b, 1024).await?),
+        |b| parse_response_head(b).map_err(|e| DialError::Upgrade(format!("proxy answer: {e}"))),
+    );
+    let Some(head) = answer.await? else {
+        return Err(DialError::ProxyRefused {
+            target: authority,
+            status: 0,
+        });
     };
     match head.status {
         200..=299 if buf.len() == head.len => Ok(ep.into_stream()),
@@ -215,39 +213,36 @@ fn upgrade_request(cfg: &ClientConfig, target: &str, key: &str) -> Vec<u8> {
 /// Reads the relay's answer; returns the bytes behind a valid 101.
 async fn read_upgrade(ws: &Endpoint, key: &str) -> Result<Vec<u8>, DialError> {
     let mut buf = Vec::with_capacity(1024);
-    loop {
-        if ws.recv_some(&mut buf, 2048).await? == 0 {
-            return Err(DialError::Upgrade("the relay closed the connection".into()));
-        }
-        let Some(head) =
-            parse_response_head(&buf).map_err(|e| DialError::Upgrade(e.to_string()))?
-        else {
-            continue;
-        };
-        if head.status != 101 {
-            let want = head
-                .header("content-length")
-                .and_then(|v| v.parse::<usize>().ok())
-                .unwrap_or(0)
-                .min(64 * 1024);
-            while buf.len() < head.len + want {
-                if ws.recv_some(&mut buf, 2048).await? == 0 {
-                    break;
-                }
+    let answer = read_head(
+        &mut buf,
+        async |b: &mut Vec<u8>| Ok::<_, DialError>(ws.recv_some(b, 2048).await?),
+        |b| parse_response_head(b).map_err(|e| DialError::Upgrade(e.to_string())),
+    );
+    let Some(head) = answer.await? else {
+        return Err(DialError::Upgrade("the relay closed the connection".into()));
+    };
+    if head.status != 101 {
+        let want = head
+            .header("content-length")
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(0)
+            .min(64 * 1024);
+        while buf.len() < head.len + want {
+            if ws.recv_some(&mut buf, 2048).await? == 0 {
+                break;
             }
-            let body: serde_json::Value =
-                serde_json::from_slice(&buf[head.len..]).unwrap_or_default();
-            let field = |k: &str| body[k].as_str().unwrap_or("").to_string();
-            return Err(DialError::Refused {
-                status: head.status,
-                code: field("code"),
-                message: field("error"),
-            });
         }
-        return match check_target_response(&buf, key, Some("binary")) {
-            Ok(Some(up)) => Ok(buf.split_off(up.head_len)),
-            Ok(None) => continue,
-            Err(e) => Err(DialError::Upgrade(e.to_string())),
-        };
+        let body: serde_json::Value = serde_json::from_slice(&buf[head.len..]).unwrap_or_default();
+        let field = |k: &str| body[k].as_str().unwrap_or("").to_string();
+        return Err(DialError::Refused {
+            status: head.status,
+            code: field("code"),
+            message: field("error"),
+        });
+    }
+    match check_target_response(&buf, key, Some("binary")) {
+        Ok(Some(up)) => Ok(buf.split_off(up.head_len)),
+        Ok(None) => Err(DialError::Upgrade("incomplete upgrade response".into())),
+        Err(e) => Err(DialError::Upgrade(e.to_string())),
     }
 }
