@@ -44,9 +44,11 @@ pub enum End {
 pub struct ServerWs<'a> {
     ep: &'a Endpoint,
     outbox: Rc<Outbox>,
-    /// The client's frames in, whole messages out (it holds an incomplete
-    /// frame's state; its buffer is released when the socket is drained).
-    reader: MessageReader,
+    /// The client's frames in, whole messages out: made when the client
+    /// speaks, dropped when the socket is drained between messages, so an
+    /// idle connection holds none of it (hub clients rarely speak).
+    reader: Option<Box<MessageReader>>,
+    max_message: usize,
     /// Client bytes that arrived behind the upgrade request.
     early: Vec<u8>,
     /// The client's Close payload, echoed back.
@@ -65,7 +67,8 @@ impl<'a> ServerWs<'a> {
         ServerWs {
             ep,
             outbox,
-            reader: MessageReader::new(Role::FromClient, Mode::Whole, max_message),
+            reader: None,
+            max_message,
             early,
             close_echo: Vec::new(),
         }
@@ -149,8 +152,10 @@ impl<'a> ServerWs<'a> {
             match self.ep.try_read(&mut buf) {
                 Ok(Some(0)) | Err(_) => return Read::End(End::Gone),
                 Ok(None) => {
-                    // Drained: an idle connection keeps no heap.
-                    self.reader.release();
+                    // Drained: an idle connection keeps no reader.
+                    if self.reader.as_ref().is_some_and(|r| r.is_idle()) {
+                        self.reader = None;
+                    }
                     return Read::More;
                 }
                 Ok(Some(n)) => {
@@ -165,9 +170,13 @@ impl<'a> ServerWs<'a> {
     /// Feeds `data` to the message reader: messages to `on_message`, pings
     /// answered, a Close or a protocol error ends the connection.
     fn consume(&mut self, data: &mut [u8], on_message: &mut impl FnMut(u8, &[u8])) -> Read {
+        let max = self.max_message;
+        let reader = self.reader.get_or_insert_with(|| {
+            Box::new(MessageReader::new(Role::FromClient, Mode::Whole, max))
+        });
         let mut pos = 0;
         loop {
-            match self.reader.next(data, &mut pos) {
+            match reader.next(data, &mut pos) {
                 Ok(None) => return Read::More,
                 Ok(Some(Message::Text(m))) => on_message(opcode::TEXT, m),
                 Ok(Some(Message::Binary(m))) => on_message(opcode::BINARY, m),

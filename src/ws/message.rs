@@ -304,19 +304,10 @@ impl MessageReader {
         Ok(())
     }
 
-    /// Between messages (and frames): nothing of the peer's is held.
+    /// Between messages (and frames): nothing of the peer's is held, so the
+    /// reader may be dropped and made anew (the hub's idle clients hold none).
     pub fn is_idle(&self) -> bool {
         self.message.is_none() && self.dec.at_frame_boundary()
-    }
-
-    /// Frees the assembly buffer if no message is in progress, so an idle
-    /// connection holds no heap (the hub keeps thousands of them).
-    pub fn release(&mut self) {
-        if self.message.is_none() && self.dec.at_frame_boundary() {
-            self.buf = Vec::new();
-            self.data_len = 0;
-            self.trim = false;
-        }
     }
 }
 
