@@ -11,7 +11,10 @@ use std::process::{Command, Stdio};
 use common::tcp::Kill;
 use common::*;
 
-const PEER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/deflate_peer.py");
+const PEER: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/python_peers/deflate_peer.py"
+);
 
 fn start_server(python: &str) -> (Kill, u16) {
     let mut child = Command::new(python)

@@ -1,7 +1,7 @@
 //! TLS interop with a second stack (issue 14, item 2): OpenSSL 3 on both of
 //! the relay's TLS sides, over the wire.
 //!
-//! The peer is `tests/support/openssl_peer.py`, which drives the system's
+//! The peer is `tests/python_peers/openssl_peer.py`, which drives the system's
 //! libssl through ctypes over memory BIOs. Python's own `ssl` module cannot
 //! start a key update or choose a TLS 1.3 suite, and the `s_client` /
 //! `s_server` tools cannot split records across TCP writes or corrupt a
@@ -35,7 +35,10 @@ use serde_json::Value;
 use tls_support::*;
 use tokio_tungstenite::tungstenite::Message;
 
-const PEER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/openssl_peer.py");
+const PEER: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/python_peers/openssl_peer.py"
+);
 
 /// TLS 1.3 suites, as OpenSSL names them.
 const TLS13_SUITES: [&str; 3] = [

@@ -15,7 +15,7 @@ use common::*;
 
 const PEER: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/tests/support/websockify_peer.py"
+    "/tests/python_peers/websockify_peer.py"
 );
 
 fn websockify_available() -> bool {
