@@ -469,7 +469,9 @@ async fn feed(
             Ok(Some(Message::Close { code, .. })) => {
                 return Some(UpEnd::Close(code.unwrap_or(1005)))
             }
-            Ok(Some(_)) => st.clock.set(Instant::now()),
+            Ok(Some(Message::Pong(_))) => st.clock.set(Instant::now()),
+            // A data frame's header: its payload touches the clock.
+            Ok(Some(_)) => {}
         }
     }
 }

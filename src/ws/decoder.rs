@@ -139,9 +139,9 @@ impl Decoder {
                 pos += skip as usize;
                 continue;
             }
-            match self.header(bytes, &mut pos) {
-                Ok(Some(h)) => self.remaining = h.payload_len,
-                Ok(None) | Err(_) => return,
+            // `header` sets `remaining` for the frame it finds.
+            if !matches!(self.header(bytes, &mut pos), Ok(Some(_))) {
+                return;
             }
         }
     }
@@ -233,16 +233,15 @@ impl Decoder {
         if h.opcode == opcode::CLOSE {
             self.saw_close = true;
         }
-        self.mask = match (self.role, h.mask) {
-            // `observe` never unmasks; `next` shows an observer plain bytes.
-            (Role::Passthrough, m) => {
-                self.mask = m;
-                return Ok(());
-            }
+        // `observe` never unmasks; `next` shows a passthrough observer
+        // plain bytes too.
+        self.mask = h.mask;
+        match (self.role, h.mask) {
+            (Role::Passthrough, _) => return Ok(()),
             (Role::FromClient, None) => return Err(DecodeError::Unmasked),
             (Role::FromServer, Some(_)) => return Err(DecodeError::Masked),
-            (_, m) => m,
-        };
+            _ => {}
+        }
         if !h.is_control() {
             match (h.opcode, self.in_message) {
                 (opcode::CONTINUATION, false) => return Err(DecodeError::StrayContinuation),

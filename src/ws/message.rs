@@ -272,7 +272,7 @@ impl MessageReader {
             Span::Chunk(start, end) => &chunk[start..end],
             Span::Buf(n) => &self.buf[..n],
         };
-        let control = &self.buf[self.data_len.min(self.buf.len())..];
+        let control = &self.buf[self.data_len..];
         match ready {
             Ready::Text(at) => Message::Text(span(at)),
             Ready::Binary(at) => Message::Binary(span(at)),

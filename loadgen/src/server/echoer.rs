@@ -122,8 +122,6 @@ impl<'a> Echoer<'a> {
     /// Close after the echoes of the frames before it, never inside one.
     /// `input` keeps only the payload of a frame still arriving.
     pub(super) fn process(&mut self, input: &mut Vec<u8>, out: &mut Vec<u8>) -> Step {
-        // Bytes before `keep` are answered and can go.
-        let mut keep = self.current.map_or(self.fed, |c| c.start);
         let step = loop {
             let ready = match self.ws.advance(input, &mut self.fed) {
                 Ok(Some(r)) => r,
@@ -142,7 +140,6 @@ impl<'a> Echoer<'a> {
                         start: self.fed,
                         len,
                     };
-                    keep = c.start;
                     if len > 0 {
                         // Make room for the rest of a large frame in one go.
                         input.reserve((c.start + len).saturating_sub(input.len()));
@@ -156,7 +153,6 @@ impl<'a> Echoer<'a> {
                     if end == c.start + c.len {
                         self.current = None;
                         self.data_frame(c, &input[c.start..end], out);
-                        keep = end;
                     }
                 }
                 Ready::Ping => {
@@ -175,10 +171,10 @@ impl<'a> Echoer<'a> {
                 }
                 _ => {}
             }
-            if self.current.is_none() {
-                keep = self.fed;
-            }
         };
+        // Bytes before `keep` are answered and can go: all the reader has
+        // consumed, but the payload of a frame still arriving.
+        let keep = self.current.map_or(self.fed, |c| c.start);
         input.drain(..keep);
         self.fed -= keep;
         if let Some(c) = &mut self.current {
@@ -226,7 +222,7 @@ mod tests {
     use super::*;
     use crate::client::FrameWriter;
     use monoio::io::AsyncWriteRent;
-    use ws_relay_core::ws::frame::{mask_copy, parse_header};
+    use ws_relay_core::ws::frame::{build_frame, parse_header};
 
     fn frames(mut b: &[u8]) -> Vec<(bool, u8, Vec<u8>)> {
         let mut v = Vec::new();
@@ -339,18 +335,8 @@ mod tests {
 
     /// One masked frame whose first header byte is `b0`.
     fn raw(b0: u8, payload: &[u8]) -> Vec<u8> {
-        let mut v = Vec::new();
-        push_header(
-            &mut v,
-            true,
-            opcode::BINARY,
-            payload.len() as u64,
-            Some(KEY),
-        );
+        let mut v = build_frame(opcode::BINARY, payload, Some(KEY));
         v[0] = b0;
-        let at = v.len();
-        v.resize(at + payload.len(), 0);
-        mask_copy(&mut v[at..], payload, KEY);
         v
     }
 
