@@ -97,10 +97,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Tunnel { stdio } => {
-            use ws_relay_core::tunnel::client;
-            let cfg = client::ClientConfig::load(&cli.config)?;
+            use ws_relay_core::tunnel;
+            let cfg = tunnel::ClientConfig::load(&cli.config)?;
             let _log = ws_relay_core::logging::init_stderr()?;
-            client::run(cfg, stdio)?;
+            tunnel::run(cfg, stdio)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Doctor { strict, proc_root } => {

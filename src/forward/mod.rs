@@ -1,13 +1,21 @@
-//! The data plane, shared by the relay, routes and tunnels. Passthrough:
-//! moving bytes both ways between a client and its target
-//! until one side ends, then ending the other side the way docs/relay.md
-//! "Session end" says: never hiding what a peer said (its Close frame, or its reset).
+//! The data plane, shared by the relay, routes and tunnels: moving bytes
+//! between a session's two sockets once it is open, and ending it.
 //!
-//! Owns session-end policy (who closed, which Close frame to inject, half
-//! close and linger). Must not: re-frame or inspect payloads; the pumps in
-//! `copy` and `splice` move the bytes.
+//! - This file: passthrough, for a WebSocket on both sides. Bytes move both
+//!   ways untouched (`copy` and `splice` are the two pumps) until one side
+//!   ends, then the other side is ended the way docs/relay.md "Session end"
+//!   says: never hiding what a peer said (its Close frame, or its reset).
+//!   Owns session-end policy (who closed, which Close frame to inject, half
+//!   close and linger). Must not re-frame or inspect payloads.
+//! - `bridge`: a WebSocket on one side, a byte stream on the other
+//!   (`tcp://` targets on the relay, the tunnel client's forwards).
+//! - `mux`, `pipe`: yamux over a bridged WebSocket, for reverse tunnels
+//!   (the relay's `publish://` side and the tunnel client's side).
 
+pub mod bridge;
 mod copy;
+pub mod mux;
+pub mod pipe;
 mod splice;
 
 use std::cell::{Cell, RefCell};

@@ -100,7 +100,7 @@ pub async fn run(shard: &ShardCtx, cfg: Rc<ServerConfig>, req: UpgradeRequest) {
     };
     let started = Instant::now();
     let protocols = offered_protocols(&head);
-    let keepalive = crate::tunnel::publish::keepalive(&head);
+    let keepalive = crate::forward::mux::keepalive(&head);
     // Nothing of the request head may outlive the handshake.
     drop(head);
     let opened = if let Some(creds) = creds {
@@ -168,9 +168,9 @@ async fn relay_opened(
     mut o: Opened,
     client_early: Vec<u8>,
     started: Instant,
-    keepalive: crate::tunnel::bridge::Keepalive,
+    keepalive: crate::forward::bridge::Keepalive,
 ) {
-    use crate::tunnel::bridge::{bridge, Role};
+    use crate::forward::bridge::{bridge, Role};
     let kind = match o.url.tcp {
         true => SessionKind::Tunnel,
         false => SessionKind::Relay,
@@ -182,8 +182,7 @@ async fn relay_opened(
     }
     let (out, target_tls) = match o.far {
         Far::Published(listener) => {
-            let out =
-                crate::tunnel::publish::serve(&ctx, &client, listener, client_early, keepalive);
+            let out = super::publish::serve(&ctx, &client, listener, client_early, keepalive);
             (out.await, "none")
         }
         // A tcp:// target gets the client's frames decoded by the bridge.
@@ -236,10 +235,10 @@ async fn open_target(
         shard.shared.throttle.record_failure(peer.ip());
         return Err(RelayError::new(ErrorCode::AuthFailed, "unknown token"));
     };
-    if let Some(addr) = crate::tunnel::publish::requested(&creds.target) {
+    if let Some(addr) = super::publish::requested(&creds.target) {
         let addr = addr?;
         let slot = claim_slot(&user)?;
-        let listener = crate::tunnel::publish::listen(&user, addr)?;
+        let listener = super::publish::listen(&user, addr)?;
         return Ok(Opened {
             setup: std::time::Duration::ZERO,
             url: parse_target(&format!("tcp://{addr}"))?,
@@ -261,7 +260,7 @@ async fn open_target(
     let tls = url.secure.then(|| shard.target_tls());
     let tcp = dial::connect(&shard.dns, &url, cfg.allow_private_targets, timeout).await?;
     if url.tcp {
-        let protocol = crate::tunnel::choose_protocol(protocols).map(str::to_string);
+        let protocol = crate::forward::bridge::choose_protocol(protocols).map(str::to_string);
         return Ok(Opened {
             setup: dial_started.elapsed(),
             user,

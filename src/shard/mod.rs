@@ -271,8 +271,8 @@ impl ShardInit {
                 id: self.id,
                 buffers: BufferPool::new(self.server.buffer_size, 1024),
                 tunnel_buffers: BufferPool::new(
-                    crate::tunnel::BUFFER_BYTES,
-                    crate::tunnel::BUFFERS_KEPT,
+                    crate::forward::bridge::BUFFER_BYTES,
+                    crate::forward::bridge::BUFFERS_KEPT,
                 ),
                 pipes: PipePool::new(256),
                 dns: DnsCache::new(Duration::from_secs(self.server.dns_cache_secs)),

@@ -14,6 +14,7 @@ use std::future::{poll_fn, Future};
 use std::io;
 use std::pin::{pin, Pin};
 use std::rc::Rc;
+use std::time::Duration;
 
 use futures_util::{AsyncRead, AsyncWrite};
 use tracing::warn;
@@ -21,8 +22,28 @@ use yamux::{Config, Connection, ConnectionError, Mode, Stream};
 
 use super::bridge::{bridge, ByteStream, Keepalive, Role};
 use super::pipe::{self, MuxEnd};
+use super::{ForwardCtx, Outcome};
 use crate::endpoint::Endpoint;
-use crate::forward::{ForwardCtx, Outcome};
+use crate::http::head::RequestHead;
+
+/// The request header in which the client announces its keepalive interval
+/// (seconds); the relay pings at the same rate and gives up after three.
+pub const KEEPALIVE_HEADER: &str = "x-relay-keepalive";
+pub const DEFAULT_KEEPALIVE_SECS: u64 = 10;
+
+/// A keepalive interval within what both ends accept: 1–300 s.
+pub fn keepalive_secs(asked: u64) -> u64 {
+    asked.clamp(1, 300)
+}
+
+/// The keepalive the client asked for, within bounds.
+pub fn keepalive(head: &RequestHead) -> Keepalive {
+    let secs = head
+        .header(KEEPALIVE_HEADER)
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map_or(DEFAULT_KEEPALIVE_SECS, keepalive_secs);
+    Keepalive::every(Duration::from_secs(secs))
+}
 
 /// Streams one control session may carry at once. yamux's own limit sits
 /// above it, so a stream dropped but not yet reaped cannot trip yamux.

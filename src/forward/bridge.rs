@@ -22,8 +22,8 @@ use std::pin::{pin, Pin};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
+use super::{ForwardCtx, Outcome};
 use crate::endpoint::Endpoint;
-use crate::forward::{ForwardCtx, Outcome};
 use crate::net::idle::idle_watch;
 use crate::ws::decoder::Role as FrameRole;
 use crate::ws::frame::{
@@ -38,6 +38,26 @@ const LINGER: Duration = Duration::from_secs(1);
 const DRAIN_IDLE: Duration = Duration::from_secs(60);
 /// RFC 6455 §7.4.1: the Close frame carried no code.
 const NO_STATUS: u16 = 1005;
+
+/// Read size of a tunnel bridge, on the relay and in the tunnel client.
+/// Each read leaves as one frame, and tunnels carry bulk (SSH, databases,
+/// file copies): 64 KiB reads carried 1.4x the bytes of 16 KiB ones through
+/// a forward tunnel (docs/tunnels.md "Tunnel performance"). Relayed WebSocket
+/// sessions keep `server.buffer_size`, since a slow reader holds its buffer.
+pub const BUFFER_BYTES: usize = 64 * 1024;
+/// Tunnel buffers a shard or a tunnel client keeps for reuse.
+pub const BUFFERS_KEPT: usize = 64;
+
+/// The subprotocol websockify offers and accepts for raw binary frames.
+pub const BINARY_PROTOCOL: &str = "binary";
+
+/// The protocol to answer with: `binary` when the client offered it.
+pub fn choose_protocol(offered: Option<&str>) -> Option<&'static str> {
+    offered?
+        .split(',')
+        .any(|p| p.trim() == BINARY_PROTOCOL)
+        .then_some(BINARY_PROTOCOL)
+}
 
 /// What the bridge carries WebSocket payloads to and from.
 pub trait ByteStream {

@@ -17,8 +17,8 @@ use tracing::{info, warn};
 use super::config::Publish;
 use super::{dial, Client, FIRST_BACKOFF};
 use crate::endpoint::Endpoint;
-use crate::tunnel::bridge::{Keepalive, Role};
-use crate::tunnel::mux::{self, StreamSlots};
+use crate::forward::bridge::{Keepalive, Role};
+use crate::forward::mux::{self, StreamSlots};
 
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// A session that lived this long was healthy: the next failure starts the

@@ -55,7 +55,7 @@ fn default_connect_timeout() -> u64 {
 }
 
 fn default_keepalive() -> u64 {
-    crate::tunnel::publish::DEFAULT_KEEPALIVE_SECS
+    crate::forward::mux::DEFAULT_KEEPALIVE_SECS
 }
 
 #[derive(Deserialize)]
@@ -227,7 +227,7 @@ impl ClientConfig {
             ca_cert_path: c.ca_cert_path,
             proxy,
             connect_timeout_secs: c.connect_timeout_secs.max(1),
-            keepalive_secs: crate::tunnel::publish::keepalive_secs(c.keepalive_secs),
+            keepalive_secs: crate::forward::mux::keepalive_secs(c.keepalive_secs),
             forwards,
             proxies,
         })

@@ -19,22 +19,16 @@ use std::time::{Duration, Instant};
 use monoio::net::{ListenerOpts, TcpListener};
 use tracing::{debug, info, warn};
 
-use super::bridge::{Keepalive, Role};
-use super::mux::{self, Mux, StreamSlots};
 use crate::config::User;
 use crate::endpoint::Endpoint;
+use crate::forward::bridge::{Keepalive, Role};
+use crate::forward::mux::{self, Mux, StreamSlots};
 use crate::forward::{ForwardCtx, Outcome};
-use crate::http::head::RequestHead;
 use crate::net::sockopt::tune_stream;
 use crate::ws::error::{ErrorCode, RelayError};
 
 /// The target scheme of a publish request.
 pub const SCHEME: &str = "publish://";
-/// The request header in which the client announces its keepalive interval
-/// (seconds); the relay pings at the same rate and gives up after three.
-pub const KEEPALIVE_HEADER: &str = "x-relay-keepalive";
-pub const DEFAULT_KEEPALIVE_SECS: u64 = 10;
-
 /// `Some` when `target` asks to publish: the address to listen on.
 pub fn requested(target: &str) -> Option<Result<SocketAddr, RelayError>> {
     let scheme = target.get(..SCHEME.len())?;
@@ -48,20 +42,6 @@ pub fn requested(target: &str) -> Option<Result<SocketAddr, RelayError>> {
             "a publish target is publish://ADDR:PORT with an IP address (publish://0.0.0.0:2222)",
         )
     }))
-}
-
-/// A keepalive interval within what both ends accept: 1–300 s.
-pub fn keepalive_secs(asked: u64) -> u64 {
-    asked.clamp(1, 300)
-}
-
-/// The keepalive the client asked for, within bounds.
-pub fn keepalive(head: &RequestHead) -> Keepalive {
-    let secs = head
-        .header(KEEPALIVE_HEADER)
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map_or(DEFAULT_KEEPALIVE_SECS, keepalive_secs);
-    Keepalive::every(Duration::from_secs(secs))
 }
 
 /// Listens on `addr` for `user`, refusing ports it was not given and
