@@ -3,7 +3,8 @@
 //! target TLS config, the counters, the shutdown event, every shard's
 //! channel, and the process-wide counters and auth throttle. Also the two
 //! ways a feature refuses a session before its upgrade (the throttle check
-//! and the HTTP refusal), so every feature refuses alike.
+//! and the HTTP refusal), so every feature refuses alike, and the request
+//! the front door hands every feature (`Accepted`).
 //!
 //! Features (relay, routes, hub, demo, tunnels) take a `&ShardCtx`; the
 //! shard (`shard/`) owns one and the rest of its own state (listener,
@@ -16,12 +17,15 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
+use std::time::Instant;
 
 use tracing::info;
 
 use crate::config::{ServerConfig, UserTable};
 use crate::endpoint::Endpoint;
+use crate::fanout::Census;
 use crate::forward::ForwardCtx;
+use crate::http::head::RequestHead;
 use crate::http::response;
 use crate::metrics::ShardMetrics;
 use crate::msg::ShardMsg;
@@ -36,8 +40,25 @@ use crate::ws::error::{ErrorCode, RelayError};
 pub struct Shared {
     pub connections: AtomicUsize,
     pub throttle: AuthThrottle,
-    /// Demo app connections, for `get_connections`.
-    pub demo_connections: AtomicUsize,
+    /// Fan-out connections per space (the demo's `get_connections`).
+    pub census: Arc<Census>,
+}
+
+/// A request the front door accepted, as it hands it to the feature that
+/// serves it (relay, route, hub, demo): TLS is done and the head arrived
+/// whole. The one request type every feature starts from; a feature takes
+/// it apart at once (what it does not keep must not live as long as the
+/// session).
+pub struct Accepted {
+    pub client: Endpoint,
+    pub peer: SocketAddr,
+    pub head: RequestHead,
+    /// Client bytes that arrived behind the request head.
+    pub rest: Vec<u8>,
+    /// End of the auth window (accept + `auth_timeout_secs`).
+    pub deadline: Instant,
+    /// The process was at `max_connections` when this one arrived.
+    pub over_capacity: bool,
 }
 
 /// What a feature may use of its shard. Shard-local: `Cell`/`RefCell`, no

@@ -36,8 +36,6 @@ pub enum ShardMsg {
     Shutdown { grace: Duration },
     /// A `/metrics` scrape: copy this shard's counters into `reply`.
     Scrape { reply: flume::Sender<ShardSnapshot> },
-    /// A demo-app broadcast from another shard, framed once, shared.
-    DemoBroadcast(Arc<[u8]>),
     /// A frame for this shard's fan-out connections (see [`crate::fanout`]).
     Fanout(Delivery),
 }

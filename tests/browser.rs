@@ -103,7 +103,10 @@ async fn demo_echo_broadcast_and_counters() {
         screenshot(&tab, "demo-1280x800");
 
         click(&tab, "disconnect");
-        wait_text(&tab, "log", "close code 1000", WAIT, |t| t.contains("closed: code 1000, clean"));
+        // The page closes with 1000 "bye"; the demo echoes code and reason.
+        wait_text(&tab, "log", "close code 1000", WAIT, |t| {
+            t.contains("closed: code 1000 (bye), clean")
+        });
         wait_text(&tab, "stat-sess-demo", "1 demo session", COUNTERS, |t| t == "1");
     })
     .await

@@ -450,3 +450,42 @@ async fn invalid_text_and_reserved_close_codes_get_their_close_codes() {
         expect_close(&mut ws, code, STEP).await;
     }
 }
+
+/// A client that sends requests faster than it reads the answers is slowed
+/// (its connection reads nothing more while its queue is full), never
+/// closed, and gets every answer in order.
+#[tokio::test]
+async fn a_client_that_sends_without_reading_is_slowed_not_closed() {
+    const N: usize = 20_000;
+    let relay = Relay::start(demo_config(4)).await;
+    let frames: Vec<u8> = (0..N)
+        .flat_map(|i| {
+            let req = json!({"id": i, "type": "request", "action": "echo",
+                             "payload": {"message": i}});
+            client_frame(OP_TEXT, req.to_string().as_bytes())
+        })
+        .collect();
+    let seen = flood_then_read(
+        relay.port,
+        "/demo",
+        frames,
+        Duration::from_millis(500),
+        N + 1,
+    )
+    .await;
+    assert_eq!(
+        seen.close,
+        None,
+        "closed after {} answers",
+        seen.texts.len()
+    );
+    assert!(seen.texts[0].contains("connected"), "{}", seen.texts[0]);
+    for (i, t) in seen.texts[1..].iter().enumerate() {
+        let v: Value = serde_json::from_str(t).unwrap();
+        assert_eq!(
+            (&v["id"], &v["data"]["echo"]),
+            (&json!(i), &json!(i)),
+            "{t}"
+        );
+    }
+}

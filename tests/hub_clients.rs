@@ -242,3 +242,33 @@ async fn invalid_text_and_reserved_close_codes_get_their_close_codes() {
     assert_eq!(next_json(&mut ws).await["event"], "error");
     close_and_expect_echo(&mut ws, 4000, "bye").await;
 }
+
+/// A client that sends faster than it reads is slowed, not closed: the
+/// answers to its own messages never overflow its queue (here 4 frames);
+/// its connection stops reading while the queue is full. Every answer
+/// arrives, in order, and the client stays grouped.
+#[tokio::test]
+async fn a_client_that_sends_without_reading_is_slowed_not_closed() {
+    const N: usize = 20_000;
+    let relay = Relay::start(hub_config(&["max_queue_messages = 4"])).await;
+    let frames: Vec<u8> = (0..N)
+        .flat_map(|i| client_frame(OP_TEXT, format!("not json {i}").as_bytes()))
+        .collect();
+    let port = relay.port;
+    let flood = flood_then_read(port, "/ws?token=f", frames, Duration::from_millis(500), N);
+    let seen = flood.await;
+    assert_eq!(
+        seen.close,
+        None,
+        "closed after {} answers",
+        seen.texts.len()
+    );
+    assert_eq!(seen.texts.len(), N);
+    assert!(seen.texts.iter().all(|t| t.contains("\"error\"")));
+    let r = push_once(
+        port,
+        &json!({"event_name": "e", "subject": 1, "token": "f"}),
+    )
+    .await;
+    assert_delivered(&r, 1);
+}

@@ -3,74 +3,59 @@
 //! `broadcast` (to every demo connection on every shard) and
 //! `get_connections` (process-wide).
 //!
-//! - this file: one demo session, from the upgrade to the close.
+//! - this file: one demo session, from the upgrade to the close, and
+//!   delivering broadcasts on a shard. The connection itself is the
+//!   fan-out's `ServerWs` (the same as a hub client's): one outbox per
+//!   session drains in order, a client that sends faster than it reads is
+//!   slowed, one that reads too slowly for the broadcasts is closed with
+//!   1013.
 //! - `protocol`: the JSON messages.
-//! - `fanout`: outboxes, the shard registry, cross-shard broadcast.
 //!
-//! One writer per session drains its [`fanout::Outbox`], so responses and
-//! broadcasts leave in order and a full queue never blocks a reader.
 //! Must not: disconnect on a bad request (it gets an error response), or
 //! let one slow client delay another.
 
-pub mod fanout;
 pub mod protocol;
 
-use std::net::SocketAddr;
-use std::pin::pin;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tracing::{debug, info};
 
-use self::fanout::{Next, Outbox, Registry};
 use self::protocol::Request;
 use crate::config::ServerConfig;
-use crate::ctx::ShardCtx;
-use crate::endpoint::Endpoint;
-use crate::http::head::RequestHead;
+use crate::ctx::{Accepted, ShardCtx};
+use crate::fanout::{
+    text_frame, Audience, Bus, Census, End, Flow, Frame, Outbox, Registry, ServerWs, Space,
+};
 use crate::http::response;
 use crate::metrics::SessionKind;
-use crate::ws::decoder::Role;
-use crate::ws::frame::{build_frame, close_code, close_frame, opcode};
-use crate::ws::handshake::accept_response;
-use crate::ws::handshake::upgrade_key;
-use crate::ws::message::{Message, MessageReader, Mode};
+use crate::msg::ShardMsg;
+use crate::ws::handshake::{accept_response, upgrade_key};
+use crate::ws::message::{Message, Mode};
 
-/// How long a closing session waits for its last frames to leave.
-const LINGER: Duration = Duration::from_secs(2);
-/// How long a client closed for being slow may take to read up to its Close
-/// frame before the connection is dropped without one.
-const SLOW_GRACE: Duration = Duration::from_secs(5);
-
-/// A demo upgrade as the front door hands it over.
-pub struct DemoRequest {
-    pub client: Endpoint,
-    pub peer: SocketAddr,
-    pub head: RequestHead,
-    /// Client bytes that arrived behind the request head.
-    pub rest: Vec<u8>,
-    /// The process was at `max_connections` when this one arrived.
-    pub over_capacity: bool,
+/// The demo's part of a shard: its connections, and the way to the others.
+pub struct ShardDemo {
+    registry: Registry,
+    bus: Bus,
 }
 
-enum End {
-    /// The reader saw the client's Close, EOF or a framing error.
-    Reader,
-    /// The writer sent the final Close (slow consumer).
-    Writer,
-    /// The final Close could not be written within [`SLOW_GRACE`].
-    Stalled,
-    Shutdown,
+impl ShardDemo {
+    pub fn new(peers: &Arc<[flume::Sender<ShardMsg>]>, census: Arc<Census>) -> ShardDemo {
+        ShardDemo {
+            registry: Registry::new(Space::Demo, census),
+            bus: Bus::new(peers.clone()),
+        }
+    }
 }
 
-pub async fn run(shard: &ShardCtx, registry: &Registry, cfg: Rc<ServerConfig>, req: DemoRequest) {
-    let DemoRequest {
+pub async fn run(shard: &ShardCtx, demo: &ShardDemo, cfg: Rc<ServerConfig>, req: Accepted) {
+    let Accepted {
         client,
         peer,
         head,
         rest,
         over_capacity,
+        deadline: _,
     } = req;
     if over_capacity {
         let body = response::error_json(503, "over_capacity", "server is at max_connections");
@@ -94,141 +79,48 @@ pub async fn run(shard: &ShardCtx, registry: &Registry, cfg: Rc<ServerConfig>, r
     }
     let id = uuid::Uuid::new_v4().to_string();
     let outbox = Rc::new(Outbox::new(cfg.demo.max_queue_messages));
-    let _member = fanout::join(shard, registry, outbox.clone());
+    let member = demo.registry.join(outbox.clone());
     let _open = shard.metrics.session(SessionKind::Demo);
     debug!(shard = shard.id, peer = %peer.ip(), connection_id = %id, "demo connection open");
-    outbox.push_own(text_frame(&protocol::connected(&id)));
-
-    let mut writer = pin!(write_loop(&client, &outbox));
-    let end = monoio::select! {
-        _ = read_loop(shard, registry, &client, rest, &outbox, &id) => End::Reader,
-        _ = &mut writer => End::Writer,
-        _ = stall_deadline(&outbox) => End::Stalled,
-        _ = shard.close_all.wait() => End::Shutdown,
-    };
-    match end {
-        End::Writer => {}
-        End::Stalled => {
-            debug!(shard = shard.id, connection_id = %id, "demo client never read up to its Close; dropping");
-            return;
-        }
-        End::Reader | End::Shutdown => {
-            if !outbox.is_finishing() {
-                let why = "server shutting down";
-                outbox.finish(close_frame(close_code::GOING_AWAY, why, None));
-            }
-            let _ = monoio::time::timeout(LINGER, &mut writer).await;
-        }
-    }
-    client.shutdown_write().await;
-    let _ = monoio::time::timeout(LINGER, client.discard_until_eof(&shard.buffers)).await;
-    info!(shard = shard.id, connection_id = %id, "demo connection closed");
-}
-
-/// Completes [`SLOW_GRACE`] after the outbox started finishing.
-async fn stall_deadline(outbox: &Outbox) {
-    outbox.finishing().await;
-    monoio::time::sleep(SLOW_GRACE).await;
-}
-
-fn text_frame(text: &str) -> Vec<u8> {
-    build_frame(opcode::TEXT, text.as_bytes(), None)
-}
-
-/// Writes queued frames until the final Close has gone out.
-async fn write_loop(client: &Endpoint, outbox: &Outbox) {
-    loop {
-        match outbox.next().await {
-            Next::Frame(f) => {
-                if client.write_all(f.bytes()).await.is_err() {
-                    return;
+    outbox.push_own(&text_frame(protocol::connected(&id).as_bytes()));
+    let limit = cfg.demo.max_message_bytes;
+    let mut ws = ServerWs::new(&client, outbox.clone(), Mode::SkipOversize, limit, rest);
+    let end = ws
+        .run(&shard.close_all, |m| {
+            let reply = match m {
+                Message::Text(t) => return answer(shard, demo, &outbox, &id, t),
+                Message::Binary(_) => {
+                    refusal("binary_not_supported", "send requests as text messages")
                 }
-            }
-            Next::Final(close) => {
-                let _ = client.write_all(&close).await;
-                return;
-            }
-        }
+                _ => refusal(
+                    "message_too_large",
+                    &format!("messages are limited to {limit} bytes"),
+                ),
+            };
+            outbox.push_own(&text_frame(reply.as_bytes()));
+            Flow::Continue
+        })
+        .await;
+    drop(member);
+    if let End::Protocol(e) = &end {
+        debug!(shard = shard.id, connection_id = %id, "demo framing error: {e}");
     }
+    info!(shard = shard.id, connection_id = %id, end = ?end, "demo connection closed");
 }
 
-/// Reads and answers requests until the client closes; queues the Close
-/// reply (or the Close a framing error calls for) before returning.
-async fn read_loop(
-    shard: &ShardCtx,
-    registry: &Registry,
-    client: &Endpoint,
-    mut buf: Vec<u8>,
-    outbox: &Outbox,
-    id: &str,
-) {
-    let limit = reader_limit(shard);
-    let mut reader = MessageReader::new(Role::FromClient, Mode::SkipOversize, limit);
-    let mut pos = 0;
-    loop {
-        outbox.room().await;
-        if outbox.is_finishing() {
-            return std::future::pending().await;
-        }
-        match reader.next(&mut buf, &mut pos) {
-            Ok(None) => {
-                // The reader holds what it needs of a frame in progress.
-                buf.clear();
-                pos = 0;
-                match client.recv_some(&mut buf, 4096).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(_) => {}
-                }
-            }
-            Ok(Some(Message::Text(t))) => {
-                if answer(shard, registry, outbox, id, t) {
-                    // Let the recipients' writers run before the next
-                    // request: a burst of broadcasts from one client must
-                    // not fill everyone's queue in a single poll.
-                    yield_now().await;
-                }
-            }
-            Ok(Some(Message::Binary(_))) => refuse(
-                outbox,
-                "binary_not_supported",
-                "send requests as text messages",
-            ),
-            Ok(Some(Message::TooLarge)) => refuse(
-                outbox,
-                "message_too_large",
-                &format!("messages are limited to {limit} bytes"),
-            ),
-            Ok(Some(Message::Ping(p))) => outbox.push_own(build_frame(opcode::PONG, p, None)),
-            Ok(Some(Message::Close { code, .. })) => {
-                // Echo the client's code (RFC 6455 §5.5.1); keep it short.
-                outbox.finish(close_frame(code.unwrap_or(1000), "", None));
-                return;
-            }
-            Ok(Some(_)) => {}
-            Err(e) => {
-                debug!(shard = shard.id, connection_id = %id, "demo framing error: {e}");
-                outbox.finish(close_frame(e.close_code(), &e.to_string(), None));
-                return;
-            }
-        }
-    }
-}
-
-fn reader_limit(shard: &ShardCtx) -> usize {
-    shard.settings().demo.max_message_bytes
-}
-
-fn refuse(outbox: &Outbox, code: &'static str, message: &str) {
-    let r = protocol::Refusal {
+fn refusal(code: &'static str, message: &str) -> String {
+    protocol::error_response(&protocol::Refusal {
         id: serde_json::Value::Null,
         code,
         message: message.into(),
-    };
-    outbox.push_own(text_frame(&protocol::error_response(&r)));
+    })
 }
 
-/// Answers one request; `true` when it was a broadcast.
-fn answer(shard: &ShardCtx, registry: &Registry, outbox: &Outbox, from: &str, text: &[u8]) -> bool {
+/// Answers one request. A broadcast yields, so the recipients' writers run
+/// before this client's next request: a burst of broadcasts from one client
+/// must not fill everyone's queue in a single poll.
+fn answer(shard: &ShardCtx, demo: &ShardDemo, outbox: &Outbox, from: &str, text: &[u8]) -> Flow {
+    let everywhere = demo.registry.everywhere();
     let reply = match protocol::parse(text) {
         Err(r) => {
             debug!(
@@ -240,33 +132,34 @@ fn answer(shard: &ShardCtx, registry: &Registry, outbox: &Outbox, from: &str, te
             protocol::error_response(&r)
         }
         Ok(Request::Echo { id, message }) => protocol::echo_response(&id, &message),
-        Ok(Request::GetConnections { id }) => {
-            protocol::connections_response(&id, fanout::connections(shard))
-        }
+        Ok(Request::GetConnections { id }) => protocol::connections_response(&id, everywhere),
         Ok(Request::Broadcast { id, message }) => {
-            let reply = protocol::broadcast_response(&id, fanout::connections(shard));
-            outbox.push_own(text_frame(&reply));
+            let reply = protocol::broadcast_response(&id, everywhere);
+            outbox.push_own(&text_frame(reply.as_bytes()));
             // Serialized and framed once; every recipient shares the bytes.
             let note = protocol::broadcast_notification(from, &message);
-            let frame: Arc<[u8]> = text_frame(&note).into();
-            fanout::broadcast(shard, registry, frame);
-            return true;
+            let frame = text_frame(note.as_bytes());
+            demo.bus
+                .send_to_others(shard.id, Space::Demo, &Audience::All, &frame);
+            deliver(shard, demo, &frame);
+            return Flow::Yield;
         }
     };
-    outbox.push_own(text_frame(&reply));
-    false
+    outbox.push_own(&text_frame(reply.as_bytes()));
+    Flow::Continue
 }
 
-/// Returns to the scheduler once (monoio has no `yield_now`).
-async fn yield_now() {
-    let mut yielded = false;
-    std::future::poll_fn(|cx| {
-        if yielded {
-            return std::task::Poll::Ready(());
-        }
-        yielded = true;
-        cx.waker().wake_by_ref();
-        std::task::Poll::Pending
-    })
-    .await
+/// Queues a broadcast for this shard's demo connections (from the sender's
+/// own shard, or the shard's message loop); counts and logs the ones it
+/// found too slow. Returns how many took it.
+pub fn deliver(shard: &ShardCtx, demo: &ShardDemo, frame: &Frame) -> usize {
+    let reach = demo.registry.deliver(&Audience::All, frame);
+    for _ in 0..reach.overflowed {
+        shard.metrics.slow_consumer(SessionKind::Demo);
+        info!(
+            shard = shard.id,
+            "demo client too slow (queue full): closing with 1013"
+        );
+    }
+    reach.took
 }

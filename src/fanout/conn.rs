@@ -3,9 +3,16 @@
 //! handed to the caller), the connection's [`Outbox`] goes out.
 //!
 //! Idle, a connection holds no read buffer: it waits for readiness, reads
-//! into the stack, and keeps only an incomplete frame's bytes. Must not:
-//! block, let one client's slowness reach another, or send a Close frame in
-//! the middle of a frame it is writing.
+//! into the stack, and keeps only an incomplete frame's bytes.
+//!
+//! Backpressure: a client that sends faster than it reads is slowed, not
+//! closed. Answers to its own messages (and pongs) always fit in its
+//! outbox; while the outbox is full the connection stops reading (the bytes
+//! it already read wait in `held`) and writes until it has room. Only
+//! deliveries from others overflow a full outbox (1013).
+//!
+//! Must not: block, let one client's slowness reach another, or send a
+//! Close frame in the middle of a frame it is writing.
 
 use std::rc::Rc;
 use std::time::Duration;
@@ -24,6 +31,16 @@ use crate::ws::message::{Message, MessageReader, Mode, ReadError};
 const SLOW_LINGER: Duration = Duration::from_secs(5);
 /// Stack buffer for one read.
 const READ_CHUNK: usize = 4096;
+
+/// What the connection does after a message was handed over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    /// Let every other task on the shard run before the next message (the
+    /// message reached many outboxes: their writers should drain them
+    /// before this client's next broadcast lands on top).
+    Yield,
+}
 
 /// Why a connection ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,9 +65,13 @@ pub struct ServerWs<'a> {
     /// speaks, dropped when the socket is drained between messages, so an
     /// idle connection holds none of it (hub clients rarely speak).
     reader: Option<Box<MessageReader>>,
+    /// `Whole` (oversized messages end the connection with 1009) or
+    /// `SkipOversize` (they reach the caller as `Message::TooLarge`).
+    mode: Mode,
     max_message: usize,
-    /// Client bytes that arrived behind the upgrade request.
-    early: Vec<u8>,
+    /// Client bytes read but not yet handled: what arrived behind the
+    /// upgrade request, or what waits for room in the outbox.
+    held: Vec<u8>,
     /// The client's Close payload, echoed back.
     close_echo: Vec<u8>,
 }
@@ -58,18 +79,28 @@ pub struct ServerWs<'a> {
 /// What reading found.
 enum Read {
     More,
+    /// Reading paused (the outbox is full, or the caller asked to yield);
+    /// bytes already read wait in `held`.
+    Paused,
     End(End),
 }
 
 impl<'a> ServerWs<'a> {
     /// `early` holds client bytes that arrived behind the upgrade request.
-    pub fn new(ep: &'a Endpoint, outbox: Rc<Outbox>, max_message: usize, early: Vec<u8>) -> Self {
+    pub fn new(
+        ep: &'a Endpoint,
+        outbox: Rc<Outbox>,
+        mode: Mode,
+        max_message: usize,
+        early: Vec<u8>,
+    ) -> Self {
         ServerWs {
             ep,
             outbox,
             reader: None,
+            mode,
             max_message,
-            early,
+            held: early,
             close_echo: Vec::new(),
         }
     }
@@ -78,16 +109,10 @@ impl<'a> ServerWs<'a> {
         &self.outbox
     }
 
-    /// Runs until the connection ends. `on_message(opcode, payload)` gets
-    /// every complete text or binary message, in order; it may queue answers
-    /// on the outbox.
-    pub async fn run(&mut self, close_all: &Event, mut on_message: impl FnMut(u8, &[u8])) -> End {
-        if !self.early.is_empty() {
-            let mut early = std::mem::take(&mut self.early);
-            if let Read::End(end) = self.consume(&mut early, &mut on_message) {
-                return self.finish(end).await;
-            }
-        }
+    /// Runs until the connection ends. `on_message` gets every data message
+    /// (`Text`, `Binary`, and `TooLarge` in `SkipOversize` mode), in order;
+    /// it may answer with [`Outbox::push_own`].
+    pub async fn run(&mut self, close_all: &Event, mut on_message: impl OnMessage) -> End {
         let end = self.serve(close_all, &mut on_message).await;
         self.finish(end).await
     }
@@ -95,24 +120,34 @@ impl<'a> ServerWs<'a> {
     /// The connection's life until it must end. One readiness wait stays
     /// armed across outbox wake-ups, so a delivered frame costs its write and
     /// nothing more on the read side.
-    async fn serve(&mut self, close_all: &Event, on_message: &mut impl FnMut(u8, &[u8])) -> End {
+    async fn serve(&mut self, close_all: &Event, on_message: &mut impl OnMessage) -> End {
         let ep = self.ep;
         let mut readable = std::pin::pin!(ep.readable());
         loop {
             if let Some(end) = self.flush().await {
                 return end;
             }
-            let woke = monoio::select! {
-                r = &mut readable => r.is_ok(),
-                _ = self.outbox.ready() => continue,
-                _ = close_all.wait() => return End::Shutdown,
+            let got = if self.held.is_empty() {
+                let woke = monoio::select! {
+                    r = &mut readable => r.is_ok(),
+                    _ = self.outbox.ready() => continue,
+                    _ = close_all.wait() => return End::Shutdown,
+                };
+                if !woke {
+                    return End::Gone;
+                }
+                readable.set(ep.readable());
+                self.read_available(on_message)
+            } else {
+                // Bytes read before a pause go before anything new is read.
+                let mut held = std::mem::take(&mut self.held);
+                self.consume(&mut held, on_message)
             };
-            if !woke {
-                return End::Gone;
-            }
-            readable.set(ep.readable());
-            if let Read::End(end) = self.read_available(on_message) {
-                return end;
+            match got {
+                Read::End(end) => return end,
+                // Other tasks' writers run before this client is read again.
+                Read::Paused => yield_now().await,
+                Read::More => {}
             }
         }
     }
@@ -146,7 +181,7 @@ impl<'a> ServerWs<'a> {
     }
 
     /// Reads what the socket has now (stack buffer) and handles it.
-    fn read_available(&mut self, on_message: &mut impl FnMut(u8, &[u8])) -> Read {
+    fn read_available(&mut self, on_message: &mut impl OnMessage) -> Read {
         let mut buf = [0u8; READ_CHUNK];
         loop {
             match self.ep.try_read(&mut buf) {
@@ -158,38 +193,45 @@ impl<'a> ServerWs<'a> {
                     }
                     return Read::More;
                 }
-                Ok(Some(n)) => {
-                    if let Read::End(e) = self.consume(&mut buf[..n], on_message) {
-                        return Read::End(e);
-                    }
-                }
+                Ok(Some(n)) => match self.consume(&mut buf[..n], on_message) {
+                    Read::More => {}
+                    paused_or_end => return paused_or_end,
+                },
             }
         }
     }
 
     /// Feeds `data` to the message reader: messages to `on_message`, pings
-    /// answered, a Close or a protocol error ends the connection.
-    fn consume(&mut self, data: &mut [u8], on_message: &mut impl FnMut(u8, &[u8])) -> Read {
-        let max = self.max_message;
-        let reader = self.reader.get_or_insert_with(|| {
-            Box::new(MessageReader::new(Role::FromClient, Mode::Whole, max))
-        });
+    /// answered, a Close or a protocol error ends the connection. Stops with
+    /// the rest of `data` in `held` when the outbox is full or the caller
+    /// asked to yield.
+    fn consume(&mut self, data: &mut [u8], on_message: &mut impl OnMessage) -> Read {
+        let (mode, max) = (self.mode, self.max_message);
+        let reader = self
+            .reader
+            .get_or_insert_with(|| Box::new(MessageReader::new(Role::FromClient, mode, max)));
         let mut pos = 0;
         loop {
-            match reader.next(data, &mut pos) {
+            let flow = match reader.next(data, &mut pos) {
                 Ok(None) => return Read::More,
-                Ok(Some(Message::Text(m))) => on_message(opcode::TEXT, m),
-                Ok(Some(Message::Binary(m))) => on_message(opcode::BINARY, m),
+                Ok(Some(m @ (Message::Text(_) | Message::Binary(_) | Message::TooLarge))) => {
+                    on_message(m)
+                }
                 Ok(Some(Message::Ping(p))) => {
-                    self.outbox
-                        .push(&Frame::from(build_frame(opcode::PONG, p, None)));
+                    let pong = Frame::from(build_frame(opcode::PONG, p, None));
+                    self.outbox.push_own(&pong);
+                    Flow::Continue
                 }
                 Ok(Some(Message::Close { code, payload })) => {
                     self.close_echo = payload.to_vec();
                     return Read::End(End::ClientClose(code));
                 }
-                Ok(Some(_)) => {}
+                Ok(Some(_)) => Flow::Continue,
                 Err(e) => return Read::End(End::Protocol(e)),
+            };
+            if flow == Flow::Yield || self.outbox.is_full() {
+                self.held = data[pos..].to_vec();
+                return Read::Paused;
             }
         }
     }
@@ -219,6 +261,24 @@ impl<'a> ServerWs<'a> {
         }
         end
     }
+}
+
+/// What a [`ServerWs`] hands each data message to.
+pub trait OnMessage: FnMut(Message<'_>) -> Flow {}
+impl<F: FnMut(Message<'_>) -> Flow> OnMessage for F {}
+
+/// Returns to the scheduler once, so every other ready task runs first
+/// (monoio has no `yield_now`).
+async fn yield_now() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if std::mem::replace(&mut yielded, true) {
+            return std::task::Poll::Ready(());
+        }
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    })
+    .await
 }
 
 /// Ready `SLOW_LINGER` after the outbox overflowed; never otherwise.

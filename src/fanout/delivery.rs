@@ -26,6 +26,11 @@ pub fn text_frame(payload: &[u8]) -> Frame {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Space {
     Hub,
+    Demo,
+}
+
+impl Space {
+    pub const COUNT: usize = 2;
 }
 
 /// Who receives a frame.

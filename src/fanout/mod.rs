@@ -1,5 +1,5 @@
 //! Fan-out: the reusable core of every "server pushes to many WebSocket
-//! clients" feature (the push hub today, the demo app's broadcast next).
+//! clients" feature: the push hub and the demo app's broadcast.
 //!
 //! Three pieces, each in its own file:
 //! - [`Outbox`] (`outbox.rs`): one client's bounded queue of shared frames.
@@ -7,7 +7,8 @@
 //! - [`ServerWs`] (`conn.rs`): a server-side WebSocket connection after the
 //!   101: reads the client's frames (ping/pong/close handled, data messages
 //!   handed to the caller), writes what its outbox holds, closes a slow
-//!   client with 1013 and everyone with 1001 at shutdown.
+//!   client with 1013 and everyone with 1001 at shutdown, and slows a
+//!   client that sends faster than it reads.
 //! - [`Registry`] (`registry.rs`): one shard's index of connections and of
 //!   groups (a user's token for the hub), with no lock: it lives on its
 //!   shard and is touched only there.
@@ -18,7 +19,8 @@
 //! then shared by reference count by every shard and socket it reaches.
 //!
 //! A new user of this module adds a [`Space`] variant and a registry on the
-//! shard for it; nothing else changes.
+//! shard for it; nothing else changes. [`Census`] counts each space's
+//! connections across the process (the demo's `get_connections`).
 //!
 //! Must not: block, lock, or copy a frame per recipient.
 
@@ -27,12 +29,13 @@ pub mod delivery;
 mod outbox;
 mod registry;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-pub use conn::{End, ServerWs};
+pub use conn::{End, Flow, OnMessage, ServerWs};
 pub use delivery::{text_frame, Audience, Delivery, Frame, Space};
 pub use outbox::Outbox;
-pub use registry::{Membership, Registry};
+pub use registry::{Membership, Reach, Registry};
 
 use crate::msg::ShardMsg;
 
@@ -49,7 +52,26 @@ impl Bus {
 
     /// Sends `frame` to every shard without waiting (control threads, Redis).
     pub fn send(&self, space: Space, audience: &Audience, frame: &Frame) {
-        for tx in self.shards.iter() {
+        self.send_skipping(None, space, audience, frame);
+    }
+
+    /// Sends `frame` to every shard but `this_shard` without waiting (the
+    /// caller delivers there itself, without a channel hop).
+    pub fn send_to_others(
+        &self,
+        this_shard: usize,
+        space: Space,
+        audience: &Audience,
+        frame: &Frame,
+    ) {
+        self.send_skipping(Some(this_shard), space, audience, frame);
+    }
+
+    fn send_skipping(&self, skip: Option<usize>, space: Space, audience: &Audience, frame: &Frame) {
+        for (i, tx) in self.shards.iter().enumerate() {
+            if skip == Some(i) {
+                continue;
+            }
             let _ = tx.send(ShardMsg::Fanout(Delivery {
                 space,
                 audience: audience.clone(),
@@ -96,5 +118,24 @@ impl Bus {
             }
         }
         total
+    }
+}
+
+/// Connections per [`Space`] in the whole process, kept by the registries
+/// as connections join and leave (one atomic add each, never per message).
+#[derive(Debug, Default)]
+pub struct Census([AtomicUsize; Space::COUNT]);
+
+impl Census {
+    pub fn count(&self, space: Space) -> usize {
+        self.0[space as usize].load(Ordering::Acquire)
+    }
+
+    fn add(&self, space: Space) {
+        self.0[space as usize].fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn sub(&self, space: Space) {
+        self.0[space as usize].fetch_sub(1, Ordering::AcqRel);
     }
 }

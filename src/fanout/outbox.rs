@@ -86,6 +86,28 @@ impl Outbox {
         true
     }
 
+    /// Queues one of the connection's own frames (an answer to the client,
+    /// a pong). It never overflows the outbox: the connection handles no
+    /// more of its client's messages while the outbox is full (`ServerWs`),
+    /// so its own frames take it at most one past full.
+    pub fn push_own(&self, frame: &Frame) {
+        if self.overflowed.get() || self.closed.get() {
+            return;
+        }
+        let mut q = self.queue.borrow_mut();
+        let was_empty = q.is_empty();
+        q.push_back(frame.clone());
+        drop(q);
+        if was_empty {
+            self.wake();
+        }
+    }
+
+    /// At capacity: the next delivery overflows it.
+    pub fn is_full(&self) -> bool {
+        self.queue.borrow().len() >= self.cap
+    }
+
     /// Stops taking frames and drops the queued ones (the connection is
     /// closing; deliveries from now on do not count it).
     pub fn close(&self) {

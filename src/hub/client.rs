@@ -5,7 +5,6 @@
 //! answered with `{"event":"error","data":{"msg":…}}` on that connection
 //! only, which stays open. Must not: log tokens.
 
-use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Instant;
 
@@ -14,25 +13,24 @@ use tracing::{debug, info, warn};
 
 use super::message::resolve_user;
 use super::ShardHub;
-use crate::ctx::ShardCtx;
-use crate::endpoint::Endpoint;
-use crate::fanout::{text_frame, End, Outbox, ServerWs};
+use crate::ctx::{Accepted, ShardCtx};
+use crate::fanout::{text_frame, End, Flow, Outbox, ServerWs};
 use crate::http::head::RequestHead;
 use crate::http::response;
 use crate::http::url::query_param;
-use crate::ws::frame::opcode;
 use crate::ws::handshake::accept_response;
+use crate::ws::message::{Message, Mode};
 
 /// Runs a hub client from its upgrade request to the end.
-pub async fn run(
-    shard: &ShardCtx,
-    hub: &ShardHub,
-    client: Endpoint,
-    peer: SocketAddr,
-    head: RequestHead,
-    rest: Vec<u8>,
-    over_capacity: bool,
-) {
+pub async fn run(shard: &ShardCtx, hub: &ShardHub, req: Accepted) {
+    let Accepted {
+        client,
+        peer,
+        head,
+        rest,
+        over_capacity,
+        deadline: _,
+    } = req;
     if let Err((status, code, msg)) = check_upgrade(hub, &head, over_capacity) {
         debug!(shard = shard.id, peer = %peer.ip(), "hub upgrade refused: {msg}");
         return client
@@ -64,21 +62,23 @@ pub async fn run(
     let mut ws = ServerWs::new(
         &client,
         outbox.clone(),
+        Mode::Whole,
         hub.shared.cfg.max_client_message_bytes,
         rest,
     );
     let end = ws
-        .run(&shard.close_all, |op, payload| {
-            match identify(op, payload) {
+        .run(&shard.close_all, |m| {
+            match identify(m) {
                 Ok(user) => {
                     identified |= user.is_some();
                     member.set_group(user.as_deref());
                 }
                 Err(why) => {
                     debug!(shard = shard.id, peer = %peer.ip(), "hub client message refused: {why}");
-                    outbox.push(&error_event(why));
+                    outbox.push_own(&error_event(why));
                 }
             };
+            Flow::Continue
         })
         .await;
     drop(member);
@@ -134,10 +134,10 @@ fn check_upgrade(
 }
 
 /// The user an identify message names (`None`: no token, broadcasts only).
-fn identify(op: u8, payload: &[u8]) -> Result<Option<String>, &'static str> {
-    if op != opcode::TEXT {
+fn identify(m: Message<'_>) -> Result<Option<String>, &'static str> {
+    let Message::Text(payload) = m else {
         return Err("only text identify messages are accepted");
-    }
+    };
     let v: Value = serde_json::from_slice(payload).map_err(|_| "message is not JSON")?;
     if v.get("event").and_then(Value::as_str) != Some("identify") {
         return Err("clients may only send {\"event\":\"identify\",\"data\":{\"token\":…}}");
@@ -160,7 +160,7 @@ mod tests {
 
     #[test]
     fn identify_rules() {
-        let id = |s: &str| identify(opcode::TEXT, s.as_bytes());
+        let id = |s: &str| identify(Message::Text(s.as_bytes()));
         assert_eq!(
             id(r#"{"event":"identify","data":{"token":"U1"}}"#),
             Ok(Some("U1".into()))
@@ -176,6 +176,6 @@ mod tests {
         assert!(id(r#"{"event":"identify"}"#).is_err());
         assert!(id(r#"{"event":"push","data":{}}"#).is_err());
         assert!(id("nope").is_err());
-        assert!(identify(opcode::BINARY, b"{}").is_err());
+        assert!(identify(Message::Binary(b"{}")).is_err());
     }
 }

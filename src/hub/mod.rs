@@ -82,7 +82,7 @@ impl ShardHub {
         audience: &crate::fanout::Audience,
         frame: &crate::fanout::Frame,
     ) -> usize {
-        let here = self.registry.deliver(audience, frame);
+        let here = self.registry.deliver(audience, frame).took;
         let space = crate::fanout::Space::Hub;
         here + self
             .bus

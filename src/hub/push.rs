@@ -13,7 +13,7 @@ use tracing::{debug, info};
 
 use super::message::{self, now_ms, BodyError, EngineMsg};
 use super::{random_id, ShardHub};
-use crate::ctx::ShardCtx;
+use crate::ctx::{Accepted, ShardCtx};
 use crate::endpoint::Endpoint;
 use crate::http::head::{parse_request_head, read_head, HeadError, RequestHead};
 use crate::http::response::{error_json, error_object, reason};
@@ -62,18 +62,16 @@ impl Answer {
 
 /// Serves push requests on one connection until it closes. `rest` holds
 /// the bytes behind the first head; `deadline` bounds its body.
-pub async fn serve(
-    shard: &ShardCtx,
-    hub: &ShardHub,
-    stream: Endpoint,
-    peer: SocketAddr,
-    head: RequestHead,
-    mut rest: Vec<u8>,
-    deadline: Instant,
-) {
+pub async fn serve(shard: &ShardCtx, hub: &ShardHub, req: Accepted) {
+    let Accepted {
+        client: stream,
+        peer,
+        mut head,
+        mut rest,
+        mut deadline,
+        over_capacity: _,
+    } = req;
     let cfg = shard.settings();
-    let mut head = head;
-    let mut deadline = deadline;
     loop {
         let answer = match read_body(
             &stream,

@@ -17,26 +17,20 @@ use super::request::{route_token, upstream_request, Forwarding, UpstreamRequest}
 use super::response::{read_answer, relay_refusal, upgrade_head, Answer};
 use super::table::{Rejection, ShardRoute, ShardRoutes};
 use crate::config::{RouteAuth, RouteSlot, ServerConfig, SessionSlot, Upstream};
-use crate::ctx::ShardCtx;
+use crate::ctx::{Accepted, ShardCtx};
 use crate::dial;
 use crate::endpoint::Endpoint;
 use crate::forward::{passthrough, ForwardCtx};
-use crate::http::head::RequestHead;
 use crate::metrics::SessionKind;
 use crate::ws::error::{ErrorCode, RelayError};
 
-/// An upgrade request that matched `routes.routes[index]`.
-pub struct RouteRequest {
-    pub client: Endpoint,
-    pub peer: SocketAddr,
-    pub head: RequestHead,
-    /// The request head exactly as received (header spelling and order).
-    pub raw_head: Vec<u8>,
-    /// Client bytes that arrived behind the head.
-    pub rest: Vec<u8>,
-    pub over_capacity: bool,
+/// The `[[routes]]` entry an upgrade request matched: `routes.routes[index]`.
+pub struct Routed {
     pub routes: Rc<ShardRoutes>,
     pub index: usize,
+    /// The request head exactly as received (header spelling and order),
+    /// which the upstream gets.
+    pub raw_head: Vec<u8>,
 }
 
 /// Slots a session holds until it ends.
@@ -56,8 +50,13 @@ struct Reached<'a> {
     echo: Option<String>,
 }
 
-pub async fn run(shard: &ShardCtx, cfg: Rc<ServerConfig>, req: RouteRequest) {
-    let route = &req.routes.routes[req.index];
+pub async fn run(shard: &ShardCtx, cfg: Rc<ServerConfig>, req: Accepted, routed: Routed) {
+    let Routed {
+        routes,
+        index,
+        raw_head,
+    } = routed;
+    let route = &routes.routes[index];
     let started = Instant::now();
     let admission = match admit(shard, &cfg, route, &req) {
         Ok(a) => a,
@@ -68,7 +67,7 @@ pub async fn run(shard: &ShardCtx, cfg: Rc<ServerConfig>, req: RouteRequest) {
         }
     };
     let client_tls = req.client.is_tls();
-    let reached = match reach_upstream(shard, &cfg, route, &req, client_tls).await {
+    let reached = match reach_upstream(shard, &cfg, route, &req, &raw_head, client_tls).await {
         Ok(r) => r,
         Err((why, e)) => {
             route.stats.reject(why);
@@ -76,11 +75,10 @@ pub async fn run(shard: &ShardCtx, cfg: Rc<ServerConfig>, req: RouteRequest) {
             return shard.refuse_http(&req.client, req.peer, &e).await;
         }
     };
-    let RouteRequest {
+    let Accepted {
         client,
         peer,
         head,
-        raw_head,
         rest,
         ..
     } = req;
@@ -139,7 +137,7 @@ fn admit(
     shard: &ShardCtx,
     cfg: &ServerConfig,
     route: &ShardRoute,
-    req: &RouteRequest,
+    req: &Accepted,
 ) -> Result<Admission, (Rejection, RelayError)> {
     let spec = &route.spec;
     let ip = req.peer.ip();
@@ -209,7 +207,8 @@ fn capacity(detail: &str) -> RelayError {
 fn request_for(
     route: &ShardRoute,
     upstream: &Upstream,
-    req: &RouteRequest,
+    req: &Accepted,
+    raw_head: &[u8],
     client_tls: bool,
 ) -> Result<UpstreamRequest, RelayError> {
     let client_host = req.head.header("host").unwrap_or("");
@@ -224,7 +223,7 @@ fn request_for(
         host,
         strip_credentials: route.spec.auth == RouteAuth::Token,
     };
-    upstream_request(&req.raw_head, &fwd)
+    upstream_request(raw_head, &fwd)
         .map_err(|e| RelayError::new(ErrorCode::BadRequest, e.to_string()))
 }
 
@@ -235,7 +234,8 @@ async fn reach_upstream<'r>(
     shard: &ShardCtx,
     cfg: &ServerConfig,
     route: &'r ShardRoute,
-    req: &RouteRequest,
+    req: &Accepted,
+    raw_head: &[u8],
     client_tls: bool,
 ) -> Result<Reached<'r>, (Rejection, RelayError)> {
     let deadline = Instant::now() + Duration::from_secs(cfg.connect_timeout_secs);
@@ -243,7 +243,7 @@ async fn reach_upstream<'r>(
     let mut last = None;
     for (n, &i) in candidates.iter().enumerate() {
         let upstream = &route.spec.upstreams[i];
-        let request = request_for(route, upstream, req, client_tls)
+        let request = request_for(route, upstream, req, raw_head, client_tls)
             .map_err(|e| (Rejection::Unavailable, e))?;
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {

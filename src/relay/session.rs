@@ -14,7 +14,7 @@ use tracing::info;
 
 use super::auth::{self, Credentials, FirstMessageError};
 use crate::config::{ServerConfig, SessionSlot, User};
-use crate::ctx::ShardCtx;
+use crate::ctx::{Accepted, ShardCtx};
 use crate::dial::{self, TargetUpgrade};
 use crate::endpoint::Endpoint;
 use crate::forward::passthrough;
@@ -61,22 +61,9 @@ impl Opened {
     }
 }
 
-/// An upgrade request on the relay path, as the front door hands it over.
-pub struct UpgradeRequest {
-    pub client: Endpoint,
-    pub peer: SocketAddr,
-    pub head: RequestHead,
-    /// Client bytes that arrived behind the request head.
-    pub rest: Vec<u8>,
-    /// End of the auth window (accept + `auth_timeout_secs`).
-    pub deadline: Instant,
-    /// The process was at `max_connections` when this one arrived.
-    pub over_capacity: bool,
-}
-
 /// Runs a relay session on an upgrade request.
-pub async fn run(shard: &ShardCtx, cfg: Rc<ServerConfig>, req: UpgradeRequest) {
-    let UpgradeRequest {
+pub async fn run(shard: &ShardCtx, cfg: Rc<ServerConfig>, req: Accepted) {
+    let Accepted {
         client,
         peer,
         head,

@@ -7,8 +7,10 @@
 //! `Connection: close` responses (keep-alive only on the hub's push path,
 //! which `hub::serve_push` owns).
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -18,17 +20,17 @@ use tracing::debug;
 
 use super::Shard;
 use crate::config::ServerConfig;
-use crate::demo::{self, DemoRequest};
+use crate::ctx::Accepted;
+use crate::demo;
 use crate::endpoint::Endpoint;
 use crate::http::head::{self, parse_request_head, HeadError, RequestHead};
 use crate::http::response;
 use crate::metrics::{self, TlsSide};
 use crate::net::sockopt::tune_stream;
 use crate::page;
-use crate::proxy;
-use crate::proxy::session::RouteRequest;
+use crate::proxy::session::Routed;
 use crate::proxy::table::ShardRoutes;
-use crate::relay::session::{self, UpgradeRequest};
+use crate::{hub, proxy, relay};
 
 /// Counts a connection on its shard and process-wide while it lives.
 struct ConnGuard<'a>(&'a Shard);
@@ -54,74 +56,59 @@ pub async fn handle(shard: Rc<Shard>, tcp: TcpStream, peer: SocketAddr) {
     let (_guard, over_capacity) = ConnGuard::enter(&shard, cfg.max_connections);
     tune_stream(tcp.as_raw_fd());
     let deadline = Instant::now() + Duration::from_secs(cfg.auth_timeout_secs);
-    // Every phase below is boxed. This task lives as long as its connection
-    // and is as large as the largest future it awaits inline; the TLS
-    // handshake and the head read are the largest and end first, and an idle
-    // hub client should pay for its own state only (docs/hub.md "Benchmarks").
-    let Some(Opened {
-        stream,
-        head,
-        buf,
-        rest,
-    }) = Box::pin(open(&shard, &cfg, tcp, peer, deadline)).await
-    else {
+    // This task lives as long as its connection and is as large as the
+    // largest future it awaits inline, so it awaits two boxes: the opening
+    // (TLS handshake and head read, the largest, ended first) and the
+    // session `dispatch` builds without awaiting anything. An idle hub
+    // client then pays for its own state only (docs/hub.md "Benchmarks").
+    let Some(opened) = Box::pin(open(&shard, &cfg, tcp, peer, deadline)).await else {
         return;
     };
+    let req = Accepted {
+        client: opened.stream,
+        peer,
+        head: opened.head,
+        rest: opened.rest,
+        deadline,
+        over_capacity,
+    };
+    dispatch(&shard, cfg, req, opened.buf).await;
+}
+
+/// The session that serves `req`, as one boxed future: the feature the
+/// request is routed to, or the plain answer that closes the connection.
+fn dispatch<'a>(
+    shard: &'a Shard,
+    cfg: Rc<ServerConfig>,
+    req: Accepted,
+    raw_head: Vec<u8>,
+) -> Pin<Box<dyn Future<Output = ()> + 'a>> {
     let routes = shard.routes.borrow().clone();
-    let answer = match route(&head, &cfg, &routes, shard.hub.as_ref()) {
-        Route::Relay => {
-            let req = UpgradeRequest {
-                client: stream,
-                peer,
-                head,
-                rest,
-                deadline,
-                over_capacity,
-            };
-            drop(buf);
-            return Box::pin(session::run(&shard, cfg.clone(), req)).await;
-        }
-        Route::HubClient(hub) => {
-            drop(buf);
-            let client =
-                crate::hub::run_client(&shard, hub, stream, peer, head, rest, over_capacity);
-            return Box::pin(client).await;
-        }
-        Route::HubPush(hub) => {
-            drop(buf);
-            let push = crate::hub::serve_push(&shard, hub, stream, peer, head, rest, deadline);
-            return Box::pin(push).await;
-        }
+    let answer = match route(&req.head, &cfg, &routes, shard.hub.as_ref()) {
+        Route::Relay => return Box::pin(relay::session::run(shard, cfg, req)),
+        Route::HubClient(hub) => return Box::pin(hub::run_client(shard, hub, req)),
+        Route::HubPush(hub) => return Box::pin(hub::serve_push(shard, hub, req)),
+        Route::Demo => return Box::pin(demo::run(shard, &shard.demo, cfg, req)),
         Route::Proxy(index) => {
-            let req = RouteRequest {
-                client: stream,
-                peer,
-                head,
-                raw_head: buf,
-                rest,
-                over_capacity,
+            // Only the reverse proxy forwards the head's raw bytes.
+            let routed = Routed {
                 routes,
                 index,
+                raw_head,
             };
-            return Box::pin(proxy::session::run(&shard, cfg.clone(), req)).await;
+            return Box::pin(proxy::session::run(shard, cfg, req, routed));
         }
-        Route::Demo => {
-            let req = DemoRequest {
-                client: stream,
-                peer,
-                head,
-                rest,
-                over_capacity,
-            };
-            drop(buf);
-            return Box::pin(demo::run(&shard, &shard.demo, cfg.clone(), req)).await;
+        Route::Metrics => {
+            return Box::pin(async move {
+                let answer = metrics_response(shard, &cfg, req.peer, &req.head).await;
+                req.client.close_after(&answer, &shard.buffers).await
+            })
         }
-        Route::Page => page::response(head.method == "HEAD"),
+        Route::Page => page::response(req.head.method == "HEAD"),
         Route::Health => response::health(),
-        Route::Metrics => Box::pin(metrics_response(&shard, &cfg, peer, &head)).await,
         Route::Status(status, msg) => response::error_json(status, "bad_request", msg),
     };
-    Box::pin(stream.close_after(&answer, &shard.buffers)).await;
+    Box::pin(async move { req.client.close_after(&answer, &shard.buffers).await })
 }
 
 /// A connection whose TLS handshake (if any) is done and whose request head

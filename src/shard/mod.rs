@@ -25,6 +25,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::{RouteTable, ServerConfig, UserTable};
 use crate::ctx::{CtxParts, ShardCtx, Shared};
+use crate::fanout::{Registry, Space};
 use crate::metrics::ScrapeRequest;
 use crate::msg::{ShardMsg, TlsMaterial};
 use crate::net::dns::DnsCache;
@@ -84,7 +85,7 @@ pub struct Shard {
     pub open: Cell<usize>,
     /// The control plane's scrape thread (`GET /metrics` asks it).
     pub scrapes: flume::Sender<ScrapeRequest>,
-    pub demo: crate::demo::fanout::Registry,
+    pub demo: crate::demo::ShardDemo,
     /// The push hub's per-shard part, when `[hub] enabled`.
     pub hub: Option<crate::hub::ShardHub>,
 }
@@ -266,6 +267,7 @@ impl ShardInit {
                     return;
                 }
             };
+        let census = self.shared.census.clone();
         let shard = Rc::new(Shard {
             ctx: ShardCtx::new(CtxParts {
                 id: self.id,
@@ -287,11 +289,11 @@ impl ShardInit {
             stop_accepting: Event::default(),
             open: Cell::new(0),
             scrapes: self.scrapes,
-            demo: Default::default(),
+            demo: crate::demo::ShardDemo::new(&self.peers, census.clone()),
             hub: self.hub.map(|shared| crate::hub::ShardHub {
                 shard_id: self.id,
                 shared,
-                registry: crate::fanout::Registry::default(),
+                registry: Registry::new(Space::Hub, census),
                 bus: crate::fanout::Bus::new(self.peers.clone()),
             }),
         });
@@ -341,9 +343,6 @@ impl ShardInit {
                     snapshot.routes = shard.routes.borrow().snapshot();
                     let _ = reply.send(snapshot);
                 }
-                ShardMsg::DemoBroadcast(frame) => {
-                    crate::demo::fanout::deliver_local(&shard, &shard.demo, &frame);
-                }
                 ShardMsg::Fanout(d) => deliver(&shard, d),
             }
         }
@@ -353,10 +352,11 @@ impl ShardInit {
 /// Queues a fan-out frame on this shard's connections and says how many.
 fn deliver(shard: &Shard, d: crate::fanout::Delivery) {
     let reached = match d.space {
-        crate::fanout::Space::Hub => shard
+        Space::Hub => shard
             .hub
             .as_ref()
-            .map_or(0, |h| h.registry.deliver(&d.audience, &d.frame)),
+            .map_or(0, |h| h.registry.deliver(&d.audience, &d.frame).took),
+        Space::Demo => crate::demo::deliver(&shard.ctx, &shard.demo, &d.frame),
     };
     if let Some(reply) = d.reply {
         let _ = reply.send(reached);
