@@ -1,13 +1,11 @@
 //! Thread-per-core plumbing: one monoio runtime per OS thread (io_uring with
 //! an epoll fallback), optional CPU pinning, a start line shared by all
-//! threads of one run, and a tiny single-task notification primitive.
+//! threads of one run. (The single-task wake-up the sessions use is the
+//! engine's `net::event::Notify`.)
 
-use std::cell::Cell;
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use crate::clock::now_ns;
@@ -199,54 +197,6 @@ impl StartLine {
                 return false;
             }
             std::thread::sleep(Duration::from_micros(500));
-        }
-    }
-}
-
-/// A wake-up flag for two futures polled by the same task (or two tasks on
-/// the same thread). One waiter at a time; a notification before the wait
-/// is remembered.
-#[derive(Default)]
-pub struct LocalNotify {
-    flag: Cell<bool>,
-    waker: Cell<Option<Waker>>,
-}
-
-impl std::fmt::Debug for LocalNotify {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LocalNotify")
-            .field("flag", &self.flag.get())
-            .finish()
-    }
-}
-
-impl LocalNotify {
-    pub fn notify(&self) {
-        self.flag.set(true);
-        if let Some(w) = self.waker.take() {
-            w.wake();
-        }
-    }
-
-    pub fn notified(&self) -> Notified<'_> {
-        Notified { n: self }
-    }
-}
-
-/// Future of [`LocalNotify::notified`].
-pub struct Notified<'a> {
-    n: &'a LocalNotify,
-}
-
-impl Future for Notified<'_> {
-    type Output = ();
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if self.n.flag.replace(false) {
-            Poll::Ready(())
-        } else {
-            self.n.waker.set(Some(cx.waker().clone()));
-            Poll::Pending
         }
     }
 }

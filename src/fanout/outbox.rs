@@ -15,11 +15,12 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 
 use super::Frame;
+use crate::net::event::Notify;
 
 /// Most frames one vectored send takes (`IoSlice`s on the caller's stack).
 const BATCH: usize = 64;
@@ -38,8 +39,8 @@ pub struct Outbox {
     /// Bytes of the front frame already sent by a short vectored send.
     head_sent: Cell<usize>,
     cap: usize,
-    /// The draining task; one waiter only.
-    waker: RefCell<Option<Waker>>,
+    /// Tells the draining task (one waiter) to look again.
+    wake: Notify,
     overflowed: Cell<bool>,
     /// The connection is closing: it takes (and counts) nothing more.
     closed: Cell<bool>,
@@ -51,7 +52,7 @@ impl Outbox {
             queue: RefCell::new(VecDeque::new()),
             head_sent: Cell::new(0),
             cap: cap.max(1),
-            waker: RefCell::new(None),
+            wake: Notify::default(),
             overflowed: Cell::new(false),
             closed: Cell::new(false),
         }
@@ -197,9 +198,7 @@ impl Outbox {
     }
 
     fn wake(&self) {
-        if let Some(w) = self.waker.borrow_mut().take() {
-            w.wake();
-        }
+        self.wake.notify();
     }
 }
 
@@ -220,20 +219,22 @@ impl Future for Ready<'_> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let o = self.outbox;
-        if o.overflowed.get() || (!self.overflow_only && !o.queue.borrow().is_empty()) {
-            return Poll::Ready(());
+        loop {
+            if o.overflowed.get() || (!self.overflow_only && !o.queue.borrow().is_empty()) {
+                return Poll::Ready(());
+            }
+            // A notification for a frame already taken: look again.
+            if o.wake.poll_notified(cx).is_pending() {
+                return Poll::Pending;
+            }
         }
-        let mut slot = o.waker.borrow_mut();
-        match &*slot {
-            Some(w) if w.will_wake(cx.waker()) => {}
-            _ => *slot = Some(cx.waker().clone()),
-        }
-        Poll::Pending
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::task::Waker;
+
     use super::*;
 
     #[test]

@@ -18,12 +18,12 @@
 use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::io;
-use std::pin::{pin, Pin};
-use std::task::{Context, Poll, Waker};
+use std::pin::pin;
 use std::time::{Duration, Instant};
 
 use super::{ForwardCtx, Outcome};
 use crate::endpoint::Endpoint;
+use crate::net::event::Notify;
 use crate::net::idle::idle_watch;
 use crate::ws::decoder::Role as FrameRole;
 use crate::ws::frame::{
@@ -120,39 +120,6 @@ impl Keepalive {
     }
 }
 
-/// A re-armable wake-up from the up pump to the down pump (pongs to send).
-#[derive(Default)]
-struct Notify {
-    set: Cell<bool>,
-    waker: RefCell<Option<Waker>>,
-}
-
-impl Notify {
-    fn notify(&self) {
-        self.set.set(true);
-        if let Some(w) = self.waker.borrow_mut().take() {
-            w.wake();
-        }
-    }
-
-    fn notified(&self) -> Notified<'_> {
-        Notified(self)
-    }
-}
-
-struct Notified<'a>(&'a Notify);
-
-impl Future for Notified<'_> {
-    type Output = ();
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if self.0.set.replace(false) {
-            return Poll::Ready(());
-        }
-        *self.0.waker.borrow_mut() = Some(cx.waker().clone());
-        Poll::Pending
-    }
-}
-
 /// Which end of the WebSocket this side is.
 #[derive(Clone, Copy)]
 pub struct Role {
@@ -217,6 +184,7 @@ struct Shared {
     ping_due: Cell<bool>,
     /// When the WebSocket peer last sent anything (for the keepalive).
     heard: Cell<Instant>,
+    /// The up pump tells the down pump to look again (pongs to send).
     wake_down: Notify,
     /// The down pump is halfway through a frame: nothing may be injected.
     mid_frame: Cell<bool>,

@@ -17,8 +17,8 @@ use monoio::io::{OwnedReadHalf, OwnedWriteHalf, Splitable};
 use crate::client::{Connection, Event, FrameReader, FrameWriter, Transport, WsError};
 use crate::clock::{now_ns, PreciseTimer};
 use crate::payload::{Checker, PayloadBuilder, Verdict};
-use crate::rt::LocalNotify;
 use crate::stats::{new_hist, ErrorCounts};
+use ws_relay_core::net::event::Notify;
 use ws_relay_core::ws::frame::opcode;
 
 /// Most bytes queued per write.
@@ -100,7 +100,7 @@ struct Flow {
     close_sent_ns: Cell<u64>,
     stop: Cell<bool>,
     last_progress_ns: Cell<u64>,
-    room: LocalNotify,
+    room: Notify,
     pong: RefCell<Option<([u8; 125], usize)>>,
     received: Cell<u64>,
     verified: Cell<u64>,

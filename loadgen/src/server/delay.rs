@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 use monoio::io::{AsyncWriteRent, AsyncWriteRentExt};
 
 use crate::clock::PreciseTimer;
-use crate::rt::LocalNotify;
+use ws_relay_core::net::event::Notify;
 
 /// Recycled buffers kept per line.
 const FREE_LIST: usize = 64;
@@ -22,8 +22,8 @@ pub struct DelayLine {
     queued_bytes: Cell<usize>,
     limit: usize,
     closed: Cell<bool>,
-    has_data: LocalNotify,
-    has_room: LocalNotify,
+    has_data: Notify,
+    has_room: Notify,
     free: RefCell<Vec<Vec<u8>>>,
 }
 
@@ -34,8 +34,8 @@ impl DelayLine {
             queued_bytes: Cell::new(0),
             limit: limit_bytes,
             closed: Cell::new(false),
-            has_data: LocalNotify::default(),
-            has_room: LocalNotify::default(),
+            has_data: Notify::default(),
+            has_room: Notify::default(),
             free: RefCell::new(Vec::new()),
         }
     }

@@ -32,8 +32,8 @@ use crate::client::{self, AuthMode, ClientError, ClientSetup, Connection, Route}
 use crate::client::{Event, FrameReader, FrameWriter, Transport, WsError};
 use crate::clock::{dur_ns, now_ns};
 use crate::rng::Rng;
-use crate::rt::LocalNotify;
 use crate::ws::WsUrl;
+use ws_relay_core::net::event::Notify;
 use ws_relay_core::ws::frame::opcode;
 
 /// How long a clean close waits for the last echoes.
@@ -438,9 +438,9 @@ struct Live {
     io_error: RefCell<Option<String>>,
     reader_done: Cell<bool>,
     /// Wakes the writer on reader events.
-    wake: LocalNotify,
+    wake: Notify,
     /// Cuts the session: both halves are dropped.
-    abort: LocalNotify,
+    abort: Notify,
 }
 
 impl Live {
