@@ -3,11 +3,10 @@
 //! only when the route says `insecure_skip_verify = true`.
 
 mod common;
-mod tls_support;
 
+use common::tls::{Ca, EchoTarget, LOCAL_NAMES};
 use common::*;
 use futures_util::{SinkExt, StreamExt};
-use tls_support::{Ca, EchoTarget, LOCAL_NAMES};
 use tokio_tungstenite::tungstenite::Message;
 
 fn routes(upstream: &str, ca_file: &str) -> String {

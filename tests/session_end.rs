@@ -12,7 +12,6 @@
 //! FIN is `relay_lifecycle::client_vanishes_mid_session`).
 
 mod common;
-mod tls_support;
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
@@ -21,7 +20,7 @@ use std::time::Duration;
 
 use common::frame::{client_frame, close_payload, server_frame};
 use common::http::urlencode;
-use tls_support::*;
+use common::tls::*;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};

@@ -9,12 +9,12 @@
 //! `UnexpectedEof` ("peer closed connection without sending TLS
 //! close_notify"), the error OpenSSL calls `UNEXPECTED_EOF_WHILE_READING`.
 
-mod tls_support;
+mod common;
 
 use std::time::Duration;
 
+use common::tls::*;
 use futures_util::StreamExt;
-use tls_support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 

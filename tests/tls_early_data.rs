@@ -19,14 +19,14 @@
 //!   must still get exactly one complete, uncorrupted upgrade request (the
 //!   relay once sent a 0-RTT fragment, then the whole request again).
 
-mod tls_support;
+mod common;
 
 use std::io::Read;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
-use tls_support::*;
+use common::tls::*;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::Message;

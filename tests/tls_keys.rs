@@ -6,14 +6,14 @@
 //! PKCS#1 RSA, SEC1 EC (P-256, P-384), PKCS#8 RSA/ECDSA/Ed25519, each served
 //! to TLS 1.3 and TLS 1.2 clients that verify the certificate.
 
-mod tls_support;
+mod common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
+use common::tls::*;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tls_support::*;
 use tokio_tungstenite::tungstenite::Message;
 
 /// The relay at `port` serves `leaf_der`, verifiable with `root`, over TLS 1.3

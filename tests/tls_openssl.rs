@@ -22,17 +22,15 @@
 //! client. What the record layer must refuse (RFC 8446 §5) is in
 //! `tls_close.rs` and `tls_records.rs`.
 
-#[path = "common/python.rs"]
-mod python;
-mod tls_support;
+mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::tls::*;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
-use tls_support::*;
 use tokio_tungstenite::tungstenite::Message;
 
 const PEER: &str = concat!(
@@ -56,7 +54,7 @@ const TLS12_SUITES: [&str; 3] = [
 const SWEEP_BYTES: usize = (1 << 14) * ((1 << 14) + 1) / 2;
 
 fn python() -> Option<String> {
-    python::python_with(&["ctypes", "hashlib"])
+    common::python::python_with(&["ctypes", "hashlib"])
 }
 
 /// Runs the peer in client mode against the relay's listener; returns one

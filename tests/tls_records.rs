@@ -7,7 +7,7 @@
 //! neighbour on the same shard carries on; frames that reach the relay in
 //! one read leave toward the client in one TLS record.
 
-mod tls_support;
+mod common;
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,12 +15,12 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use common::tls::*;
 use futures_util::{SinkExt, StreamExt};
 use rustls::crypto::ring::cipher_suite as cs;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use rustls::{RootCertStore, SupportedCipherSuite};
-use tls_support::*;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::Message;

@@ -5,12 +5,12 @@
 //! plaintext on the TLS port is not served; a certificate file holding a
 //! chain is served whole; header-mode refusals arrive as HTTP over TLS.
 
-mod tls_support;
+mod common;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tls_support::*;
+use common::tls::*;
 use tokio::io::AsyncWriteExt;
 use tokio_tungstenite::tungstenite::Message;
 

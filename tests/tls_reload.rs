@@ -6,11 +6,11 @@
 //! certificate keeps being served (and a later good reload still works);
 //! `target_ca_file` is re-read too.
 
-mod tls_support;
+mod common;
 
 use std::sync::Arc;
 
-use tls_support::*;
+use common::tls::*;
 use tokio_tungstenite::tungstenite::Message;
 
 struct Fixture {

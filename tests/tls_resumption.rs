@@ -5,12 +5,12 @@
 //! (shared ticket key) and TLS 1.2; a client without a stored session does a
 //! full handshake; tickets from before a restart fall back to a full one.
 
-mod tls_support;
+mod common;
 
 use std::collections::BTreeSet;
 
+use common::tls::*;
 use rustls::HandshakeKind;
-use tls_support::*;
 use tokio_tungstenite::tungstenite::Message;
 
 const RESUMED_CONNECTIONS: usize = 20;

@@ -9,11 +9,11 @@
 //! that closes TCP in the middle of the TLS handshake must fail fast with
 //! `target_handshake_failed` and leave the shard serving.
 
-mod tls_support;
+mod common;
 
 use std::time::Duration;
 
-use tls_support::*;
+use common::tls::*;
 use tokio_tungstenite::tungstenite::Message;
 
 /// Opens a first-message session through a plain listener to `target_url`,

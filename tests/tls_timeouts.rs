@@ -6,12 +6,12 @@
 //! within the auth timeout (+1 s slack); a client that closes or half-closes
 //! before finishing the handshake must not stall the shard.
 
-mod tls_support;
+mod common;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tls_support::*;
+use common::tls::*;
 use tokio::io::AsyncWriteExt;
 use tokio_tungstenite::tungstenite::Message;
 

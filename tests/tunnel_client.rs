@@ -4,7 +4,6 @@
 //! `tinyproxy` (with and without Basic auth, and refusing with 407).
 
 mod common;
-mod tls_support;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -246,7 +245,7 @@ async fn through_a_real_connect_proxy_with_and_without_auth() {
 
 #[tokio::test]
 async fn over_wss_with_a_ca_file_or_skip_verify() {
-    use tls_support::{Ca, RelaySpec, TlsRelay, LOCAL_NAMES, TOKEN};
+    use common::tls::{Ca, RelaySpec, TlsRelay, LOCAL_NAMES, TOKEN};
     let echo = tcp_echo().await;
     let ca = Ca::new("tunnel test CA");
     let leaf = ca.leaf(LOCAL_NAMES);

@@ -1,15 +1,19 @@
-//! Shared harness for the over-the-wire relay tests (`tests/relay_*.rs`).
+//! The one harness of the over-the-wire tests (`tests/*.rs`), loaded once
+//! per test binary as `mod common;`.
 //!
-//! - [`relay`]: the relay's config and plain `/health` probe, on the
-//!   process harness shared with `tests/tls_support` ([`process`]: temp dir,
-//!   free port, log, CLI, stop on drop).
+//! - [`process`]: the relay as a child process (temp dir, free port, log,
+//!   CLI, restart, stop on drop), under both [`relay`] and [`tls`].
+//! - [`relay`]: the relay's config and plain `/health` probe.
+//! - [`tls`]: the TLS relay (certificate files beside the config), PKI,
+//!   rustls clients and TLS targets (`tests/tls_*.rs` and others).
 //! - [`target`]: WebSocket targets in the test process (echo, recorder,
 //!   greeter, subprotocol, vanishing) and failure targets (silent, non-101,
 //!   blackhole, closed port).
 //! - [`client`]: both auth modes and assertions with timeouts.
 //! - [`frame`], [`http`]: raw frames and raw HTTP for byte-exact tests.
 //! - [`browser`]: a real headless Chromium over CDP (`headless_chrome`).
-//! - [`prom`]: `/metrics` parsed by Python's `prometheus_client`.
+//! - [`prom`]: `/metrics` parsed by Python's `prometheus_client`;
+//!   [`python`]: finding a Python with the test packages.
 //! - [`hub`]: push-hub configs, clients, push requests, a real redis-server.
 //! - [`tap`]: records Close codes as sent (tungstenite rewrites 1014).
 //! - [`Variant`] and the `matrix!` macros: one scenario run under each
@@ -21,10 +25,6 @@ pub mod client;
 pub mod frame;
 pub mod http;
 pub mod hub;
-// Tests that use both harnesses load this file twice, a copy per harness;
-// harmless, as neither harness hands its types to the other.
-#[allow(clippy::duplicate_mod)]
-#[path = "../harness/process.rs"]
 pub mod process;
 pub mod prom;
 pub mod python;
@@ -32,6 +32,7 @@ pub mod relay;
 pub mod tap;
 pub mod target;
 pub mod tcp;
+pub mod tls;
 pub mod upstream;
 
 pub use client::*;

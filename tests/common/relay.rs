@@ -1,7 +1,7 @@
 //! The relay under test for the `tests/common` harness: its config
 //! ([`RelayConfig`], users, driver and forward mode) and a plain `/health`
 //! probe. Starting, logs, the CLI and stopping are the shared
-//! `tests/harness/process.rs`, reached through `Deref`.
+//! `tests/common/process.rs`, reached through `Deref`.
 
 use std::ops::{Deref, DerefMut};
 use std::path::Path;

@@ -1,10 +1,9 @@
-//! TLS harness for the `tests/tls_*.rs` over-the-wire tests.
+//! The TLS part of the harness (`tests/tls_*.rs` and others).
 //!
 //! - [`TlsRelay`]: the relay with its certificate files beside the config
 //!   (relative paths, cwd `/`, so the "relative to the config file" rule is
 //!   exercised) and a `/health` probe over TLS (or plain), on the process
-//!   harness shared with `tests/common` ([`process`]: temp dir, free port,
-//!   log, CLI, restart, stop on drop).
+//!   harness ([`super::process`]).
 //! - [`pki`]: rcgen CA/intermediate/leaf certificates and key conversions.
 //! - [`client`]: rustls client configs, TLS connections, both auth modes.
 //! - [`target`]: plain and TLS echo targets.
@@ -14,21 +13,15 @@ pub mod client;
 pub mod pki;
 pub mod target;
 
-// Tests that use both harnesses load this file twice, a copy per harness;
-// harmless, as neither harness hands its types to the other.
-#[allow(clippy::duplicate_mod)]
-#[path = "../harness/process.rs"]
-pub mod process;
-
 use std::ops::{Deref, DerefMut};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+#[allow(unused_imports)]
+pub use super::process::{field, run_cli, strip_ansi, CliOutput, RelayProcess, BIN};
 pub use client::*;
 pub use pki::*;
-#[allow(unused_imports)]
-pub use process::{field, run_cli, strip_ansi, CliOutput, RelayProcess, BIN};
 #[allow(unused_imports)]
 pub use target::*;
 

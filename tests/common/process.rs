@@ -1,7 +1,7 @@
 //! The relay process every over-the-wire test runs, shared by the two
-//! harnesses built on it: `tests/common` (relay, hub, routes, tunnels) and
-//! `tests/tls_support` (the `tls_*` tests). Each harness keeps only its own
-//! config format and its `/health` probe (plain, or over TLS).
+//! configs built on it: `relay.rs` (relay, hub, routes, tunnels) and
+//! `tls/` (the `tls_*` tests). Each keeps only its own config format and
+//! its `/health` probe (plain, or over TLS).
 //!
 //! Owns: the temp dir holding the config, log and control socket; starting
 //! `ws-relay-core --config <dir>/config.toml serve` on a free loopback port
