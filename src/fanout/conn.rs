@@ -23,7 +23,8 @@ use crate::endpoint::Endpoint;
 use crate::net::event::Event;
 use crate::net::io::try_send_vectored;
 use crate::ws::decoder::Role;
-use crate::ws::frame::{build_frame, close_code, close_frame, opcode};
+use crate::ws::end::{verdict, Ended, Kind, Reply, Side};
+use crate::ws::frame::{build_frame, opcode};
 use crate::ws::message::{Message, MessageReader, Mode, ReadError};
 
 /// How long a client that overflowed its queue gets to take the frame being
@@ -31,6 +32,8 @@ use crate::ws::message::{Message, MessageReader, Mode, ReadError};
 const SLOW_LINGER: Duration = Duration::from_secs(5);
 /// Stack buffer for one read.
 const READ_CHUNK: usize = 4096;
+/// The one peer, as the session-end table names it.
+const CLIENT: Side = Side::new("client", Kind::Client);
 
 /// What the connection does after a message was handed over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -236,15 +239,24 @@ impl<'a> ServerWs<'a> {
         }
     }
 
-    /// Sends the Close frame `end` calls for (bounded in time), then FIN.
+    /// Sends the Close frame `end` calls for (the session-end table's reply
+    /// to the client, bounded in time), then FIN.
     async fn finish(&mut self, end: End) -> End {
         self.outbox.close();
-        let frame = match &end {
+        let ended = match &end {
             End::Gone => return end,
-            End::ClientClose(_) => build_frame(opcode::CLOSE, &self.close_echo, None),
-            End::Slow => close_frame(close_code::TRY_AGAIN_LATER, "client too slow", None),
-            End::Shutdown => close_frame(close_code::GOING_AWAY, "server shutting down", None),
-            End::Protocol(e) => close_frame(e.close_code(), &e.to_string(), None),
+            End::ClientClose(code) => Ended::Close {
+                by: CLIENT,
+                code: *code,
+            },
+            End::Slow => Ended::Slow { by: CLIENT },
+            End::Shutdown => Ended::Shutdown,
+            End::Protocol(error) => Ended::Protocol { by: CLIENT, error },
+        };
+        let frame = match verdict(&ended).reply_to(CLIENT) {
+            Reply::Nothing => return end,
+            Reply::Echo => build_frame(opcode::CLOSE, &self.close_echo, None),
+            Reply::Close(close) => close.frame(None),
         };
         let linger = if end == End::Slow {
             SLOW_LINGER

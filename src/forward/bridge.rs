@@ -26,9 +26,8 @@ use crate::endpoint::Endpoint;
 use crate::net::event::Notify;
 use crate::net::idle::idle_watch;
 use crate::ws::decoder::Role as FrameRole;
-use crate::ws::frame::{
-    apply_mask, build_frame, close_code, close_frame, encode_header, opcode, MAX_HEADER_LEN,
-};
+use crate::ws::end::{verdict, Ended, Kind, Reply, Side};
+use crate::ws::frame::{apply_mask, build_frame, encode_header, opcode, MAX_HEADER_LEN};
 use crate::ws::message::{Message, MessageReader, Mode, ReadError};
 
 /// How long the surviving side gets once the other has ended.
@@ -36,8 +35,6 @@ const LINGER: Duration = Duration::from_secs(1);
 /// How long a half-closed session may sit with no byte moving (when no
 /// idle timeout is configured).
 const DRAIN_IDLE: Duration = Duration::from_secs(60);
-/// RFC 6455 §7.4.1: the Close frame carried no code.
-const NO_STATUS: u16 = 1005;
 
 /// Read size of a tunnel bridge, on the relay and in the tunnel client.
 /// Each read leaves as one frame, and tunnels carry bulk (SSH, databases,
@@ -125,23 +122,23 @@ impl Keepalive {
 pub struct Role {
     /// Frames we send are masked (we are the WebSocket client).
     pub masks: bool,
-    /// Names for the session-end line: the WebSocket peer, the stream.
-    pub ws_peer: &'static str,
-    pub stream_peer: &'static str,
+    /// The two sides, as the session-end table names them.
+    pub ws_peer: Side,
+    pub stream: Side,
 }
 
 impl Role {
     /// The relay, serving a `tcp://` target to a WebSocket client.
     pub const RELAY: Role = Role {
         masks: false,
-        ws_peer: "client",
-        stream_peer: "target",
+        ws_peer: Side::new("client", Kind::Client),
+        stream: Side::new("target", Kind::Stream),
     };
     /// The tunnel client, carrying a local connection to the relay.
     pub const TUNNEL_CLIENT: Role = Role {
         masks: true,
-        ws_peer: "server",
-        stream_peer: "local",
+        ws_peer: Side::new("server", Kind::Target),
+        stream: Side::new("local", Kind::Stream),
     };
 }
 
@@ -188,8 +185,9 @@ struct Shared {
     wake_down: Notify,
     /// The down pump is halfway through a frame: nothing may be injected.
     mid_frame: Cell<bool>,
-    /// The peer's Close arrived (its code), or we sent ours.
-    peer_close: Cell<Option<u16>>,
+    /// The peer's Close arrived: its payload, echoed once the stream is done.
+    peer_close: RefCell<Option<([u8; 125], usize)>>,
+    /// Our Close went out.
     sent_close: Cell<bool>,
     /// A write to the stream failed: it is gone, and its EOF is no FIN to
     /// report as a clean "stream closed".
@@ -211,7 +209,8 @@ impl Shared {
 }
 
 enum UpEnd {
-    Close(u16),
+    /// The peer's Close (its code, if it had one).
+    Close(Option<u16>),
     Eof,
     ReadError(io::Error),
     /// Writing to the TCP service failed.
@@ -252,7 +251,7 @@ pub async fn bridge(
         heard: Cell::new(Instant::now()),
         wake_down: Notify::default(),
         mid_frame: Cell::new(false),
-        peer_close: Cell::new(None),
+        peer_close: RefCell::new(None),
         sent_close: Cell::new(false),
         stream_gone: Cell::new(false),
         clock: Cell::new(Instant::now()),
@@ -273,8 +272,7 @@ pub async fn bridge(
     // the other direction keeps flowing until it ends as well.
     let draining = ctx.idle_timeout.or(Some(DRAIN_IDLE));
     let last = match &first {
-        First::Up(UpEnd::Close(code)) => {
-            st.peer_close.set(Some(*code));
+        First::Up(UpEnd::Close(_)) => {
             tcp.shutdown_write().await;
             Some(monoio::select! {
                 e = &mut down_f => First::Down(e),
@@ -297,12 +295,15 @@ pub async fn bridge(
         }),
         _ => None,
     };
-    let (closed_by, reason, _) = describe_end(&first, role);
-    let close = describe_end(last.as_ref().unwrap_or(&first), role).2;
+    let v = verdict(&ended(&first, role));
+    let (closed_by, reason) = (v.closed_by, v.reason);
+    let last = last.as_ref().unwrap_or(&first);
+    let last = verdict(&ended(last, role));
     tcp.shutdown_write().await;
-    let sendable = !st.sent_close.get() && !st.mid_frame.get();
-    if let Some((code, why)) = close.filter(|_| sendable) {
-        let _ = monoio::time::timeout(LINGER, client.write_all(&close_for(code, why, &st))).await;
+    if !st.sent_close.get() && !st.mid_frame.get() {
+        if let Some(frame) = reply_frame(last.reply_to(role.ws_peer), &st) {
+            let _ = monoio::time::timeout(LINGER, client.write_all(&frame)).await;
+        }
     }
     client.shutdown_write().await;
     let _ = monoio::time::timeout(LINGER, client.discard_until_eof(ctx.buffers)).await;
@@ -314,61 +315,47 @@ pub async fn bridge(
     }
 }
 
-/// A Close frame; one without a code answers a Close that had none.
-fn close_for(code: u16, why: &str, st: &Shared) -> Vec<u8> {
-    match code {
-        NO_STATUS => build_frame(opcode::CLOSE, &[], st.mask()),
-        _ => close_frame(code, why, st.mask()),
+/// The Close frame a reply to the WebSocket peer is, if any.
+fn reply_frame(reply: &Reply, st: &Shared) -> Option<Vec<u8>> {
+    match reply {
+        Reply::Nothing => None,
+        Reply::Close(close) => Some(close.frame(st.mask())),
+        Reply::Echo => {
+            let echo = st.peer_close.borrow();
+            let payload = echo.as_ref().map_or(&[][..], |(p, n)| &p[..*n]);
+            Some(build_frame(opcode::CLOSE, payload, st.mask()))
+        }
     }
 }
 
-type Close = Option<(u16, &'static str)>;
-
-/// Who ended the session, why, and the Close frame the WebSocket peer gets.
-fn describe_end(first: &First, role: Role) -> (&'static str, String, Close) {
-    let (ws, stream) = (role.ws_peer, role.stream_peer);
-    let gone = Some((close_code::BAD_GATEWAY, "target went away"));
-    let going = |why| Some((close_code::GOING_AWAY, why));
+/// How a bridged session's first (or last) event reads in the session-end
+/// table.
+fn ended(first: &First, role: Role) -> Ended<'_> {
+    let (ws, stream) = (role.ws_peer, role.stream);
     match first {
-        First::Up(UpEnd::Close(code)) => {
-            (ws, "close handshake".into(), Some((echo_code(*code), "")))
-        }
-        First::Up(UpEnd::Eof) => (ws, format!("{ws} disconnected without a close frame"), None),
-        First::Up(UpEnd::ReadError(e)) => (ws, format!("{ws} connection error: {e}"), None),
-        First::Up(UpEnd::TargetWrite(e)) => (
-            stream,
-            format!("write to the {stream} stream failed: {e}"),
-            gone,
-        ),
-        First::Up(UpEnd::Protocol(e)) => {
-            let close = Some((e.close_code(), "protocol error"));
-            ("relay", format!("{ws} protocol error: {e}"), close)
-        }
-        First::Down(DownEnd::Eof) => (
-            stream,
-            format!("{stream} stream closed"),
-            Some((1000, "stream closed")),
-        ),
-        First::Down(DownEnd::ReadError(e)) => (stream, format!("{stream} stream error: {e}"), gone),
-        First::Down(DownEnd::ClientWrite(e)) => {
-            (ws, format!("write to the {ws} failed: {e}"), None)
-        }
-        First::Idle => ("relay", "idle timeout".into(), going("idle timeout")),
-        First::Shutdown => ("relay", "shutdown".into(), going("shutting down")),
-        First::Silent(d) => (
-            ws,
-            format!("{ws} silent for {}s (keepalive)", d.as_secs()),
-            going("keepalive timeout"),
-        ),
-    }
-}
-
-/// The code to answer a client's Close with: its own, unless it may not be
-/// sent on the wire (1005, 1006, 1015, or out of range).
-fn echo_code(code: u16) -> u16 {
-    match code {
-        1000..=1003 | 1007..=1014 | 3000..=4999 | NO_STATUS => code,
-        _ => 1000,
+        First::Up(UpEnd::Close(code)) => Ended::Close {
+            by: ws,
+            code: *code,
+        },
+        First::Up(UpEnd::Eof) => Ended::Eof {
+            by: ws,
+            clean: false,
+        },
+        First::Up(UpEnd::ReadError(error)) => Ended::ReadError { by: ws, error },
+        First::Up(UpEnd::TargetWrite(error)) => Ended::WriteError { by: stream, error },
+        First::Up(UpEnd::Protocol(error)) => Ended::Protocol { by: ws, error },
+        First::Down(DownEnd::Eof) => Ended::Eof {
+            by: stream,
+            clean: false,
+        },
+        First::Down(DownEnd::ReadError(error)) => Ended::ReadError { by: stream, error },
+        First::Down(DownEnd::ClientWrite(error)) => Ended::WriteError { by: ws, error },
+        First::Idle => Ended::Idle,
+        First::Shutdown => Ended::Shutdown,
+        First::Silent(quiet) => Ended::Silent {
+            by: ws,
+            quiet: *quiet,
+        },
     }
 }
 
@@ -454,8 +441,11 @@ async fn feed(
                 st.wake_down.notify();
                 st.clock.set(Instant::now());
             }
-            Ok(Some(Message::Close { code, .. })) => {
-                return Some(UpEnd::Close(code.unwrap_or(1005)))
+            Ok(Some(Message::Close { code, payload })) => {
+                let mut copy = [0u8; 125];
+                copy[..payload.len()].copy_from_slice(payload);
+                *st.peer_close.borrow_mut() = Some((copy, payload.len()));
+                return Some(UpEnd::Close(code));
             }
             Ok(Some(Message::Pong(_))) => st.clock.set(Instant::now()),
             // A data frame's header: its payload touches the clock.
@@ -489,14 +479,25 @@ async fn down(
             let n = match tcp.try_read(&mut buf[MAX_HEADER_LEN..]) {
                 Ok(Some(0)) if st.stream_gone.get() => return DownEnd::Eof,
                 Ok(Some(0)) => {
-                    // The stream's FIN: our Close, echoing the peer's code
+                    // The stream's FIN: our Close, the peer's own echoed
                     // when it closed first.
-                    let code = st.peer_close.get().map_or(1000, echo_code);
-                    let frame = close_for(code, "stream closed", st);
-                    if let Err(e) = client.write_all(&frame).await {
-                        return DownEnd::ClientWrite(e);
+                    let end = match st.peer_close.borrow().is_some() {
+                        true => Ended::Close {
+                            by: st.role.ws_peer,
+                            code: None,
+                        },
+                        false => Ended::Eof {
+                            by: st.role.stream,
+                            clean: false,
+                        },
+                    };
+                    let v = verdict(&end);
+                    if let Some(frame) = reply_frame(v.reply_to(st.role.ws_peer), st) {
+                        if let Err(e) = client.write_all(&frame).await {
+                            return DownEnd::ClientWrite(e);
+                        }
+                        st.sent_close.set(true);
                     }
-                    st.sent_close.set(true);
                     return DownEnd::Eof;
                 }
                 Ok(Some(n)) => n,

@@ -31,7 +31,7 @@ use crate::net::event::Event;
 use crate::net::idle::idle_watch;
 use crate::net::pool::{BufferPool, PipePool};
 use crate::ws::decoder::Decoder;
-use crate::ws::frame::{close_code, close_frame};
+use crate::ws::end::{verdict, Ended, Kind, Reply, Side, SPLICE_EOF};
 
 /// How long the surviving side gets to finish once the other has ended.
 const LINGER: Duration = Duration::from_secs(1);
@@ -127,10 +127,6 @@ pub enum PumpEnd {
     /// at a frame boundary.
     RecordLimit,
 }
-
-/// The reason logged, and sent in the 1001 Close frames, when a TLS 1.2
-/// session nears its cipher's record limit.
-const RECORD_LIMIT: &str = "TLS 1.2 record limit";
 
 /// What a session end looked like, for the session-end log line.
 #[derive(Debug)]
@@ -232,54 +228,63 @@ pub async fn passthrough(
         _ = idle_watch(&clock, ctx.idle_timeout) => First::Idle,
         _ = ctx.close_all.wait() => First::Shutdown,
     };
-    let (ended_by, reason) = match first {
+    let v = match first {
+        // TLS 1.2 cannot rekey: end the session while records are left for
+        // a Close 1001 and a close_notify, as for a shutdown.
         First::Up(PumpEnd::RecordLimit) | First::Down(PumpEnd::RecordLimit) => {
-            // TLS 1.2 cannot rekey: end the session while records are left
-            // for a Close 1001 and a close_notify, as for a shutdown.
+            let v = verdict(&Ended::RecordLimit);
             settle_both(up_pump, &up, down_pump, &down).await;
-            close_both(ctx, client, &down, target, &up, RECORD_LIMIT).await;
-            ("relay", RECORD_LIMIT.to_string())
+            close_both(ctx, client, &down, target, &up, &v.to_other).await;
+            v
+        }
+        First::Idle | First::Shutdown => {
+            let v = verdict(match first {
+                First::Idle => &Ended::Idle,
+                _ => &Ended::Shutdown,
+            });
+            settle_both(up_pump, &up, down_pump, &down).await;
+            close_both(ctx, client, &down, target, &up, &v.to_other).await;
+            v
         }
         // A failed write names the side written to: that peer is gone
         // (a write fails only after its reset), but what it sent before
         // going may still be unread, its Close frame among them.
         First::Up(PumpEnd::WriteError(e)) => {
+            let v = verdict(&Ended::WriteError {
+                by: TARGET,
+                error: &e,
+            });
             let rest = (down_pump, &down);
-            let reset = write_was_reset(&e);
-            after_failed_write(ctx, rest, client, target, reset, Notice::TARGET_GONE).await;
-            ("target", format!("target connection error: {e} (on write)"))
+            let notice = (&v.to_other, None);
+            after_failed_write(ctx, rest, client, target, write_was_reset(&e), notice).await;
+            v
         }
         First::Down(PumpEnd::WriteError(e)) => {
+            let v = verdict(&Ended::WriteError {
+                by: CLIENT,
+                error: &e,
+            });
             let rest = (up_pump, &up);
-            let reset = write_was_reset(&e);
-            after_failed_write(ctx, rest, target, client, reset, Notice::CLIENT_GONE).await;
-            ("client", format!("client connection error: {e} (on write)"))
+            let notice = (&v.to_other, Some(RELAY_MASK));
+            after_failed_write(ctx, rest, target, client, write_was_reset(&e), notice).await;
+            v
         }
         First::Up(end) => {
-            let reason = describe("client", &end, up.saw_close(), splice);
-            let notice = Notice::CLIENT_GONE;
+            let v = verdict(&ended(CLIENT, &end, up.saw_close(), splice));
             let rest = (down_pump, &down);
+            let notice = (&v.to_other, Some(RELAY_MASK));
             end_side(ctx, &end, &up, target, rest, client, notice).await;
-            ("client", reason)
+            v
         }
         First::Down(end) => {
-            let reason = describe("target", &end, down.saw_close(), splice);
-            let notice = Notice::TARGET_GONE;
+            let v = verdict(&ended(TARGET, &end, down.saw_close(), splice));
             let rest = (up_pump, &up);
+            let notice = (&v.to_other, None);
             end_side(ctx, &end, &down, client, rest, target, notice).await;
-            ("target", reason)
-        }
-        First::Idle => {
-            settle_both(up_pump, &up, down_pump, &down).await;
-            close_both(ctx, client, &down, target, &up, "idle timeout").await;
-            ("relay", "idle timeout".to_string())
-        }
-        First::Shutdown => {
-            settle_both(up_pump, &up, down_pump, &down).await;
-            close_both(ctx, client, &down, target, &up, "server shutting down").await;
-            ("relay", "shutdown".to_string())
+            v
         }
     };
+    let (ended_by, reason) = (v.closed_by, v.reason);
     Outcome {
         bytes_up: up.bytes.get(),
         bytes_down: down.bytes.get(),
@@ -311,46 +316,26 @@ async fn pump(
     }
 }
 
-/// How a splice-mode end by EOF is described: it cannot tell a close
-/// handshake from a peer that vanished.
-const SPLICE_EOF: &str = "TCP closed";
+/// The two sides of a passthrough session, for the session-end table.
+const CLIENT: Side = Side::new("client", Kind::Client);
+const TARGET: Side = Side::new("target", Kind::Target);
 
-fn describe(side: &str, end: &PumpEnd, clean: bool, splice: bool) -> String {
+/// How one direction's end reads in the session-end table. (A failed
+/// write is the other side's end, and a stop only follows the first end.)
+fn ended<'e>(by: Side, end: &'e PumpEnd, clean: bool, splice: bool) -> Ended<'e> {
     match end {
-        PumpEnd::Eof if clean => "close handshake".to_string(),
-        PumpEnd::Eof if splice => {
-            format!("{SPLICE_EOF} by the {side} first (splice mode does not see Close frames)")
-        }
-        PumpEnd::Eof => format!("{side} disconnected without a close frame"),
-        PumpEnd::ReadError(e) => format!("{side} connection error: {e}"),
-        PumpEnd::WriteError(e) => format!("write failed toward the other side of {side}: {e}"),
-        PumpEnd::Stopped => "stopped by the relay".to_string(),
-        PumpEnd::RecordLimit => RECORD_LIMIT.to_string(),
+        PumpEnd::Eof if splice && !clean => Ended::Unframed { by },
+        PumpEnd::Eof | PumpEnd::Stopped => Ended::Eof { by, clean },
+        PumpEnd::ReadError(error) => Ended::ReadError { by, error },
+        PumpEnd::WriteError(error) => Ended::WriteError { by, error },
+        PumpEnd::RecordLimit => Ended::RecordLimit,
     }
 }
 
-/// The Close frame the relay injects toward the surviving peer when the
-/// other side vanished without one.
-struct Notice {
-    code: u16,
-    reason: &'static str,
-    mask: Option<[u8; 4]>,
-}
-
-impl Notice {
-    /// To the target, masked as a client frame must be.
-    const CLIENT_GONE: Notice = Notice {
-        code: close_code::GOING_AWAY,
-        reason: "client went away",
-        mask: Some(RELAY_MASK),
-    };
-    /// To the client.
-    const TARGET_GONE: Notice = Notice {
-        code: close_code::BAD_GATEWAY,
-        reason: "target went away",
-        mask: None,
-    };
-}
+/// What the surviving peer is told when the other vanished without a
+/// word (the session-end table's `to_other`), and the mask our frames to
+/// it need (we are the WebSocket client toward the target).
+type Notice<'v> = (&'v Reply, Option<[u8; 4]>);
 
 /// The pump still running when the other ended, and its direction.
 type Rest<'p, 'd, F> = (Pin<&'p mut F>, &'p Direction<'d>);
@@ -380,7 +365,7 @@ async fn end_side<F: Future<Output = PumpEnd>>(
     peer: &Endpoint,
     (other_pump, other): Rest<'_, '_, F>,
     gone: &Endpoint,
-    notice: Notice,
+    notice: Notice<'_>,
 ) {
     let clean = matches!(end, PumpEnd::Eof) && ended.saw_close();
     if clean {
@@ -406,7 +391,7 @@ async fn after_failed_write<F: Future<Output = PumpEnd>>(
     survivor: &Endpoint,
     gone: &Endpoint,
     reset: bool,
-    notice: Notice,
+    notice: Notice<'_>,
 ) {
     let _ = monoio::time::timeout(LINGER, toward_survivor).await;
     close_toward(ctx, dir, survivor, gone, reset, notice).await;
@@ -429,14 +414,14 @@ async fn close_toward(
     peer: &Endpoint,
     gone: &Endpoint,
     reset: bool,
-    notice: Notice,
+    (reply, mask): Notice<'_>,
 ) {
     if reset && !dir.saw_close() {
         peer.reset(LINGER).await;
         return;
     }
-    if dir.injectable() {
-        let frame = close_frame(notice.code, notice.reason, notice.mask);
+    if let (true, Reply::Close(close)) = (dir.injectable(), reply) {
+        let frame = close.frame(mask);
         let _ = monoio::time::timeout(LINGER, peer.write_all(&frame)).await;
     }
     peer.shutdown_write().await;
@@ -485,15 +470,17 @@ async fn close_both(
     down: &Direction<'_>,
     target: &Endpoint,
     up: &Direction<'_>,
-    reason: &str,
+    reply: &Reply,
 ) {
-    if down.injectable() {
-        let frame = close_frame(close_code::GOING_AWAY, reason, None);
-        let _ = monoio::time::timeout(LINGER, client.write_all(&frame)).await;
-    }
-    if up.injectable() {
-        let frame = close_frame(close_code::GOING_AWAY, reason, Some(RELAY_MASK));
-        let _ = monoio::time::timeout(LINGER, target.write_all(&frame)).await;
+    if let Reply::Close(close) = reply {
+        if down.injectable() {
+            let frame = close.frame(None);
+            let _ = monoio::time::timeout(LINGER, client.write_all(&frame)).await;
+        }
+        if up.injectable() {
+            let frame = close.frame(Some(RELAY_MASK));
+            let _ = monoio::time::timeout(LINGER, target.write_all(&frame)).await;
+        }
     }
     client.shutdown_write().await;
     target.shutdown_write().await;

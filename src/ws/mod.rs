@@ -3,10 +3,12 @@
 //! `Passthrough` role follows relayed bytes without touching them), the one
 //! message reader (`message`) with its payload rules (`validate`), the
 //! handshake, the wire's error vocabulary (`error`: the codes peers see,
-//! with their Close codes and HTTP statuses) and the target URL grammar
+//! with their Close codes and HTTP statuses), the one session-end table
+//! (`end`: who closed, why, which Close each side gets) and the target URL grammar
 //! (`target`), which every feature shares.
 
 pub mod decoder;
+pub mod end;
 pub mod error;
 pub mod frame;
 pub mod handshake;

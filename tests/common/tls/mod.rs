@@ -18,6 +18,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The harness's per-step limit and timeout, for the TLS tests too.
+pub use super::client::{within, STEP};
 #[allow(unused_imports)]
 pub use super::process::{field, run_cli, strip_ansi, CliOutput, RelayProcess, BIN};
 pub use client::*;
@@ -28,23 +30,8 @@ pub use target::*;
 pub const TOKEN: &str = "tls-test-token-0123456789";
 pub const USER: &str = "tls-user";
 
-/// Default per-step limit: only hit when the engine is broken.
-pub const STEP: Duration = Duration::from_secs(10);
-
 pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
-}
-
-/// Awaits `fut`, panicking with `what` after `limit`.
-pub async fn within<T>(
-    limit: Duration,
-    what: &str,
-    fut: impl std::future::Future<Output = T>,
-) -> T {
-    match tokio::time::timeout(limit, fut).await {
-        Ok(v) => v,
-        Err(_) => panic!("timed out after {limit:?}: {what}"),
-    }
 }
 
 /// What goes into the relay's temp dir and `[server]` section.
