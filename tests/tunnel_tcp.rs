@@ -141,6 +141,9 @@ async fn bridges_binary_messages_both_auth_modes_and_drivers() {
 
         let mut ws = connect_first_message(relay.port, ALICE_TOKEN, &target).await;
         echo_roundtrips(&mut ws).await;
+        // The client's Close comes back as it was sent, code and reason,
+        // once the service has answered the FIN with its own.
+        close_and_expect_echo(&mut ws, 4000, "bye").await;
     }
 }
 
