@@ -446,12 +446,13 @@ async fn a_port_held_by_a_connection_is_named_as_such() {
 /// port back. io_uring tears a dead process's ring down after the process
 /// is reaped, so its listener can outlive it for a moment, held by no pid;
 /// a supervisor restarting the relay (systemd `Restart=always`) must not
-/// meet "address in use" for that.
+/// meet "address in use" for that, nor "a connection holds this port" for
+/// the dead process's sessions, torn down just after.
 #[tokio::test]
 async fn a_relay_restarted_right_after_a_crash_gets_its_port_back() {
     let target = Target::echo().await;
     let mut relay = Relay::start(RelayConfig::default()).await;
-    for round in 0..12 {
+    for round in 0..40 {
         let mut ws = connect_first_message(relay.port, ALICE_TOKEN, &target.url("/")).await;
         send(&mut ws, Message::text(format!("round {round}"))).await;
         expect_text(&mut ws, &format!("round {round}")).await;

@@ -41,12 +41,13 @@ pub fn listen_addr(cfg: &ServerConfig) -> Result<SocketAddr, ListenError> {
         .ok_or_else(|| ListenError::Resolve(cfg.host.clone(), cfg.port))
 }
 
-/// How long a listener that no process holds may linger before it counts
-/// as an owner. io_uring releases a dead process's ring (and the sockets its
-/// requests hold) in a kernel worker after the process is reaped, so a relay
-/// restarted right after a crash can meet its predecessor's listener for a
-/// few milliseconds (measured here: 22–24 ms after SIGKILL and wait, in 1–2
-/// of 12 immediate restarts with a session open).
+/// How long a listener, or a connection, that no process holds may linger
+/// before it counts as an owner. io_uring releases a dead process's ring
+/// (and the sockets its requests hold) in a kernel worker after the process
+/// is reaped, so a relay restarted right after a crash can meet its
+/// predecessor's listener for a few milliseconds (measured here: 22–24 ms
+/// after SIGKILL and wait, in 1–2 of 12 immediate restarts with a session
+/// open), or, once the listener is gone, one of its sessions' sockets.
 const ORPHAN_WAIT: Duration = Duration::from_secs(3);
 
 /// Fails when any socket already listens on `addr` (or overlaps it, such as
@@ -66,12 +67,14 @@ pub fn ensure_unowned(addr: SocketAddr) -> Result<(), ListenError> {
                     tracing::info!(
                         addr = %addr,
                         waited_ms = start.elapsed().as_millis() as u64,
-                        "waited for a dead process's listener to be released"
+                        "waited for a dead process's sockets to be released"
                     );
                 }
                 return Ok(());
             }
-            Some(owner::Holder::Unnamed) if start.elapsed() < ORPHAN_WAIT => {
+            Some(owner::Holder::Unnamed | owner::Holder::Orphaned)
+                if start.elapsed() < ORPHAN_WAIT =>
+            {
                 std::thread::sleep(Duration::from_millis(10));
                 waited = true;
             }
@@ -79,7 +82,9 @@ pub fn ensure_unowned(addr: SocketAddr) -> Result<(), ListenError> {
                 return Err(ListenError::InUse(addr, "another process".into()))
             }
             Some(owner::Holder::Process(who)) => return Err(ListenError::InUse(addr, who)),
-            Some(owner::Holder::Connection) => return Err(ListenError::HeldByConnection(addr)),
+            Some(owner::Holder::Connection | owner::Holder::Orphaned) => {
+                return Err(ListenError::HeldByConnection(addr))
+            }
         }
     }
 }
@@ -129,14 +134,23 @@ mod owner {
         /// root), or a dead process's whose io_uring ring is still being
         /// torn down.
         Unnamed,
-        /// Nothing listens: a connection's local end holds the port.
+        /// Nothing listens: a live process's connection has its local
+        /// end on the port (an outgoing connection's source port).
         Connection,
+        /// Nothing listens, and no process holds the connections on the
+        /// port: a dead process's sessions, still being torn down.
+        Orphaned,
     }
 
     pub fn describe(port: u16) -> Holder {
-        let inodes = listening_inodes(port);
+        let inodes = inodes_on(port, |state| state == LISTEN);
         if inodes.is_empty() {
-            return Holder::Connection;
+            // TIME_WAIT sockets have inode 0 and never block our probe.
+            let conns = inodes_on(port, |state| state != LISTEN);
+            return match conns.iter().any(|i| *i != 0 && pid_holding(*i).is_some()) {
+                true => Holder::Connection,
+                false => Holder::Orphaned,
+            };
         }
         match inodes.iter().find_map(|i| pid_holding(*i)) {
             Some(pid) => {
@@ -147,24 +161,27 @@ mod owner {
         }
     }
 
-    /// Socket inodes in LISTEN state on `port`, IPv4 and IPv6.
-    fn listening_inodes(port: u16) -> Vec<u64> {
+    /// `/proc/net/tcp`'s state of a listening socket.
+    const LISTEN: &str = "0A";
+
+    /// Inodes of the sockets whose local end is on `port` and whose state
+    /// passes `state`, IPv4 and IPv6.
+    fn inodes_on(port: u16, state: impl Fn(&str) -> bool) -> Vec<u64> {
         let mut out = Vec::new();
         for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
             let text = fs::read_to_string(table).unwrap_or_default();
-            out.extend(text.lines().skip(1).filter_map(|l| listener_inode(l, port)));
+            let rows = text.lines().skip(1).filter_map(row);
+            out.extend(rows.filter(|r| r.0 == port && state(r.1)).map(|r| r.2));
         }
         out
     }
 
-    /// One `/proc/net/tcp` row: `sl local rem st … uid timeout inode`.
-    fn listener_inode(line: &str, port: u16) -> Option<u64> {
+    /// One `/proc/net/tcp` row, `sl local rem st … uid timeout inode`:
+    /// local port, state, inode.
+    fn row(line: &str) -> Option<(u16, &str, u64)> {
         let f: Vec<&str> = line.split_whitespace().collect();
-        let local_port = f.get(1)?.rsplit(':').next()?;
-        let listening = *f.get(3)? == "0A";
-        (listening && u16::from_str_radix(local_port, 16).ok()? == port)
-            .then(|| f.get(9)?.parse().ok())
-            .flatten()
+        let local_port = u16::from_str_radix(f.get(1)?.rsplit(':').next()?, 16).ok()?;
+        Some((local_port, *f.get(3)?, f.get(9)?.parse().ok()?))
     }
 
     fn pid_holding(inode: u64) -> Option<u32> {
@@ -181,12 +198,12 @@ mod owner {
     #[cfg(test)]
     mod tests {
         #[test]
-        fn reads_a_listen_row() {
+        fn reads_a_row() {
             let row = "   1: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 4242 1 0000000000000000 100 0 0 10 0";
-            assert_eq!(super::listener_inode(row, 8080), Some(4242));
-            assert_eq!(super::listener_inode(row, 8081), None);
+            assert_eq!(super::row(row), Some((8080, super::LISTEN, 4242)));
             let established = row.replace(" 0A ", " 01 ");
-            assert_eq!(super::listener_inode(&established, 8080), None);
+            assert_eq!(super::row(&established), Some((8080, "01", 4242)));
+            assert_eq!(super::row("  sl  local_address rem_address   st"), None);
         }
     }
 }
