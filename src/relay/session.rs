@@ -95,7 +95,8 @@ pub async fn run(shard: &ShardCtx, cfg: Rc<ServerConfig>, req: Accepted) {
         if over_capacity {
             return shard.refuse_http(&client, peer, &capacity_error()).await;
         }
-        match open_target(shard, &cfg, &creds, peer, protocols.as_deref()).await {
+        let open = open_target(shard, &cfg, &creds, peer, protocols.as_deref());
+        match Box::pin(open).await {
             Err(e) => return shard.refuse_http(&client, peer, &e).await,
             Ok(o) => {
                 let answer = accept_response(&key, o.protocol());
@@ -119,7 +120,7 @@ pub async fn run(shard: &ShardCtx, cfg: Rc<ServerConfig>, req: Accepted) {
         }
         let limit = cfg.max_auth_message_bytes;
         let read = auth::read_first_message(&client, &mut rest, limit);
-        let creds = match monoio::time::timeout_at(deadline.into(), read).await {
+        let creds = match Box::pin(monoio::time::timeout_at(deadline.into(), read)).await {
             Err(_) => {
                 let e = RelayError::new(
                     ErrorCode::AuthTimeout,
@@ -133,7 +134,7 @@ pub async fn run(shard: &ShardCtx, cfg: Rc<ServerConfig>, req: Accepted) {
             }
             Ok(Ok(c)) => c,
         };
-        match open_target(shard, &cfg, &creds, peer, None).await {
+        match Box::pin(open_target(shard, &cfg, &creds, peer, None)).await {
             Err(e) => return refuse_ws(shard, &client, peer, &e).await,
             Ok(o) => {
                 let status = build_frame(opcode::TEXT, CONNECTED.as_bytes(), None);
@@ -170,12 +171,12 @@ async fn relay_opened(
     let (out, target_tls) = match o.far {
         Far::Published(listener) => {
             let out = super::publish::serve(&ctx, &client, listener, client_early, keepalive);
-            (out.await, "none")
+            (Box::pin(out).await, "none")
         }
         // A tcp:// target gets the client's frames decoded by the bridge.
         Far::Target { ref stream, .. } if o.url.tcp => {
-            let out = bridge(&ctx, Role::RELAY, &client, stream, client_early, None).await;
-            (out, "none")
+            let out = bridge(&ctx, Role::RELAY, &client, stream, client_early, None);
+            (Box::pin(out).await, "none")
         }
         Far::Target {
             ref stream,
