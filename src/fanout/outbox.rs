@@ -78,12 +78,8 @@ impl Outbox {
             self.wake();
             return false;
         }
-        let was_empty = q.is_empty();
-        q.push_back(frame.clone());
         drop(q);
-        if was_empty {
-            self.wake();
-        }
+        self.enqueue(frame);
         true
     }
 
@@ -92,9 +88,14 @@ impl Outbox {
     /// more of its client's messages while the outbox is full (`ServerWs`),
     /// so its own frames take it at most one past full.
     pub fn push_own(&self, frame: &Frame) {
-        if self.overflowed.get() || self.closed.get() {
-            return;
+        if !self.overflowed.get() && !self.closed.get() {
+            self.enqueue(frame);
         }
+    }
+
+    /// Appends `frame` (a reference-count bump) and wakes the draining task
+    /// when the queue was empty.
+    fn enqueue(&self, frame: &Frame) {
         let mut q = self.queue.borrow_mut();
         let was_empty = q.is_empty();
         q.push_back(frame.clone());

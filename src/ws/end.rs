@@ -15,7 +15,6 @@
 //! Must not: do I/O.
 
 use std::borrow::Cow;
-use std::fmt;
 use std::io;
 use std::time::Duration;
 
@@ -156,7 +155,7 @@ impl Verdict {
 }
 
 /// The reason logged, and sent in the Close frames, at a TLS 1.2 record limit.
-pub const RECORD_LIMIT: &str = "TLS 1.2 record limit";
+const RECORD_LIMIT: &str = "TLS 1.2 record limit";
 
 /// The one table.
 pub fn verdict(ended: &Ended<'_>) -> Verdict {
@@ -241,12 +240,6 @@ fn gone(by: Side) -> Reply {
         Kind::Client => Close::new(close_code::GOING_AWAY, "client went away"),
         Kind::Target | Kind::Stream => Close::new(close_code::BAD_GATEWAY, "target went away"),
     })
-}
-
-impl fmt::Display for Side {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name)
-    }
 }
 
 #[cfg(test)]
