@@ -33,6 +33,7 @@ use crate::net::dns::DnsCache;
 use crate::net::event::Event;
 use crate::net::policy::AuthThrottle;
 use crate::net::pool::{BufferPool, PipePool};
+use crate::net::ring::RecvRing;
 use crate::ws::error::{ErrorCode, RelayError};
 
 /// Process-wide counters and the auth throttle.
@@ -70,6 +71,8 @@ pub struct ShardCtx {
     pub buffers: BufferPool,
     /// Larger buffers for tunnel bridges (`tcp://` and reverse tunnels).
     pub tunnel_buffers: BufferPool,
+    /// The provided-buffer ring `forward = "ring"` receives through.
+    pub ring: RecvRing,
     pub pipes: PipePool,
     pub dns: DnsCache,
     target_tls: RefCell<Arc<rustls::ClientConfig>>,
@@ -89,6 +92,7 @@ pub struct CtxParts {
     pub users: UserTable,
     pub buffers: BufferPool,
     pub tunnel_buffers: BufferPool,
+    pub ring: RecvRing,
     pub pipes: PipePool,
     pub dns: DnsCache,
     pub target_tls: Arc<rustls::ClientConfig>,
@@ -104,6 +108,7 @@ impl ShardCtx {
             users: RefCell::new(p.users),
             buffers: p.buffers,
             tunnel_buffers: p.tunnel_buffers,
+            ring: p.ring,
             pipes: p.pipes,
             dns: p.dns,
             target_tls: RefCell::new(p.target_tls),
@@ -140,6 +145,7 @@ impl ShardCtx {
             cfg,
             &self.metrics,
             &self.buffers,
+            &self.ring,
             &self.pipes,
             &self.close_all,
         )

@@ -102,7 +102,7 @@ async fn target_vanishes_mid_session(v: Variant) {
     expect_text(&mut ws, "hello").await;
     target.vanish(Some(conn));
     match v.forward {
-        Forward::Copy => {
+        Forward::Copy | Forward::Ring => {
             expect_close(&mut ws, 1014, Duration::from_secs(5)).await;
             expect_end(&mut ws, Duration::from_secs(5)).await;
         }
@@ -160,7 +160,7 @@ async fn idle_session_is_closed(v: Variant) {
     let (conn, _) = target.connected().await;
     let start = Instant::now();
     match v.forward {
-        Forward::Copy => {
+        Forward::Copy | Forward::Ring => {
             expect_close(&mut ws, 1001, Duration::from_secs(6)).await;
             let took = start.elapsed();
             assert!(
@@ -320,7 +320,7 @@ async fn sigterm_closes_sessions_after_grace(v: Variant) {
         took >= Duration::from_millis(1500),
         "session closed {took:?} after SIGTERM, before the 2 s grace"
     );
-    if v.forward == Forward::Copy {
+    if v.forward.sees_frames() {
         let ev = target
             .wait_event("Close 1001 at the target", Duration::from_secs(5), |e| {
                 matches!(e, Ev::Msg { msg: Message::Close(_), conn: c } | Ev::Ended { conn: c, .. } if *c == conn)

@@ -35,7 +35,7 @@ async fn permessage_deflate_is_negotiated_and_used_end_to_end() {
     let Some(python) = python::python_with(&["websockets"]) else {
         return;
     };
-    for forward in [Forward::Copy, Forward::Splice] {
+    for forward in [Forward::Copy, Forward::Splice, Forward::Ring] {
         let (_server, port) = start_server(&python);
         let relay = Relay::start(RelayConfig {
             relay_path: Some("/relay".into()),

@@ -634,9 +634,9 @@ async fn max_connections_gives_503_and_frees_the_slot() {
 }
 
 #[tokio::test]
-async fn splice_and_copy_both_carry_routed_sessions() {
+async fn every_forward_mode_carries_routed_sessions() {
     let a = Upstream::start("a").await;
-    for forward in [Forward::Copy, Forward::Splice] {
+    for forward in [Forward::Copy, Forward::Splice, Forward::Ring] {
         let relay = relay_with(route("app", "/app", &[a.url("")], ""), |c| {
             c.with_forward(forward)
         })
@@ -651,10 +651,12 @@ async fn splice_and_copy_both_carry_routed_sessions() {
         ans.ws().close(None).await.unwrap();
         let line = log_line(&relay, "route=app").await;
         assert!(line.contains("upstream=ws://127.0.0.1:"), "{line}");
-        // Splice mode never sees frames, so only copy can name the closer;
+        // Splice mode never sees frames, so only copy and ring can name the closer;
         // splice says so instead of blaming the target.
         match forward {
-            Forward::Copy => assert!(line.contains("closed_by=\"client\""), "{line}"),
+            Forward::Copy | Forward::Ring => {
+                assert!(line.contains("closed_by=\"client\""), "{line}")
+            }
             Forward::Splice => {
                 assert!(line.contains("closed_by=\"unknown\""), "{line}");
                 assert!(

@@ -7,7 +7,8 @@
 //! then RST (closed with unread data), RST with no Close, FIN with no Close.
 //! A raw client sends a frame every millisecond throughout and records, off
 //! the wire, every Close frame it gets and how its connection ended. Run for
-//! both forward modes, a TLS listener and a `wss://` target. The reverse
+//! each forward mode, a TLS listener and a `wss://` target (in copy and in
+//! ring mode, where one direction's source is plain TCP). The reverse
 //! direction: a client that resets gets its target reset too (a client's
 //! FIN is `relay_lifecycle::client_vanishes_mid_session`).
 
@@ -290,34 +291,39 @@ async fn client_session<S: Io>(s: S, port: u16, target: &str) -> Seen {
     }
 }
 
-/// The four ways tested: a plain listener in either mode, a TLS listener,
-/// a `wss://` target.
+/// The ways tested: a plain listener in each mode, a TLS listener, a
+/// `wss://` target (the last two in copy and in ring mode).
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Path {
     Copy,
     Splice,
+    Ring,
     TlsListener,
     WssTarget,
+    TlsListenerRing,
+    WssTargetRing,
 }
 
 async fn run(path: Path, ending: Ending) -> Seen {
     let ca = Ca::new("session_end test CA");
     let leaf = ca.leaf(LOCAL_NAMES);
+    let tls_listener = matches!(path, Path::TlsListener | Path::TlsListenerRing);
+    let wss_target = matches!(path, Path::WssTarget | Path::WssTargetRing);
     let spec = match path {
-        Path::TlsListener => RelaySpec::tls_leaf(&leaf),
-        Path::WssTarget => RelaySpec::plain().target_ca(&ca.pem),
+        _ if tls_listener => RelaySpec::tls_leaf(&leaf),
+        _ if wss_target => RelaySpec::plain().target_ca(&ca.pem),
         _ => RelaySpec::plain(),
     };
-    let forward = if path == Path::Splice {
-        "splice"
-    } else {
-        "copy"
+    let forward = match path {
+        Path::Splice => "splice",
+        Path::Ring | Path::TlsListenerRing | Path::WssTargetRing => "ring",
+        _ => "copy",
     };
     let relay = TlsRelay::start(spec.line(&format!("forward = \"{forward}\""))).await;
-    let target_tls = (path == Path::WssTarget).then(|| leaf.server_config(&[]));
+    let target_tls = wss_target.then(|| leaf.server_config(&[]));
     let target = RawTarget::start(ending, target_tls).await;
-    let url = target.url(path == Path::WssTarget);
-    let seen = if path == Path::TlsListener {
+    let url = target.url(wss_target);
+    let seen = if tls_listener {
         let s = tls(relay.port, &client_config(&[&ca.der]), "localhost").await;
         client_session(s, relay.port, &url).await
     } else {
@@ -387,6 +393,14 @@ target_ends! {
     wss_target_close_then_rst: Path::WssTarget, Ending::CloseThenRst;
     wss_target_rst_no_close: Path::WssTarget, Ending::RstNoClose;
     wss_target_fin_no_close: Path::WssTarget, Ending::FinNoClose;
+    ring_close_then_fin: Path::Ring, Ending::CloseThenFin;
+    ring_close_then_rst: Path::Ring, Ending::CloseThenRst;
+    ring_rst_no_close: Path::Ring, Ending::RstNoClose;
+    ring_fin_no_close: Path::Ring, Ending::FinNoClose;
+    tls_listener_ring_close_then_fin: Path::TlsListenerRing, Ending::CloseThenFin;
+    tls_listener_ring_fin_no_close: Path::TlsListenerRing, Ending::FinNoClose;
+    wss_target_ring_close_then_fin: Path::WssTargetRing, Ending::CloseThenFin;
+    wss_target_ring_fin_no_close: Path::WssTargetRing, Ending::FinNoClose;
 }
 
 /// A client that resets mid-send: its target's connection is reset too,
@@ -421,4 +435,9 @@ async fn copy_client_reset_reaches_the_target() {
 #[tokio::test]
 async fn splice_client_reset_reaches_the_target() {
     client_reset_reaches_the_target("splice").await;
+}
+
+#[tokio::test]
+async fn ring_client_reset_reaches_the_target() {
+    client_reset_reaches_the_target("ring").await;
 }

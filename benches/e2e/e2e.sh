@@ -29,11 +29,13 @@ usage: benches/e2e/e2e.sh [--quick] [options]
   --delay-pings N      pings per route in the 48 ms scenario, split over the rounds (1000)
   --systems LIST       comma list of: direct,forwarder,relay-copy-fm,relay-copy-hdr,
                        relay-splice-fm,relay-splice-hdr,nginx,reframing (the default),
-                       relay-proxy,relay-proxy-copy,haproxy (reverse proxies, opt-in)
+                       relay-ring-fm,relay-ring-hdr (forward = "ring", opt-in),
+                       relay-proxy,relay-proxy-copy,relay-proxy-ring,haproxy (reverse
+                       proxies, opt-in)
   --tests LIST         same-core tests, comma list of: ping,tput64,tput16k,agg100,upgrade
                        (ping,tput64,tput16k,agg100); the cross-core phase runs the
                        ones of ping,tput64 among them. upgrade (TCP connect + 101, one
-                       at a time) runs for direct,relay-proxy,relay-proxy-copy,nginx,haproxy
+                       at a time) runs for direct and the reverse proxies
   --upgrades N         connections per upgrade run (1000)
   --skip-cross         no cross-core phase      --skip-idle   no idle-session phase
   --skip-delay         no 48 ms scenario        --out DIR     output directory
@@ -76,7 +78,8 @@ IFS=, read -r -a TESTS <<<"$TESTS_ARG"
 for s in "${SYSTEMS[@]}"; do
     case "$s" in
         direct|forwarder|relay-copy-fm|relay-copy-hdr|relay-splice-fm|relay-splice-hdr|nginx|reframing) ;;
-        relay-proxy|relay-proxy-copy|haproxy) ;;
+        relay-ring-fm|relay-ring-hdr) ;;
+        relay-proxy|relay-proxy-copy|relay-proxy-ring|haproxy) ;;
         *) echo "unknown system: $s" >&2; usage >&2; exit 1 ;;
     esac
 done
@@ -310,7 +313,7 @@ start_sut() {    # start_sut NAME CPU   (NAME: forwarder relay-copy relay-splice
             "${cmd[@]}" >"$f" 2>&1 &
             pid=$!; CHILDREN+=("$pid")
             port=$(wait_listen_line "$f" "$pid") || return 1 ;;
-        relay-copy|relay-splice)
+        relay-copy|relay-splice|relay-ring)
             port=$($HELPER freeport)
             relay_config "$d" "$port" "${name#relay-}"
             cp "$d/relay.toml" "$OUT/logs/$CASE-$name.toml"
@@ -318,9 +321,10 @@ start_sut() {    # start_sut NAME CPU   (NAME: forwarder relay-copy relay-splice
             (cd "$d" && exec "${cmd[@]}") >"$f" 2>&1 &
             pid=$!; CHILDREN+=("$pid")
             $HELPER wait-health "$port" 20 || { cat "$f" >&2; return 1; } ;;
-        relay-proxy|relay-proxy-copy)
+        relay-proxy|relay-proxy-copy|relay-proxy-ring)
             port=$($HELPER freeport)
-            local fwd=splice; [ "$name" = relay-proxy-copy ] && fwd=copy
+            local fwd=splice
+            case "$name" in relay-proxy-copy) fwd=copy ;; relay-proxy-ring) fwd=ring ;; esac
             relay_config "$d" "$port" "$fwd" proxy
             cp "$d/relay.toml" "$OUT/logs/$CASE-$name.toml"
             cmd=(taskset -c "$cpu" "$RELAY_ABS" --config "$d/relay.toml")
@@ -373,6 +377,7 @@ proc_of() {      # system id -> process name ("" for direct)
         direct) echo "" ;;
         relay-copy-*) echo relay-copy ;;
         relay-splice-*) echo relay-splice ;;
+        relay-ring-*) echo relay-ring ;;
         *) echo "$1" ;;
     esac
 }
@@ -430,7 +435,7 @@ test_args() {    # test id -> loadgen mode arguments
     esac
 }
 
-upgrade_system() { case "$1" in direct|relay-proxy|relay-proxy-copy|nginx|haproxy) return 0 ;; esac; return 1; }
+upgrade_system() { case "$1" in direct|relay-proxy|relay-proxy-copy|relay-proxy-ring|nginx|haproxy) return 0 ;; esac; return 1; }
 
 # phase CASE SUT_CPU TESTS...
 phase() {
@@ -465,12 +470,12 @@ phase() {
 delay_phase() {
     local plain_echo=$ECHO_PID plain_port=$ECHO_PORT per=$(((DELAY_PINGS + ROUNDS - 1) / ROUNDS))
     local sys=() s p r i spin
-    for s in direct forwarder relay-copy-fm relay-splice-fm nginx relay-proxy relay-proxy-copy haproxy; do
+    for s in direct forwarder relay-copy-fm relay-splice-fm relay-ring-fm nginx relay-proxy relay-proxy-copy relay-proxy-ring haproxy; do
         want "$s" && sys+=("$s")
     done
     start_echo "$CASE-echo-delay48" 48
     # the forwarder and the proxies have a fixed upstream: point them at the slow target
-    for p in forwarder nginx relay-proxy relay-proxy-copy haproxy; do
+    for p in forwarder nginx relay-proxy relay-proxy-copy relay-proxy-ring haproxy; do
         [ -n "${SUT_PID[$p]:-}" ] && { stop_sut "$p"; start_sut "$p" 0 || die "$p did not restart"; }
     done
     for variant in delay48 delay48-awake; do
@@ -567,6 +572,10 @@ labels = {
     "nginx": "nginx (1 worker)",
     "relay-proxy": "ws-relay-core proxy, splice",
     "relay-proxy-copy": "ws-relay-core proxy, copy",
+    "relay-proxy-ring": "ws-relay-core proxy, ring",
+    "relay-ring-fm": "ws-relay-core ring, first-message",
+    "relay-ring-hdr": "ws-relay-core ring, header",
+    "relay-ring": "ws-relay-core ring",
     "haproxy": "HAProxy (1 thread)",
     "reframing": "tokio-tungstenite re-framing relay",
     "relay-copy": "ws-relay-core copy",

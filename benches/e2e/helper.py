@@ -351,8 +351,9 @@ def summarize(outdir):
     p("")
 
     # ---- reverse proxy
-    proxies = [s for s in ("direct", "relay-proxy", "relay-proxy-copy", "nginx", "haproxy") if s in systems]
-    if any(s in systems for s in ("relay-proxy", "relay-proxy-copy", "haproxy")):
+    proxies = [s for s in ("direct", "relay-proxy", "relay-proxy-copy", "relay-proxy-ring", "nginx", "haproxy")
+               if s in systems]
+    if any(s in systems for s in ("relay-proxy", "relay-proxy-copy", "relay-proxy-ring", "haproxy")):
         p("## Reverse proxy: ws-relay-core `[[routes]]` vs nginx and HAProxy")
         p("")
         p("Same-core (client, echo target and proxy all on CPU 0). ws-relay-core: `relay_path = \"/relay\"`"
@@ -415,8 +416,8 @@ def summarize(outdir):
         p("`loadgen echo-server --delay-ms 48`, ping 64 B, direct vs each hop, same-core, rounds"
           " rotating; medians of the rounds. Overhead = route − direct in the same variant.")
         for test, what in variants:
-            present = [s for s in ("direct", "forwarder", "relay-copy-fm", "relay-splice-fm", "nginx",
-                                   "relay-proxy", "relay-proxy-copy", "haproxy")
+            present = [s for s in ("direct", "forwarder", "relay-copy-fm", "relay-splice-fm", "relay-ring-fm",
+                                   "nginx", "relay-proxy", "relay-proxy-copy", "relay-proxy-ring", "haproxy")
                        if runs("same-core", test, s)]
             if "direct" not in present:
                 continue

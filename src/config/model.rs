@@ -37,6 +37,10 @@ pub enum ForwardMode {
     /// Readiness-driven non-blocking `splice(2)` through a pooled pipe
     /// (plain TCP on both sides only; TLS sessions fall back to copy).
     Splice,
+    /// `copy` whose reads are io_uring receives that take a buffer from the
+    /// shard's provided-buffer ring when data arrives (plain TCP sources;
+    /// a TLS source, or no io_uring, reads as `copy`).
+    Ring,
 }
 
 /// Where trust for `wss://` targets comes from.

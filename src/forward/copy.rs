@@ -24,34 +24,40 @@ pub async fn pump(
     clock: &Cell<Instant>,
 ) -> PumpEnd {
     loop {
-        if let Err(e) = src.readable().await {
-            return PumpEnd::ReadError(e);
+        if let Some(end) = round(src, dst, pool, dir, clock).await {
+            return end;
         }
-        let mut buf = pool.borrow();
-        loop {
-            let n = match src.try_read(&mut buf) {
-                Ok(Some(0)) => return PumpEnd::Eof,
-                Ok(Some(n)) => n,
-                Ok(None) => break,
-                Err(e) => return PumpEnd::ReadError(e),
-            };
-            dir.mid_write.set(true);
-            if let Err(e) = dst.write_all(&buf[..n]).await {
-                return PumpEnd::WriteError(e);
-            }
-            dir.mid_write.set(false);
-            dir.passed(&buf[..n], clock);
-            if dir.stop.get() {
-                return PumpEnd::Stopped;
-            }
-            if dst.nearing_record_limit() && dir.at_frame_boundary() {
-                return PumpEnd::RecordLimit;
-            }
-            // A short read means the socket is drained: go back to waiting
-            // for readiness without a wasted EAGAIN.
-            if n < buf.len() {
-                break;
-            }
+    }
+}
+
+/// One readiness round: wait until `src` is readable, then move what is
+/// there until it drains. `None` when the pump goes on. Also the `ring`
+/// pump's way through when its ring is empty.
+pub async fn round(
+    src: &Endpoint,
+    dst: &Endpoint,
+    pool: &BufferPool,
+    dir: &Direction<'_>,
+    clock: &Cell<Instant>,
+) -> Option<PumpEnd> {
+    if let Err(e) = src.readable().await {
+        return Some(PumpEnd::ReadError(e));
+    }
+    let mut buf = pool.borrow();
+    loop {
+        let n = match src.try_read(&mut buf) {
+            Ok(Some(0)) => return Some(PumpEnd::Eof),
+            Ok(Some(n)) => n,
+            Ok(None) => return None,
+            Err(e) => return Some(PumpEnd::ReadError(e)),
+        };
+        if let Some(end) = super::deliver(dst, &buf[..n], dir, clock).await {
+            return Some(end);
+        }
+        // A short read means the socket is drained: go back to waiting
+        // for readiness without a wasted EAGAIN.
+        if n < buf.len() {
+            return None;
         }
     }
 }

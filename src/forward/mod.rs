@@ -6,7 +6,9 @@
 //!   ends, then the other side is ended the way docs/relay.md "Session end"
 //!   says: never hiding what a peer said (its Close frame, or its reset).
 //!   Owns session-end policy (who closed, which Close frame to inject, half
-//!   close and linger). Must not re-frame or inspect payloads.
+//!   close and linger). Must not re-frame or inspect payloads. The pumps:
+//!   `copy` (readiness, then `recv(2)` into a pooled buffer), `ring` (a
+//!   posted receive that takes a buffer from the shard's ring) and `splice`.
 //! - `bridge`: a WebSocket on one side, a byte stream on the other
 //!   (`tcp://` targets on the relay, the tunnel client's forwards).
 //! - `mux`, `pipe`: yamux over a bridged WebSocket, for reverse tunnels
@@ -16,6 +18,7 @@ pub mod bridge;
 mod copy;
 pub mod mux;
 pub mod pipe;
+mod ring;
 mod splice;
 
 use std::cell::{Cell, RefCell};
@@ -24,14 +27,17 @@ use std::io;
 use std::pin::{pin, Pin};
 use std::time::{Duration, Instant};
 
+use monoio::buf_ring::BufRing;
+
 use crate::config::{ForwardMode, ServerConfig};
 use crate::endpoint::Endpoint;
 use crate::metrics::{Direction as MetricsDirection, ShardMetrics};
 use crate::net::event::Event;
 use crate::net::idle::idle_watch;
 use crate::net::pool::{BufferPool, PipePool};
+use crate::net::ring::RecvRing;
 use crate::ws::decoder::Decoder;
-use crate::ws::end::{verdict, Ended, Kind, Reply, Side, SPLICE_EOF};
+use crate::ws::end::{verdict, Ended, Kind, Reply, Side, Verdict, SPLICE_EOF};
 
 /// How long the surviving side gets to finish once the other has ended.
 const LINGER: Duration = Duration::from_secs(1);
@@ -139,9 +145,12 @@ pub struct Outcome {
 
 /// Everything passthrough needs from its shard.
 pub struct ForwardCtx<'a> {
-    /// Requested mode; `splice` applies only when neither side is TLS.
+    /// Requested mode; `splice` applies only when neither side is TLS,
+    /// `ring` to directions whose source is plain TCP, with a ring.
     pub mode: ForwardMode,
     pub buffers: &'a BufferPool,
+    /// The shard's provided-buffer ring (`ring` mode), if it has one.
+    pub ring: Option<&'a RecvRing>,
     pub pipes: &'a PipePool,
     pub idle_timeout: Option<Duration>,
     /// Fired when the shard's shutdown grace is over.
@@ -161,6 +170,7 @@ impl<'a> ForwardCtx<'a> {
         cfg: &ServerConfig,
         metrics: &'a ShardMetrics,
         buffers: &'a BufferPool,
+        ring: &'a RecvRing,
         pipes: &'a PipePool,
         close_all: &'a Event,
     ) -> ForwardCtx<'a> {
@@ -171,6 +181,7 @@ impl<'a> ForwardCtx<'a> {
             ],
             mode: cfg.forward,
             buffers,
+            ring: Some(ring),
             pipes,
             idle_timeout: (cfg.idle_timeout_secs > 0)
                 .then(|| Duration::from_secs(cfg.idle_timeout_secs)),
@@ -182,6 +193,15 @@ impl<'a> ForwardCtx<'a> {
     /// `splice` applies only between two plain TCP sockets.
     fn splices(&self, a: &Endpoint, b: &Endpoint) -> bool {
         self.mode == ForwardMode::Splice && !a.is_tls() && !b.is_tls()
+    }
+
+    /// The ring a direction reading from `src` receives through, if any.
+    fn ring_for(&self, src: &Endpoint) -> Option<(&'a RecvRing, &'a BufRing)> {
+        if self.mode != ForwardMode::Ring || src.is_tls() {
+            return None;
+        }
+        let counts = self.ring?;
+        Some((counts, counts.get()?))
     }
 }
 
@@ -228,62 +248,19 @@ pub async fn passthrough(
         _ = idle_watch(&clock, ctx.idle_timeout) => First::Idle,
         _ = ctx.close_all.wait() => First::Shutdown,
     };
-    let v = match first {
-        // TLS 1.2 cannot rekey: end the session while records are left for
-        // a Close 1001 and a close_notify, as for a shutdown.
-        First::Up(PumpEnd::RecordLimit) | First::Down(PumpEnd::RecordLimit) => {
-            let v = verdict(&Ended::RecordLimit);
-            settle_both(up_pump, &up, down_pump, &down).await;
-            close_both(ctx, client, &down, target, &up, &v.to_other).await;
-            v
-        }
-        First::Idle | First::Shutdown => {
-            let v = verdict(match first {
-                First::Idle => &Ended::Idle,
-                _ => &Ended::Shutdown,
-            });
-            settle_both(up_pump, &up, down_pump, &down).await;
-            close_both(ctx, client, &down, target, &up, &v.to_other).await;
-            v
-        }
-        // A failed write names the side written to: that peer is gone
-        // (a write fails only after its reset), but what it sent before
-        // going may still be unread, its Close frame among them.
-        First::Up(PumpEnd::WriteError(e)) => {
-            let v = verdict(&Ended::WriteError {
-                by: TARGET,
-                error: &e,
-            });
-            let rest = (down_pump, &down);
-            let notice = (&v.to_other, None);
-            after_failed_write(ctx, rest, client, target, write_was_reset(&e), notice).await;
-            v
-        }
-        First::Down(PumpEnd::WriteError(e)) => {
-            let v = verdict(&Ended::WriteError {
-                by: CLIENT,
-                error: &e,
-            });
-            let rest = (up_pump, &up);
-            let notice = (&v.to_other, Some(RELAY_MASK));
-            after_failed_write(ctx, rest, target, client, write_was_reset(&e), notice).await;
-            v
-        }
-        First::Up(end) => {
-            let v = verdict(&ended(CLIENT, &end, up.saw_close(), splice));
-            let rest = (down_pump, &down);
-            let notice = (&v.to_other, Some(RELAY_MASK));
-            end_side(ctx, &end, &up, target, rest, client, notice).await;
-            v
-        }
-        First::Down(end) => {
-            let v = verdict(&ended(TARGET, &end, down.saw_close(), splice));
-            let rest = (up_pump, &up);
-            let notice = (&v.to_other, None);
-            end_side(ctx, &end, &down, client, rest, target, notice).await;
-            v
-        }
-    };
+    // The end runs once per session: boxed, so what it needs (closing
+    // writes, TLS close_notify, lingering reads) is not carried by every
+    // idle session's future.
+    let ends = Box::pin(finish(
+        ctx,
+        first,
+        splice,
+        client,
+        target,
+        (up_pump, &up),
+        (down_pump, &down),
+    ));
+    let v = ends.await;
     let (ended_by, reason) = (v.closed_by, v.reason);
     Outcome {
         bytes_up: up.bytes.get(),
@@ -301,6 +278,75 @@ pub async fn passthrough(
     }
 }
 
+/// Ends the session after the `first` thing that happened, the way the
+/// session-end table says (`ws/end.rs`), and returns the verdict.
+async fn finish<F: Future<Output = PumpEnd>>(
+    ctx: &ForwardCtx<'_>,
+    first: First,
+    splice: bool,
+    client: &Endpoint,
+    target: &Endpoint,
+    (up_pump, up): Rest<'_, '_, F>,
+    (down_pump, down): Rest<'_, '_, F>,
+) -> Verdict {
+    match first {
+        // TLS 1.2 cannot rekey: end the session while records are left for
+        // a Close 1001 and a close_notify, as for a shutdown.
+        First::Up(PumpEnd::RecordLimit) | First::Down(PumpEnd::RecordLimit) => {
+            let v = verdict(&Ended::RecordLimit);
+            settle_both(up_pump, up, down_pump, down).await;
+            close_both(ctx, client, down, target, up, &v.to_other).await;
+            v
+        }
+        First::Idle | First::Shutdown => {
+            let v = verdict(match first {
+                First::Idle => &Ended::Idle,
+                _ => &Ended::Shutdown,
+            });
+            settle_both(up_pump, up, down_pump, down).await;
+            close_both(ctx, client, down, target, up, &v.to_other).await;
+            v
+        }
+        // A failed write names the side written to: that peer is gone
+        // (a write fails only after its reset), but what it sent before
+        // going may still be unread, its Close frame among them.
+        First::Up(PumpEnd::WriteError(e)) => {
+            let v = verdict(&Ended::WriteError {
+                by: TARGET,
+                error: &e,
+            });
+            let rest = (down_pump, down);
+            let notice = (&v.to_other, None);
+            after_failed_write(ctx, rest, client, target, write_was_reset(&e), notice).await;
+            v
+        }
+        First::Down(PumpEnd::WriteError(e)) => {
+            let v = verdict(&Ended::WriteError {
+                by: CLIENT,
+                error: &e,
+            });
+            let rest = (up_pump, up);
+            let notice = (&v.to_other, Some(RELAY_MASK));
+            after_failed_write(ctx, rest, target, client, write_was_reset(&e), notice).await;
+            v
+        }
+        First::Up(end) => {
+            let v = verdict(&ended(CLIENT, &end, up.saw_close(), splice));
+            let rest = (down_pump, down);
+            let notice = (&v.to_other, Some(RELAY_MASK));
+            end_side(ctx, &end, up, target, rest, client, notice).await;
+            v
+        }
+        First::Down(end) => {
+            let v = verdict(&ended(TARGET, &end, down.saw_close(), splice));
+            let rest = (up_pump, up);
+            let notice = (&v.to_other, None);
+            end_side(ctx, &end, down, client, rest, target, notice).await;
+            v
+        }
+    }
+}
+
 async fn pump(
     ctx: &ForwardCtx<'_>,
     splice: bool,
@@ -310,10 +356,36 @@ async fn pump(
     clock: &Cell<Instant>,
 ) -> PumpEnd {
     if splice {
-        splice::pump(src.stream(), dst.stream(), ctx.pipes, dir, clock).await
-    } else {
-        copy::pump(src, dst, ctx.buffers, dir, clock).await
+        return splice::pump(src.stream(), dst.stream(), ctx.pipes, dir, clock).await;
     }
+    match ctx.ring_for(src) {
+        Some(ring) => ring::pump(src, dst, ring, ctx.buffers, dir, clock).await,
+        None => copy::pump(src, dst, ctx.buffers, dir, clock).await,
+    }
+}
+
+/// Writes one chunk a pump read and records it. `Some` when the pump ends
+/// here: the write failed, a stop was asked for, or a TLS 1.2 destination
+/// is near its record limit at a frame boundary.
+async fn deliver(
+    dst: &Endpoint,
+    bytes: &[u8],
+    dir: &Direction<'_>,
+    clock: &Cell<Instant>,
+) -> Option<PumpEnd> {
+    dir.mid_write.set(true);
+    if let Err(e) = dst.write_all(bytes).await {
+        return Some(PumpEnd::WriteError(e));
+    }
+    dir.mid_write.set(false);
+    dir.passed(bytes, clock);
+    if dir.stop.get() {
+        return Some(PumpEnd::Stopped);
+    }
+    if dst.nearing_record_limit() && dir.at_frame_boundary() {
+        return Some(PumpEnd::RecordLimit);
+    }
+    None
 }
 
 /// The two sides of a passthrough session, for the session-end table.
@@ -385,15 +457,21 @@ async fn end_side<F: Future<Output = PumpEnd>>(
 /// toward `survivor` runs on to its own end, bounded, before the survivor
 /// is told anything. (The failed pump has completed and must not be polled
 /// again, so this is not `end_side`.)
+///
+/// A socket reports a reset once: to whichever call comes first. With a
+/// receive posted in the ring, that is the read, and the write then fails
+/// with "broken pipe"; so a read that ends in a reset counts as `gone`'s
+/// reset too.
 async fn after_failed_write<F: Future<Output = PumpEnd>>(
     ctx: &ForwardCtx<'_>,
     (toward_survivor, dir): Rest<'_, '_, F>,
     survivor: &Endpoint,
     gone: &Endpoint,
-    reset: bool,
+    write_reset: bool,
     notice: Notice<'_>,
 ) {
-    let _ = monoio::time::timeout(LINGER, toward_survivor).await;
+    let end = monoio::time::timeout(LINGER, toward_survivor).await;
+    let reset = write_reset || end.as_ref().is_ok_and(read_was_reset);
     close_toward(ctx, dir, survivor, gone, reset, notice).await;
 }
 

@@ -179,6 +179,18 @@ impl Gathered {
             "ws_relay_tls_handshakes",
             "Completed TLS handshakes, by side (listener = toward clients, target) and mode (full, resumed).",
             tls,
+        )?;
+        counters(
+            enc,
+            "ws_relay_ring_empty",
+            "forward = \"ring\" receives that found every ring buffer in use and read through the copy pool instead.",
+            [(Vec::new(), t.ring_empty)],
+        )?;
+        gauges(
+            enc,
+            "ws_relay_ring_buffers_lent",
+            "Provided-buffer ring buffers held by sessions now (between a receive and its write).",
+            [(Vec::new(), t.ring_lent as i64)],
         )
     }
 

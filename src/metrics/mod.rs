@@ -208,6 +208,8 @@ impl ShardMetrics {
             setup_sum_micros: self.target_setup.sum_micros.get(),
             refused: self.refused.borrow().clone(),
             routes: Vec::new(),
+            ring_empty: 0,
+            ring_lent: 0,
         }
     }
 }

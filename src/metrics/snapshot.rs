@@ -22,6 +22,10 @@ pub struct ShardSnapshot {
     pub refused: Vec<(&'static str, u64)>,
     /// `[[routes]]` as this shard counts them.
     pub routes: Vec<RouteSnapshot>,
+    /// Ring-mode receives that found the ring empty (read as `copy`).
+    pub ring_empty: u64,
+    /// Ring buffers held by sessions now.
+    pub ring_lent: u64,
 }
 
 /// One route's counters on one shard.
@@ -45,6 +49,8 @@ pub struct Totals {
     pub setup_buckets: Vec<u64>,
     pub setup_sum_micros: u64,
     pub refused: Vec<(&'static str, u64)>,
+    pub ring_empty: u64,
+    pub ring_lent: u64,
 }
 
 fn add_into(into: &mut Vec<u64>, from: &[u64]) {
@@ -70,6 +76,8 @@ impl Totals {
             }
             add_into(&mut t.setup_buckets, &s.setup_buckets);
             t.setup_sum_micros += s.setup_sum_micros;
+            t.ring_empty += s.ring_empty;
+            t.ring_lent += s.ring_lent;
             for (code, n) in &s.refused {
                 match t.refused.iter_mut().find(|(c, _)| c == code) {
                     Some((_, total)) => *total += n,

@@ -23,7 +23,7 @@ use monoio::net::TcpListener;
 use monoio::{IoUringDriver, LegacyDriver, RuntimeBuilder};
 use tracing::{debug, info, warn};
 
-use crate::config::{RouteTable, ServerConfig, UserTable};
+use crate::config::{ForwardMode, RouteTable, ServerConfig, UserTable};
 use crate::ctx::{CtxParts, ShardCtx, Shared};
 use crate::fanout::{Registry, Space};
 use crate::metrics::ScrapeRequest;
@@ -31,6 +31,7 @@ use crate::msg::{ShardMsg, TlsMaterial};
 use crate::net::dns::DnsCache;
 use crate::net::event::Event;
 use crate::net::pool::{BufferPool, PipePool};
+use crate::net::ring::RecvRing;
 use crate::proxy::table::ShardRoutes;
 use crate::tls::listener::build_server_config;
 use crate::tls::TlsError;
@@ -242,6 +243,21 @@ impl ShardInit {
         }
     }
 
+    /// The shard's provided-buffer ring (`forward = "ring"`), sized for its
+    /// share of `max_connections`; none without io_uring.
+    fn recv_ring(&self) -> RecvRing {
+        let sessions = self.server.max_connections / self.peers.len().max(1);
+        RecvRing::register(self.server.buffer_size, sessions).unwrap_or_else(|e| {
+            if self.server.forward == ForwardMode::Ring {
+                info!(
+                    shard = self.id,
+                    "no provided-buffer ring ({e}): forward = \"ring\" reads as copy"
+                );
+            }
+            RecvRing::none()
+        })
+    }
+
     async fn main(self) {
         let listener = match listener::bind(self.addr, self.server.backlog) {
             Ok(l) => l,
@@ -276,6 +292,7 @@ impl ShardInit {
                     crate::forward::bridge::BUFFER_BYTES,
                     crate::forward::bridge::BUFFERS_KEPT,
                 ),
+                ring: self.recv_ring(),
                 pipes: PipePool::new(256),
                 dns: DnsCache::new(Duration::from_secs(self.server.dns_cache_secs)),
                 target_tls,
@@ -341,6 +358,8 @@ impl ShardInit {
                 ShardMsg::Scrape { reply } => {
                     let mut snapshot = shard.metrics.snapshot(shard.id, shard.open.get());
                     snapshot.routes = shard.routes.borrow().snapshot();
+                    snapshot.ring_empty = shard.ring.empty.get();
+                    snapshot.ring_lent = shard.ring.lent() as u64;
                     let _ = reply.send(snapshot);
                 }
                 ShardMsg::Fanout(d) => deliver(&shard, d),

@@ -80,6 +80,7 @@ impl Client {
             relayed: [&self.relayed[0], &self.relayed[1]],
             mode: ForwardMode::Copy,
             buffers: &self.buffers,
+            ring: None,
             pipes: &self.pipes,
             idle_timeout: None,
             close_all: &self.never,

@@ -93,14 +93,14 @@ urlenc() { "$PY3" -c 'import sys, urllib.parse; print(urllib.parse.quote(sys.arg
 
 # --- ports: all picked at once, so none is handed out twice. Another
 # program could take one before its server binds it; wait_port then says so.
-read -r P_REF P_REF_TLS P_REF_TUN P_REF_DEFL P_LOADGEN P_COPY P_SPLICE P_TLS P_TUN < <(
+read -r P_REF P_REF_TLS P_REF_TUN P_REF_DEFL P_LOADGEN P_COPY P_SPLICE P_TLS P_TUN P_RING < <(
     "$PY3" -c 'import socket
-socks = [socket.socket() for _ in range(9)]
+socks = [socket.socket() for _ in range(10)]
 for s in socks:
     s.bind(("127.0.0.1", 0))
 print(*(s.getsockname()[1] for s in socks))'
 )
-[ -n "${P_TUN:-}" ] || die "could not pick free ports"
+[ -n "${P_RING:-}" ] || die "could not pick free ports"
 
 # --- certificates: a CA and a leaf for 127.0.0.1 it signs. The TLS echo
 # server and the TLS relay listener serve the leaf; the relay trusts the CA
@@ -186,7 +186,8 @@ EOF
 relay_config relay-copy "$P_COPY" copy false
 relay_config relay-splice "$P_SPLICE" splice false
 relay_config relay-tls "$P_TLS" copy true
-for r in relay-copy relay-splice relay-tls; do
+relay_config relay-ring "$P_RING" ring false
+for r in relay-copy relay-splice relay-tls relay-ring; do
     spawn "$r" "$RELAY_BIN" --config "$RUN/$r/config.toml" serve
 done
 
@@ -214,6 +215,7 @@ wait_port loadgen-echo "$P_LOADGEN"
 wait_port relay-copy "$P_COPY"
 wait_port relay-splice "$P_SPLICE"
 wait_port relay-tls "$P_TLS"
+wait_port relay-ring "$P_RING"
 wait_port tunnel "$P_TUN"
 
 # --- the paths: AGENT URL REF RULE (verdicts.py explains the rules). The
@@ -228,8 +230,11 @@ PATHS=(
     "relay-copy-wss-target $(relay_url ws "$P_COPY" "$REF_WSS") direct-wss same"
     "relay-copy-tls-listener $(relay_url wss "$P_TLS" "$REF_WS") direct-ws same"
     "relay-splice-ws $(relay_url ws "$P_SPLICE" "$REF_WS") direct-ws same"
+    "relay-ring-ws $(relay_url ws "$P_RING" "$REF_WS") direct-ws same"
+    "relay-ring-wss-target $(relay_url ws "$P_RING" "$REF_WSS") direct-wss same"
     "route-copy ws://127.0.0.1:$P_COPY/ref direct-ws same"
     "route-splice ws://127.0.0.1:$P_SPLICE/ref direct-ws same"
+    "route-ring ws://127.0.0.1:$P_RING/ref direct-ws same"
     "tunnel-forward ws://127.0.0.1:$P_TUN/ direct-ws same"
     "loadgen-echo ws://127.0.0.1:$P_LOADGEN/ direct-ws echo"
 )

@@ -80,10 +80,12 @@ pub fn raise_nofile_limit() -> u64 {
     }
 }
 
-/// `matrix!(full: a, b)`: each scenario `async fn a(v: Variant)` runs as 8
-/// tests (io_uring|legacy × copy|splice × first_message|header);
-/// `matrix!(engine: c)`: 4 tests (driver × forward, first-message auth);
-/// `matrix!(copy: d)`: 2 tests (driver, copy, first-message);
+/// `matrix!(full: a, b)`: each scenario `async fn a(v: Variant)` runs as 10
+/// tests (io_uring|legacy × copy|splice × first_message|header, and
+/// io_uring ring × both auth modes);
+/// `matrix!(engine: c)`: 6 tests (driver × copy|splice, first-message auth;
+/// ring on io_uring, and on legacy where it reads as copy);
+/// `matrix!(copy: d)`: 3 tests (driver, copy, first-message; io_uring ring);
 /// `matrix!(auth: e)`: 2 tests (auth mode, io_uring, copy).
 #[macro_export]
 macro_rules! matrix {
@@ -94,6 +96,8 @@ macro_rules! matrix {
             #[tokio::test] async fn uring_copy_header() { super::$s(Variant::new(Driver::IoUring, Forward::Copy, AuthMode::Header)).await }
             #[tokio::test] async fn uring_splice_first_message() { super::$s(Variant::new(Driver::IoUring, Forward::Splice, AuthMode::FirstMessage)).await }
             #[tokio::test] async fn uring_splice_header() { super::$s(Variant::new(Driver::IoUring, Forward::Splice, AuthMode::Header)).await }
+            #[tokio::test] async fn uring_ring_first_message() { super::$s(Variant::new(Driver::IoUring, Forward::Ring, AuthMode::FirstMessage)).await }
+            #[tokio::test] async fn uring_ring_header() { super::$s(Variant::new(Driver::IoUring, Forward::Ring, AuthMode::Header)).await }
             #[tokio::test] async fn legacy_copy_first_message() { super::$s(Variant::new(Driver::Legacy, Forward::Copy, AuthMode::FirstMessage)).await }
             #[tokio::test] async fn legacy_copy_header() { super::$s(Variant::new(Driver::Legacy, Forward::Copy, AuthMode::Header)).await }
             #[tokio::test] async fn legacy_splice_first_message() { super::$s(Variant::new(Driver::Legacy, Forward::Splice, AuthMode::FirstMessage)).await }
@@ -105,8 +109,10 @@ macro_rules! matrix {
             use $crate::common::{AuthMode, Driver, Forward, Variant};
             #[tokio::test] async fn uring_copy() { super::$s(Variant::new(Driver::IoUring, Forward::Copy, AuthMode::FirstMessage)).await }
             #[tokio::test] async fn uring_splice() { super::$s(Variant::new(Driver::IoUring, Forward::Splice, AuthMode::FirstMessage)).await }
+            #[tokio::test] async fn uring_ring() { super::$s(Variant::new(Driver::IoUring, Forward::Ring, AuthMode::FirstMessage)).await }
             #[tokio::test] async fn legacy_copy() { super::$s(Variant::new(Driver::Legacy, Forward::Copy, AuthMode::FirstMessage)).await }
             #[tokio::test] async fn legacy_splice() { super::$s(Variant::new(Driver::Legacy, Forward::Splice, AuthMode::FirstMessage)).await }
+            #[tokio::test] async fn legacy_ring() { super::$s(Variant::new(Driver::Legacy, Forward::Ring, AuthMode::FirstMessage)).await }
         }
     )+ };
     (copy: $($s:ident),+ $(,)?) => { $(
@@ -114,6 +120,7 @@ macro_rules! matrix {
             use $crate::common::{AuthMode, Driver, Forward, Variant};
             #[tokio::test] async fn uring_copy() { super::$s(Variant::new(Driver::IoUring, Forward::Copy, AuthMode::FirstMessage)).await }
             #[tokio::test] async fn legacy_copy() { super::$s(Variant::new(Driver::Legacy, Forward::Copy, AuthMode::FirstMessage)).await }
+            #[tokio::test] async fn uring_ring() { super::$s(Variant::new(Driver::IoUring, Forward::Ring, AuthMode::FirstMessage)).await }
         }
     )+ };
     (auth: $($s:ident),+ $(,)?) => { $(

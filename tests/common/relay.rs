@@ -37,6 +37,8 @@ impl Driver {
 pub enum Forward {
     Copy,
     Splice,
+    /// `copy` reading through the shard's provided-buffer ring.
+    Ring,
 }
 
 impl Forward {
@@ -44,7 +46,14 @@ impl Forward {
         match self {
             Forward::Copy => "copy",
             Forward::Splice => "splice",
+            Forward::Ring => "ring",
         }
+    }
+
+    /// The relay sees frames (copy and ring): it keeps Close codes and
+    /// injects its own; splice only closes TCP.
+    pub fn sees_frames(self) -> bool {
+        self != Forward::Splice
     }
 }
 
