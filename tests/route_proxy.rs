@@ -385,6 +385,54 @@ async fn active_health_check_takes_an_upstream_out_and_back() {
     assert!(per_sec < 1.6, "{per_sec} checks/s: more than one checker?");
 }
 
+/// The relay's threads by name (`/proc/PID/task/*/comm`).
+fn thread_names(pid: i32) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("the relay's /proc/PID/task")
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|n| n.trim().to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+/// No route with a `health_check`, no checker thread; the first one a
+/// reload brings starts it, and its checks run.
+#[tokio::test]
+async fn the_health_checker_starts_with_the_first_checked_route() {
+    let a = Upstream::start("a").await;
+    let b = Upstream::start("b").await;
+    let upstreams = [a.url(""), b.url("")];
+    let mut relay = relay_with(route("pool", "/pool", &upstreams, ""), |c| c).await;
+    let names = thread_names(relay.pid());
+    assert!(
+        !names.iter().any(|n| n == "health"),
+        "a checker with nothing to check: {names:?}"
+    );
+    assert!(names.iter().any(|n| n == "housekeeping"), "{names:?}");
+    b.set_healthy(false);
+    let checked = route(
+        "pool",
+        "/pool",
+        &upstreams,
+        "health_check = { path = \"/health\", interval_secs = 1, timeout_secs = 1 }",
+    );
+    let cfg = RelayConfig {
+        extra_toml: vec![checked],
+        ..relay.cfg.clone()
+    };
+    relay.write_config(cfg);
+    assert_eq!(relay.reload_cli().await.code, Some(0));
+    log_line(&relay, "upstream is down (health check)").await;
+    let names = thread_names(relay.pid());
+    assert_eq!(
+        names.iter().filter(|n| *n == "health").count(),
+        1,
+        "{names:?}"
+    );
+    assert_eq!(greetings(relay.port, "/pool", 4).await, ["a"; 4]);
+}
+
 /// The first log line containing `needle`, waiting for it.
 async fn log_line(relay: &Relay, needle: &str) -> String {
     let log = relay

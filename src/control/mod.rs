@@ -4,8 +4,8 @@
 //! Owns the current validated config. Talks to shards only through their
 //! channels. Must not: run on a shard, or replace a good config with a bad one.
 
+mod housekeeping;
 mod socket;
-mod trim;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -18,7 +18,7 @@ pub use socket::{request_reload, ControlError};
 
 use crate::config::{Config, ConfigError};
 use crate::logging;
-use crate::metrics::{self, ControlCounters};
+use crate::metrics::ControlCounters;
 use crate::msg::{ShardMsg, TlsMaterial};
 use crate::proxy::health::{CheckedRoute, HealthChecker};
 use crate::shard::{self, driver, Shards};
@@ -268,7 +268,7 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
         routes = config.routes.routes.len(),
         "ws-relay-core listening"
     );
-    let health = HealthChecker::spawn(checked_routes(&config, &tls)?, shards.senders.clone());
+    let health = HealthChecker::new(checked_routes(&config, &tls)?, shards.senders.clone());
     let grace = Duration::from_secs(config.server.shutdown_grace_secs);
     let Shards {
         senders,
@@ -276,8 +276,7 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
         scrapes,
     } = shards;
     let counters = Arc::new(ControlCounters::default());
-    metrics::gather::spawn(scrapes, senders.clone(), counters.clone())
-        .map_err(ServeError::Spawn)?;
+    housekeeping::spawn(scrapes, senders.clone(), counters.clone()).map_err(ServeError::Spawn)?;
     let plane = Arc::new(ControlPlane {
         config: Mutex::new(config),
         senders,
@@ -285,7 +284,6 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
         counters,
     });
     control.serve_in_background(plane.clone());
-    trim::spawn().map_err(ServeError::Spawn)?;
     let mut signals = Signals::new([SIGHUP, SIGTERM, SIGINT]).map_err(ServeError::Signals)?;
     for sig in signals.forever() {
         if sig == SIGHUP {

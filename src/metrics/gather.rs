@@ -8,7 +8,6 @@
 //! missing, not a hung scrape).
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tracing::warn;
@@ -44,24 +43,10 @@ impl ControlCounters {
     }
 }
 
-/// Runs the scrape thread until every shard-side sender is gone.
-pub fn spawn(
-    requests: flume::Receiver<ScrapeRequest>,
-    shards: Vec<flume::Sender<ShardMsg>>,
-    control: Arc<ControlCounters>,
-) -> std::io::Result<()> {
-    std::thread::Builder::new()
-        .name("metrics".into())
-        .spawn(move || {
-            while let Ok(req) = requests.recv() {
-                let text = scrape(&shards, &control);
-                let _ = req.reply.send(text);
-            }
-        })
-        .map(|_| ())
-}
-
-fn scrape(shards: &[flume::Sender<ShardMsg>], control: &ControlCounters) -> String {
+/// Asks every shard for its counters (waiting at most `SHARD_WAIT`) and
+/// encodes them with the control plane's. Blocks: the control plane's
+/// housekeeping thread calls it, never a shard.
+pub fn scrape(shards: &[flume::Sender<ShardMsg>], control: &ControlCounters) -> String {
     let (tx, rx) = flume::bounded(shards.len());
     let mut asked = 0;
     for s in shards {

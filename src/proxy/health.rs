@@ -1,6 +1,7 @@
-//! Active health checks: one thread per process probes every upstream of
-//! every route that has a `health_check`, and tells each shard about each
-//! up/down transition over its channel.
+//! Active health checks: one thread per process (started with the first
+//! route that has a `health_check`) probes every upstream of every such
+//! route, and tells each shard about each up/down transition over its
+//! channel.
 //!
 //! Owns the process-wide verdicts (kept across reloads for upstreams that
 //! stay). Blocking I/O is fine here: this is never a shard. Must not: touch
@@ -9,7 +10,7 @@
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
@@ -24,27 +25,48 @@ pub struct CheckedRoute {
     pub tls: Arc<rustls::ClientConfig>,
 }
 
-/// Handle to the checker thread; dropping it stops the thread.
+/// Handle to the checker thread, which starts with the first route that has
+/// a `health_check` (a relay without one runs no such thread); dropping the
+/// handle stops it.
 pub struct HealthChecker {
-    updates: flume::Sender<Vec<CheckedRoute>>,
+    shards: Vec<flume::Sender<ShardMsg>>,
+    /// The thread's inbox, once it runs.
+    thread: Mutex<Option<flume::Sender<Vec<CheckedRoute>>>>,
 }
 
 impl HealthChecker {
-    pub fn spawn(routes: Vec<CheckedRoute>, shards: Vec<flume::Sender<ShardMsg>>) -> HealthChecker {
-        let (updates, rx) = flume::unbounded();
-        let _ = updates.send(routes);
-        let spawned = std::thread::Builder::new()
-            .name("health".into())
-            .spawn(move || run(rx, shards));
-        if let Err(e) = spawned {
-            warn!("cannot start the health-check thread: {e}; active checks are off");
-        }
-        HealthChecker { updates }
+    pub fn new(routes: Vec<CheckedRoute>, shards: Vec<flume::Sender<ShardMsg>>) -> HealthChecker {
+        let checker = HealthChecker {
+            shards,
+            thread: Mutex::new(None),
+        };
+        checker.update(routes);
+        checker
     }
 
-    /// A reload: probe this route set from now on.
+    /// Probe this route set from now on (at start and on each reload).
     pub fn update(&self, routes: Vec<CheckedRoute>) {
-        let _ = self.updates.send(routes);
+        let mut thread = self.thread.lock().unwrap_or_else(|p| p.into_inner());
+        if thread.is_none() {
+            if !routes.iter().any(|r| r.spec.health_check.is_some()) {
+                return;
+            }
+            let (tx, rx) = flume::unbounded();
+            let shards = self.shards.clone();
+            let spawned = std::thread::Builder::new()
+                .name("health".into())
+                .spawn(move || run(rx, shards));
+            match spawned {
+                Ok(_) => *thread = Some(tx),
+                Err(e) => {
+                    warn!("cannot start the health-check thread: {e}; active checks are off");
+                    return;
+                }
+            }
+        }
+        if let Some(tx) = thread.as_ref() {
+            let _ = tx.send(routes);
+        }
     }
 }
 

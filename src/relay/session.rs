@@ -63,6 +63,37 @@ impl Opened {
 
 /// Runs a relay session on an upgrade request.
 pub async fn run(shard: &ShardCtx, cfg: Rc<ServerConfig>, req: Accepted) {
+    // Boxed: the handshake's states (refusals, the first-message read,
+    // the request's leftovers) end before the session's idle life, and an
+    // idle session's future should not carry their room.
+    let Some(s) = Box::pin(handshake(shard, &cfg, req)).await else {
+        return;
+    };
+    relay_opened(
+        shard,
+        &cfg,
+        s.client,
+        s.opened,
+        s.rest,
+        s.started,
+        s.keepalive,
+    )
+    .await;
+}
+
+/// A client that got its 101 and whose target is open.
+struct Handshaken {
+    client: Endpoint,
+    opened: Opened,
+    /// Client bytes already read behind its request (or auth message).
+    rest: Vec<u8>,
+    started: Instant,
+    keepalive: crate::forward::bridge::Keepalive,
+}
+
+/// Checks, authenticates and opens the target; refuses the client (and
+/// returns `None`) when any of that fails.
+async fn handshake(shard: &ShardCtx, cfg: &ServerConfig, req: Accepted) -> Option<Handshaken> {
     let Accepted {
         client,
         peer,
@@ -71,18 +102,23 @@ pub async fn run(shard: &ShardCtx, cfg: Rc<ServerConfig>, req: Accepted) {
         deadline,
         over_capacity,
     } = req;
-    if let Err(e) = shard.not_throttled(&cfg, peer) {
-        return shard.refuse_http(&client, peer, &e).await;
+    if let Err(e) = shard.not_throttled(cfg, peer) {
+        shard.refuse_http(&client, peer, &e).await;
+        return None;
     }
     let Some(key) = upgrade_key(&head) else {
         let e = RelayError::new(
             ErrorCode::BadRequest,
             "missing Sec-WebSocket-Key or version is not 13",
         );
-        return shard.refuse_http(&client, peer, &e).await;
+        shard.refuse_http(&client, peer, &e).await;
+        return None;
     };
     let creds = match auth::from_request(&head) {
-        Err(e) => return shard.refuse_http(&client, peer, &e).await,
+        Err(e) => {
+            shard.refuse_http(&client, peer, &e).await;
+            return None;
+        }
         Ok(c) => c,
     };
     let started = Instant::now();
@@ -93,59 +129,64 @@ pub async fn run(shard: &ShardCtx, cfg: Rc<ServerConfig>, req: Accepted) {
     let opened = if let Some(creds) = creds {
         // Handshake-time auth: the target is dialed before the client's 101.
         if over_capacity {
-            return shard.refuse_http(&client, peer, &capacity_error()).await;
+            shard.refuse_http(&client, peer, &capacity_error()).await;
+            return None;
         }
-        let open = open_target(shard, &cfg, &creds, peer, protocols.as_deref());
-        match Box::pin(open).await {
-            Err(e) => return shard.refuse_http(&client, peer, &e).await,
+        match open_target(shard, cfg, &creds, peer, protocols.as_deref()).await {
+            Err(e) => {
+                shard.refuse_http(&client, peer, &e).await;
+                return None;
+            }
             Ok(o) => {
                 let answer = accept_response(&key, o.protocol());
-                if client.write_all(&answer).await.is_err() {
-                    return;
-                }
+                client.write_all(&answer).await.ok()?;
                 o
             }
         }
     } else {
         // First-message auth (original protocol).
-        if client
-            .write_all(&accept_response(&key, None))
-            .await
-            .is_err()
-        {
-            return;
-        }
+        client.write_all(&accept_response(&key, None)).await.ok()?;
         if over_capacity {
-            return refuse_ws(shard, &client, peer, &capacity_error()).await;
+            refuse_ws(shard, &client, peer, &capacity_error()).await;
+            return None;
         }
         let limit = cfg.max_auth_message_bytes;
         let read = auth::read_first_message(&client, &mut rest, limit);
-        let creds = match Box::pin(monoio::time::timeout_at(deadline.into(), read)).await {
+        let creds = match monoio::time::timeout_at(deadline.into(), read).await {
             Err(_) => {
                 let e = RelayError::new(
                     ErrorCode::AuthTimeout,
                     format!("no auth message within {}s", cfg.auth_timeout_secs),
                 );
-                return refuse_ws(shard, &client, peer, &e).await;
+                refuse_ws(shard, &client, peer, &e).await;
+                return None;
             }
-            Ok(Err(FirstMessageError::ClientGone)) => return,
+            Ok(Err(FirstMessageError::ClientGone)) => return None,
             Ok(Err(FirstMessageError::Refused(e))) => {
-                return refuse_ws(shard, &client, peer, &e).await
+                refuse_ws(shard, &client, peer, &e).await;
+                return None;
             }
             Ok(Ok(c)) => c,
         };
-        match Box::pin(open_target(shard, &cfg, &creds, peer, None)).await {
-            Err(e) => return refuse_ws(shard, &client, peer, &e).await,
+        match open_target(shard, cfg, &creds, peer, None).await {
+            Err(e) => {
+                refuse_ws(shard, &client, peer, &e).await;
+                return None;
+            }
             Ok(o) => {
                 let status = build_frame(opcode::TEXT, CONNECTED.as_bytes(), None);
-                if client.write_all(&status).await.is_err() {
-                    return;
-                }
+                client.write_all(&status).await.ok()?;
                 o
             }
         }
     };
-    relay_opened(shard, &cfg, client, opened, rest, started, keepalive).await;
+    Some(Handshaken {
+        client,
+        opened,
+        rest,
+        started,
+        keepalive,
+    })
 }
 
 /// Flushes what each side sent early, relays, and logs the session end.

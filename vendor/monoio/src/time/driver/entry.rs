@@ -574,7 +574,10 @@ impl Drop for TimerEntry {
     }
 }
 
-#[cfg_attr(target_arch = "x86_64", repr(align(128)))]
-#[cfg_attr(not(target_arch = "x86_64"), repr(align(64)))]
+// PATCHES.md: no cache-line alignment. The padding comes from tokio's
+// multi-threaded timer, where the driver and the entry's owner are different
+// threads; monoio's timer wheel and its entries live on one thread, so it only
+// made every sleeping future (and every future holding one) 128-byte aligned
+// and hundreds of bytes larger.
 #[derive(Debug, Default)]
 struct CachePadded<T>(T);
