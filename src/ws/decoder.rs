@@ -203,6 +203,23 @@ impl Decoder {
         pos: &mut usize,
     ) -> Result<Option<FrameHeader>, DecodeError> {
         let have = usize::from(self.header_have);
+        // The usual case: the whole header is in this chunk. Parse it where
+        // it lies; only a header split across reads (or one whose RSV bits
+        // must be masked off) goes through the copy below.
+        if have == 0 && !self.allow_reserved {
+            match parse_header(&chunk[*pos..]) {
+                Ok(Some(h)) => {
+                    *pos += h.header_len;
+                    if let Err(e) = self.judge(&h) {
+                        return Err(self.fail(e));
+                    }
+                    self.remaining = h.payload_len;
+                    return Ok(Some(h));
+                }
+                Ok(None) => {}
+                Err(e) => return Err(self.fail(e.into())),
+            }
+        }
         let take = (MAX_HEADER_LEN - have).min(chunk.len() - *pos);
         self.header[have..have + take].copy_from_slice(&chunk[*pos..*pos + take]);
         if self.allow_reserved {
