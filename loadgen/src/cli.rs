@@ -370,6 +370,11 @@ pub enum SoakVariant {
     TlsCopy,
     /// wss:// to the relay, `forward = "splice"` (TLS sessions use copy anyway).
     TlsSplice,
+    /// ws:// to the relay, `forward = "ring"` (provided-buffer receives).
+    PlainRing,
+    /// wss:// to the relay, `forward = "ring"` (the target side's reads
+    /// ride the ring, the client side's read as copy).
+    TlsRing,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -411,7 +416,7 @@ pub struct SoakArgs {
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(4..=10_000))]
     pub users: u32,
     /// Variants to run, in order.
-    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [SoakVariant::PlainSplice, SoakVariant::PlainCopy, SoakVariant::TlsCopy, SoakVariant::TlsSplice])]
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [SoakVariant::PlainSplice, SoakVariant::PlainCopy, SoakVariant::TlsCopy, SoakVariant::TlsSplice, SoakVariant::PlainRing, SoakVariant::TlsRing])]
     pub variants: Vec<SoakVariant>,
     /// RSS and fd sampling period of the relay process.
     #[arg(long, default_value_t = 1000, value_name = "MS")]

@@ -105,6 +105,8 @@ pub fn variant_name(v: SoakVariant) -> &'static str {
         SoakVariant::PlainCopy => "plain-copy",
         SoakVariant::TlsCopy => "tls-copy",
         SoakVariant::TlsSplice => "tls-splice",
+        SoakVariant::PlainRing => "plain-ring",
+        SoakVariant::TlsRing => "tls-ring",
     }
 }
 
@@ -123,6 +125,8 @@ fn variant_setup(v: SoakVariant) -> (bool, &'static str) {
         SoakVariant::PlainCopy => (false, "copy"),
         SoakVariant::TlsCopy => (true, "copy"),
         SoakVariant::TlsSplice => (true, "splice"),
+        SoakVariant::PlainRing => (false, "ring"),
+        SoakVariant::TlsRing => (true, "ring"),
     }
 }
 
@@ -179,8 +183,9 @@ fn run_variant(
         } else {
             None
         },
-        // A TLS session is always forwarded by copy, whatever `forward` says.
-        copy: tls || forward == "copy",
+        // A TLS session is always forwarded by copy, whatever `forward` says;
+        // ring mode sees frames as copy does (it injects Close 1014 too).
+        copy: tls || forward != "splice",
         period: Duration::from_secs_f64(1.0 / a.rate),
         max_payload: a.max_payload as usize,
         lifetime: (a.lifetime > 0.0).then(|| Duration::from_secs_f64(a.lifetime)),
