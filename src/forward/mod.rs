@@ -149,8 +149,8 @@ pub struct ForwardCtx<'a> {
     /// `ring` to directions whose source is plain TCP, with a ring.
     pub mode: ForwardMode,
     pub buffers: &'a BufferPool,
-    /// The shard's provided-buffer ring (`ring` mode), if it has one.
-    pub ring: Option<&'a RecvRing>,
+    /// The shard's provided-buffer ring (`ring` mode; it may have none).
+    pub ring: &'a RecvRing,
     pub pipes: &'a PipePool,
     pub idle_timeout: Option<Duration>,
     /// Fired when the shard's shutdown grace is over.
@@ -181,7 +181,7 @@ impl<'a> ForwardCtx<'a> {
             ],
             mode: cfg.forward,
             buffers,
-            ring: Some(ring),
+            ring,
             pipes,
             idle_timeout: (cfg.idle_timeout_secs > 0)
                 .then(|| Duration::from_secs(cfg.idle_timeout_secs)),
@@ -200,8 +200,7 @@ impl<'a> ForwardCtx<'a> {
         if self.mode != ForwardMode::Ring || src.is_tls() {
             return None;
         }
-        let counts = self.ring?;
-        Some((counts, counts.get()?))
+        Some((self.ring, self.ring.get()?))
     }
 }
 

@@ -17,9 +17,9 @@ use std::io;
 use monoio::buf_ring::BufRing;
 
 /// Buffer memory per shard the ring may map.
-pub const RING_BYTES: usize = 4 * 1024 * 1024;
+const RING_BYTES: usize = 4 * 1024 * 1024;
 /// Fewest buffers a ring gets, whatever their size.
-pub const MIN_ENTRIES: usize = 16;
+const MIN_ENTRIES: usize = 16;
 /// The kernel's limit on a ring's entries.
 const MAX_ENTRIES: usize = 32768;
 /// The shard's only buffer group.

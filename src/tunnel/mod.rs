@@ -33,6 +33,7 @@ use crate::forward::{ForwardCtx, Outcome};
 use crate::net::dns::DnsCache;
 use crate::net::event::Event;
 use crate::net::pool::{BufferPool, PipePool};
+use crate::net::ring::RecvRing;
 use crate::net::sockopt::tune_stream;
 use crate::tls::target::TargetTrust;
 
@@ -67,6 +68,7 @@ struct Client {
     dns: DnsCache,
     buffers: BufferPool,
     pipes: PipePool,
+    ring: RecvRing,
     never: Event,
     /// Bytes each way over all sessions (the bridge's counters).
     relayed: [std::cell::Cell<u64>; 2],
@@ -80,7 +82,7 @@ impl Client {
             relayed: [&self.relayed[0], &self.relayed[1]],
             mode: ForwardMode::Copy,
             buffers: &self.buffers,
-            ring: None,
+            ring: &self.ring,
             pipes: &self.pipes,
             idle_timeout: None,
             close_all: &self.never,
@@ -128,6 +130,7 @@ pub fn run(cfg: ClientConfig, stdio_target: Option<String>) -> Result<(), Tunnel
                 crate::forward::bridge::BUFFERS_KEPT,
             ),
             pipes: PipePool::new(0),
+            ring: RecvRing::none(),
             never: Event::default(),
             relayed: Default::default(),
         });

@@ -210,11 +210,7 @@ impl Decoder {
             match parse_header(&chunk[*pos..]) {
                 Ok(Some(h)) => {
                     *pos += h.header_len;
-                    if let Err(e) = self.judge(&h) {
-                        return Err(self.fail(e));
-                    }
-                    self.remaining = h.payload_len;
-                    return Ok(Some(h));
+                    return self.accept(h);
                 }
                 Ok(None) => {}
                 Err(e) => return Err(self.fail(e.into())),
@@ -237,6 +233,11 @@ impl Decoder {
         };
         *pos += h.header_len - have;
         self.header_have = 0;
+        self.accept(h)
+    }
+
+    /// A whole header was read: judge it and start its payload.
+    fn accept(&mut self, h: FrameHeader) -> Result<Option<FrameHeader>, DecodeError> {
         if let Err(e) = self.judge(&h) {
             return Err(self.fail(e));
         }

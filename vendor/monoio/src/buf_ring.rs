@@ -268,13 +268,12 @@ pub(crate) async fn recv(fd: &SharedFd, ring: &BufRing) -> io::Result<Option<Rin
         ring: ring.clone(),
     })?;
     let done = op.await;
-    let buf = cqueue::buffer_select(done.meta.flags).map(|bid| ring.take(bid, 0));
+    // Taken before the result is checked, so a buffer always goes back.
+    let len = *done.meta.result.as_ref().unwrap_or(&0);
+    let buf = cqueue::buffer_select(done.meta.flags).map(|bid| ring.take(bid, len));
     let n = done.meta.result?;
     match buf {
-        Some(mut buf) if n > 0 => {
-            buf.len = n.min(ring.shared.buf_len);
-            Ok(Some(buf))
-        }
+        Some(buf) if n > 0 => Ok(Some(buf)),
         _ if n == 0 => Ok(None),
         _ => Err(io::Error::other(
             "a buffer-select receive completed without a buffer",
