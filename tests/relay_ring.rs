@@ -1,10 +1,10 @@
-//! `forward = "ring"` at its limits, over the wire: sessions whose readers
-//! never read hold one ring buffer per direction and no more; when they
-//! hold every buffer, another session's reads go through the copy pool,
-//! counted in `/metrics` (`ws_relay_ring_empty_total`), and it is not
-//! stalled; and every buffer comes back when those sessions end
-//! (docs/performance.md "Choosing the forward mode"). The rest of ring mode
-//! runs in the `matrix!` tests beside copy and splice.
+//! `forward = "ring"` at its limits, over the wire: a session whose
+//! readers never read holds a few ring buffers per direction and no more;
+//! when such sessions run the ring dry, the next reads go through the copy
+//! pool, counted in `/metrics` (`ws_relay_ring_empty_total`), and another
+//! session is not stalled; and every buffer comes back when those sessions
+//! end (docs/performance.md "Choosing the forward mode"). The rest of ring
+//! mode runs in the `matrix!` tests beside copy and splice.
 
 mod common;
 
@@ -14,15 +14,23 @@ use common::*;
 use tokio::io::AsyncWriteExt;
 use tokio_tungstenite::tungstenite::Message;
 
-/// Sessions whose client floods and never reads, toward a target that
-/// greets with more than the sockets hold and never reads: both
-/// directions end up parked in a write, each holding its buffer.
-const STUCK: usize = 8;
+/// At most this many sessions whose client floods and never reads, toward
+/// a target that greets with more than the sockets hold and never reads:
+/// both directions end up parked in a write, each holding its buffers.
+/// The test adds them until the ring has run dry. (Whether it stays full
+/// is timing: a direction that found it dry parks in a `copy` write and
+/// holds none, and a buffer freed later may stay free.)
+const MAX_STUCK: usize = 14;
 
-/// One shard sized for 10 connections: a ring of 16 buffers (two per
-/// connection, a power of two, at least 16; `net/ring.rs`), which the
-/// stuck sessions' 16 directions take whole.
+/// One shard sized for 15 connections (the stuck sessions and one more): a
+/// ring of 16 buffers (two per connection, a power of two, at least 16;
+/// `net/ring.rs`), which the stuck sessions run dry.
 const RING_ENTRIES: u64 = 16;
+
+/// What one stuck direction may hold (docs/performance.md "Choosing the
+/// forward mode"): the buffer it is writing and the four its receive may
+/// have queued behind it.
+const PER_DIRECTION: u64 = 5;
 
 /// A sample of the relay's `/metrics` (the counters it prints by name).
 async fn metric(port: u16, name: &str) -> u64 {
@@ -35,7 +43,7 @@ async fn metric(port: u16, name: &str) -> u64 {
 }
 
 #[tokio::test]
-async fn a_full_ring_reads_as_copy_and_never_stalls_other_sessions() {
+async fn a_dry_ring_is_counted_and_never_stalls_other_sessions() {
     let stalled = Target::start(TargetOpts {
         stall: true,
         echo: false,
@@ -47,7 +55,7 @@ async fn a_full_ring_reads_as_copy_and_never_stalls_other_sessions() {
     let echo = Target::echo().await;
     let relay = Relay::start(RelayConfig {
         workers: 1,
-        max_connections: 10,
+        max_connections: 15,
         ..RelayConfig::default()
             .with_driver(Driver::IoUring)
             .with_forward(Forward::Ring)
@@ -56,7 +64,12 @@ async fn a_full_ring_reads_as_copy_and_never_stalls_other_sessions() {
 
     let chunk = encode_frame(true, OP_BINARY, &pattern(64 * 1024, 9), Some([1, 2, 3, 4]));
     let mut stuck = Vec::new();
-    for _ in 0..STUCK {
+    loop {
+        assert!(
+            stuck.len() < MAX_STUCK,
+            "{MAX_STUCK} stuck sessions and the ring never ran dry: {} of {RING_ENTRIES} lent",
+            metric(relay.port, "ws_relay_ring_buffers_lent").await
+        );
         let mut ws = connect(AuthMode::Header, relay.port, ALICE_TOKEN, &stalled.url("/")).await;
         // Far more than the target's receive and the relay's send buffers
         // hold: the relay ends up parked in a write toward the target.
@@ -68,40 +81,33 @@ async fn a_full_ring_reads_as_copy_and_never_stalls_other_sessions() {
         })
         .await;
         stuck.push(ws);
-    }
-
-    // Every buffer is held, one per stuck direction, none more.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
         let lent = metric(relay.port, "ws_relay_ring_buffers_lent").await;
-        if lent == RING_ENTRIES {
-            break;
-        }
         assert!(
-            lent < RING_ENTRIES,
+            lent <= RING_ENTRIES,
             "{lent} ring buffers lent, the ring has {RING_ENTRIES}"
         );
-        assert!(
-            Instant::now() < deadline,
-            "only {lent} of {RING_ENTRIES} ring buffers held by the stuck sessions"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        if stuck.len() == 1 {
+            // One stuck session alone: a bounded handful, not the ring.
+            assert!(
+                (2..=2 * PER_DIRECTION).contains(&lent),
+                "one stuck session holds {lent} ring buffers (at most {PER_DIRECTION} per direction)"
+            );
+        }
+        // The ring ran dry, and the reads that found it so were counted
+        // (they went through the copy pool).
+        if metric(relay.port, "ws_relay_ring_empty_total").await > 0 {
+            break;
+        }
     }
-    let empty_before = metric(relay.port, "ws_relay_ring_empty_total").await;
 
-    // Another session still works, promptly: its reads find the ring empty
-    // and go through the copy pool.
+    // Another session still works, promptly, whichever path its reads take.
     let mut ws = connect(AuthMode::Header, relay.port, ALICE_TOKEN, &echo.url("/")).await;
     for i in 0..20 {
         let text = format!("still moving {i}");
         send(&mut ws, Message::text(text.clone())).await;
         expect_text(&mut ws, &text).await;
     }
-    let empty_after = metric(relay.port, "ws_relay_ring_empty_total").await;
-    assert!(
-        empty_after >= empty_before + 20,
-        "20 client messages read while the ring was empty, but ws_relay_ring_empty_total went {empty_before} -> {empty_after}"
-    );
     close_and_expect_echo(&mut ws, 1000, "done").await;
 
     // The stuck sessions end: every buffer goes back to the ring.

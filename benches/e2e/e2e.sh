@@ -41,12 +41,15 @@ usage: benches/e2e/e2e.sh [--quick] [options]
   --skip-delay         no 48 ms scenario        --out DIR     output directory
   --publish DIR        where summary.md is copied (docs/bench/{e2e,proxy}-<time>[-quick])
   --loadgen PATH --relay-bin PATH   binaries (target/release/loadgen, target/release/ws-relay-core)
+  --old-relay-bin PATH another build of the relay, run as the systems named old-relay-*
+                       (e.g. old-relay-ring-fm beside relay-ring-fm): old and new build
+                       side by side in one run
 EOF
 }
 
 ROUNDS=3 PINGS=1000 WARMUP=100 DUR=3 IDLE_N=9000 DELAY_PINGS=1000 UPGRADES=1000 QUICK=0
 SKIP_CROSS=0 SKIP_IDLE=0 SKIP_DELAY=0 OUT="" PUBLISH=""
-LOADGEN=target/release/loadgen RELAY_BIN=target/release/ws-relay-core
+LOADGEN=target/release/loadgen RELAY_BIN=target/release/ws-relay-core OLD_RELAY_BIN=""
 SYSTEMS_ARG="direct,forwarder,relay-copy-fm,relay-copy-hdr,relay-splice-fm,relay-splice-hdr,nginx,reframing"
 TESTS_ARG="ping,tput64,tput16k,agg100"
 ARGS_GIVEN="$*"
@@ -68,6 +71,7 @@ while [ $# -gt 0 ]; do
         --out) OUT=$2; shift ;;
         --loadgen) LOADGEN=$2; shift ;;
         --relay-bin) RELAY_BIN=$2; shift ;;
+        --old-relay-bin) OLD_RELAY_BIN=$2; shift ;;
         -h|--help) usage; exit 0 ;;
         *) echo "unknown option: $1" >&2; usage >&2; exit 1 ;;
     esac
@@ -76,6 +80,11 @@ done
 IFS=, read -r -a SYSTEMS <<<"$SYSTEMS_ARG"
 IFS=, read -r -a TESTS <<<"$TESTS_ARG"
 for s in "${SYSTEMS[@]}"; do
+    if [[ "$s" == old-* ]]; then
+        [ -n "$OLD_RELAY_BIN" ] || { echo "$s needs --old-relay-bin" >&2; exit 1; }
+        s=${s#old-}
+        [[ "$s" == relay-* ]] || { echo "old- applies to relay-* systems only" >&2; exit 1; }
+    fi
     case "$s" in
         direct|forwarder|relay-copy-fm|relay-copy-hdr|relay-splice-fm|relay-splice-hdr|nginx|reframing) ;;
         relay-ring-fm|relay-ring-hdr) ;;
@@ -186,6 +195,11 @@ status_sum() {  # sum of a /proc/PID/status field (VmRSS in KiB, Threads) over a
 [ -x "$LOADGEN" ] || die "$LOADGEN missing: run cargo build --release first"
 [ -x "$RELAY_BIN" ] || die "$RELAY_BIN missing: run cargo build --release first"
 RELAY_ABS=$(readlink -f "$RELAY_BIN")
+OLD_RELAY_ABS=""
+if [ -n "$OLD_RELAY_BIN" ]; then
+    [ -x "$OLD_RELAY_BIN" ] || die "$OLD_RELAY_BIN missing"
+    OLD_RELAY_ABS=$(readlink -f "$OLD_RELAY_BIN")
+fi
 command -v taskset >/dev/null || die "taskset (util-linux) is needed"
 NCPU=$(nproc)
 [ "$NCPU" -ge 2 ] || { log "only $NCPU CPU: skipping the cross-core phase"; SKIP_CROSS=1; }
@@ -301,8 +315,11 @@ EOF
 start_sut() {    # start_sut NAME CPU   (NAME: forwarder relay-copy relay-splice nginx reframing
                  #                       relay-proxy relay-proxy-copy haproxy)
     local name=$1 cpu=$2 f="$OUT/logs/$CASE-$1.log" d="$TMP/$CASE-$1" port pid cmd
+    local bin=$RELAY_ABS kind=$1
+    # old-relay-*: the same system, run from the --old-relay-bin build
+    [[ "$name" == old-* ]] && { bin=$OLD_RELAY_ABS kind=${name#old-}; }
     mkdir -p "$d"
-    case "$name" in
+    case "$kind" in
         forwarder)
             cmd=(taskset -c "$cpu" "$FWD_BIN" --listen 127.0.0.1:0 --upstream "127.0.0.1:$ECHO_PORT")
             "${cmd[@]}" >"$f" 2>&1 &
@@ -315,19 +332,19 @@ start_sut() {    # start_sut NAME CPU   (NAME: forwarder relay-copy relay-splice
             port=$(wait_listen_line "$f" "$pid") || return 1 ;;
         relay-copy|relay-splice|relay-ring)
             port=$($HELPER freeport)
-            relay_config "$d" "$port" "${name#relay-}"
+            relay_config "$d" "$port" "${kind#relay-}"
             cp "$d/relay.toml" "$OUT/logs/$CASE-$name.toml"
-            cmd=(taskset -c "$cpu" "$RELAY_ABS" --config "$d/relay.toml")
+            cmd=(taskset -c "$cpu" "$bin" --config "$d/relay.toml")
             (cd "$d" && exec "${cmd[@]}") >"$f" 2>&1 &
             pid=$!; CHILDREN+=("$pid")
             $HELPER wait-health "$port" 20 || { cat "$f" >&2; return 1; } ;;
         relay-proxy|relay-proxy-copy|relay-proxy-ring)
             port=$($HELPER freeport)
             local fwd=splice
-            case "$name" in relay-proxy-copy) fwd=copy ;; relay-proxy-ring) fwd=ring ;; esac
+            case "$kind" in relay-proxy-copy) fwd=copy ;; relay-proxy-ring) fwd=ring ;; esac
             relay_config "$d" "$port" "$fwd" proxy
             cp "$d/relay.toml" "$OUT/logs/$CASE-$name.toml"
-            cmd=(taskset -c "$cpu" "$RELAY_ABS" --config "$d/relay.toml")
+            cmd=(taskset -c "$cpu" "$bin" --config "$d/relay.toml")
             (cd "$d" && exec "${cmd[@]}") >"$f" 2>&1 &
             pid=$!; CHILDREN+=("$pid")
             $HELPER wait-health "$port" 20 || { cat "$f" >&2; return 1; } ;;
@@ -357,7 +374,7 @@ start_sut() {    # start_sut NAME CPU   (NAME: forwarder relay-copy relay-splice
     SUT_PID[$name]=$pid SUT_PORT[$name]=$port
     local shown; shown=$(qcmd "${cmd[@]}")
     case "$name" in
-        relay-*) shown="${shown//$d\/relay.toml/$OUT/logs/$CASE-$name.toml}" ;;
+        relay-*|old-relay-*) shown="${shown//$d\/relay.toml/$OUT/logs/$CASE-$name.toml}" ;;
         nginx) shown="$shown  # config as $OUT/logs/$CASE-nginx.conf" ;;
         haproxy) shown="${shown//$d\/haproxy.cfg/$OUT/logs/$CASE-haproxy.cfg}" ;;
     esac
@@ -378,6 +395,7 @@ proc_of() {      # system id -> process name ("" for direct)
         relay-copy-*) echo relay-copy ;;
         relay-splice-*) echo relay-splice ;;
         relay-ring-*) echo relay-ring ;;
+        old-relay-*-fm|old-relay-*-hdr) local p=${1#old-}; p=${p%-fm}; echo "old-${p%-hdr}" ;;
         *) echo "$1" ;;
     esac
 }
@@ -402,7 +420,7 @@ run_lg() {
     proc=$(proc_of "$sys")
     case "$sys" in
         direct) url="ws://127.0.0.1:$ECHO_PORT/" ;;
-        relay-*-fm|relay-*-hdr)
+        relay-*-fm|relay-*-hdr|old-relay-*-fm|old-relay-*-hdr)
             url="ws://127.0.0.1:$ECHO_PORT/"
             local auth=first-message; [[ "$sys" == *-hdr ]] && auth=header
             route=(--relay "ws://127.0.0.1:${SUT_PORT[$proc]}/" --token "$TOKEN" --auth "$auth") ;;
@@ -435,7 +453,7 @@ test_args() {    # test id -> loadgen mode arguments
     esac
 }
 
-upgrade_system() { case "$1" in direct|relay-proxy|relay-proxy-copy|relay-proxy-ring|nginx|haproxy) return 0 ;; esac; return 1; }
+upgrade_system() { case "${1#old-}" in direct|relay-proxy|relay-proxy-copy|relay-proxy-ring|nginx|haproxy) return 0 ;; esac; return 1; }
 
 # phase CASE SUT_CPU TESTS...
 phase() {
@@ -472,10 +490,11 @@ delay_phase() {
     local sys=() s p r i spin
     for s in direct forwarder relay-copy-fm relay-splice-fm relay-ring-fm nginx relay-proxy relay-proxy-copy relay-proxy-ring haproxy; do
         want "$s" && sys+=("$s")
+        want "old-$s" && sys+=("old-$s")
     done
     start_echo "$CASE-echo-delay48" 48
     # the forwarder and the proxies have a fixed upstream: point them at the slow target
-    for p in forwarder nginx relay-proxy relay-proxy-copy relay-proxy-ring haproxy; do
+    for p in forwarder nginx relay-proxy relay-proxy-copy relay-proxy-ring old-relay-proxy old-relay-proxy-copy old-relay-proxy-ring haproxy; do
         [ -n "${SUT_PID[$p]:-}" ] && { stop_sut "$p"; start_sut "$p" 0 || die "$p did not restart"; }
     done
     for variant in delay48 delay48-awake; do
@@ -506,7 +525,7 @@ idle_phase() {
     for p in $(needed_procs); do
         start_sut "$p" "$IDLE_CPU" || { log "$p did not start (idle)"; continue; }
         local pid=${SUT_PID[$p]} mode=plain
-        case "$p" in relay-proxy*) ;; relay-*) mode=first-message ;; esac
+        case "${p#old-}" in relay-proxy*) ;; relay-*) mode=first-message ;; esac
         sleep 0.5
         local rss0 thr0 rss1 thr1 res
         rss0=$(status_sum VmRSS "$pid"); thr0=$(status_sum Threads "$pid")
@@ -552,7 +571,7 @@ export E2E_HAPROXY=""
 want haproxy && E2E_HAPROXY=", $($HAPROXY -v 2>&1 | head -1 | cut -d' ' -f1-3)"
 export E2E_META_CMD="benches/e2e/e2e.sh $ARGS_GIVEN" E2E_WALL=$((T_END - T_START)) \
     E2E_SETTINGS="rounds=$ROUNDS, pings=$PINGS (+$WARMUP warm-up), throughput ${DUR} s (64 B window 4096; 16 KiB window 128; 100 conns window 128 each), idle sessions=$IDLE_N, 48 ms pings=$DELAY_PINGS$(for t in "${TESTS[@]}"; do [ "$t" = upgrade ] && echo ", upgrades=$UPGRADES one at a time"; done)" \
-    E2E_SYSTEMS="${SYSTEMS[*]}" E2E_NGINX="$($NGINX -v 2>&1 | head -1)" E2E_LOADGEN="$($LOADGEN --version 2>/dev/null)"
+    E2E_SYSTEMS="${SYSTEMS[*]}" E2E_PROCS="$(needed_procs | tr '\n' ' ')" E2E_NGINX="$($NGINX -v 2>&1 | head -1)" E2E_LOADGEN="$($LOADGEN --version 2>/dev/null)"
 python3 - "$OUT/meta.json" <<'EOF'
 import json, os, platform, sys, time
 model = ""
@@ -581,6 +600,9 @@ labels = {
     "relay-copy": "ws-relay-core copy",
     "relay-splice": "ws-relay-core splice",
 }
+for s in os.environ["E2E_SYSTEMS"].split() + [p for p in os.environ["E2E_PROCS"].split()]:
+    if s.startswith("old-") and s[4:] in labels:
+        labels[s] = labels[s[4:]] + " (old build)"
 meta = {
     "title": os.environ["E2E_TITLE"],
     "command": os.environ["E2E_META_CMD"].strip(),

@@ -416,9 +416,9 @@ def summarize(outdir):
         p("`loadgen echo-server --delay-ms 48`, ping 64 B, direct vs each hop, same-core, rounds"
           " rotating; medians of the rounds. Overhead = route − direct in the same variant.")
         for test, what in variants:
-            present = [s for s in ("direct", "forwarder", "relay-copy-fm", "relay-splice-fm", "relay-ring-fm",
+            present = [s for b in ("direct", "forwarder", "relay-copy-fm", "relay-splice-fm", "relay-ring-fm",
                                    "nginx", "relay-proxy", "relay-proxy-copy", "relay-proxy-ring", "haproxy")
-                       if runs("same-core", test, s)]
+                       for s in (b, "old-" + b) if runs("same-core", test, s)]
             if "direct" not in present:
                 continue
             p("")

@@ -8,7 +8,8 @@
 //!   Owns session-end policy (who closed, which Close frame to inject, half
 //!   close and linger). Must not re-frame or inspect payloads. The pumps:
 //!   `copy` (readiness, then `recv(2)` into a pooled buffer), `ring` (a
-//!   posted receive that takes a buffer from the shard's ring) and `splice`.
+//!   multishot receive that takes buffers from the shard's ring) and
+//!   `splice`.
 //! - `bridge`: a WebSocket on one side, a byte stream on the other
 //!   (`tcp://` targets on the relay, the tunnel client's forwards).
 //! - `mux`, `pipe`: yamux over a bridged WebSocket, for reverse tunnels

@@ -1,10 +1,12 @@
-//! `ring` forwarding: one posted receive per direction that takes a buffer
-//! from the shard's provided-buffer ring when data arrives (`net::ring`),
-//! then the same write, frame tracking and Close injection as `copy`. The
-//! buffer goes back to the ring once its bytes are written, so a slow
-//! reader holds at most one buffer per direction; an idle direction holds
-//! none. Against `copy` it saves the readiness wake-up's extra `recv(2)`:
-//! the completion carries the bytes.
+//! `ring` forwarding: one multishot receive per direction that takes a
+//! buffer from the shard's provided-buffer ring each time data arrives
+//! (`net::ring`), then the same write, frame tracking and Close injection
+//! as `copy`. A buffer goes back to the ring once its bytes are written; a
+//! slow reader holds the one being written and at most four queued behind
+//! it (the vendored monoio's `MultiRecv` bounds that), and an idle
+//! direction holds none. Against `copy` it saves the readiness wake-up's
+//! extra `recv(2)` (the completion carries the bytes) and, against a
+//! receive posted per chunk, posting it and arming its poll each time.
 //!
 //! The source must be plain TCP (a TLS source decrypts through its record
 //! layer: `copy`); the destination may be either. An empty ring is counted
@@ -32,8 +34,12 @@ pub async fn pump(
     clock: &Cell<Instant>,
 ) -> PumpEnd {
     let (counts, ring) = ring;
+    let mut rx = match src.stream().recv_multi(ring) {
+        Ok(rx) => rx,
+        Err(e) => return PumpEnd::ReadError(e),
+    };
     loop {
-        let buf = match src.stream().recv_select(ring).await {
+        let buf = match rx.next().await {
             Ok(Some(buf)) => buf,
             Ok(None) => return PumpEnd::Eof,
             Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {

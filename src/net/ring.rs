@@ -1,7 +1,8 @@
 //! A shard's provided-buffer ring, for `forward = "ring"`: one set of
-//! receive buffers that the kernel hands to a posted receive only when its
-//! data arrives (io_uring `IORING_REGISTER_PBUF_RING`, through the vendored
-//! monoio's `buf_ring`). An idle session's receives hold no buffer.
+//! receive buffers that the kernel hands to a posted (multishot) receive
+//! only when its data arrives (io_uring `IORING_REGISTER_PBUF_RING`,
+//! through the vendored monoio's `buf_ring`). An idle session's receives
+//! hold no buffer.
 //!
 //! Sizing (docs/performance.md "Choosing the forward mode"): two buffers
 //! per session the shard may hold (one per direction in flight), at most

@@ -116,7 +116,7 @@ impl<T> Op<T> {
     ///
     /// `state` is stored during the operation tracking any state submitted to
     /// the kernel.
-    pub(crate) fn submit_with(data: T) -> io::Result<Op<T>>
+    pub(super) fn submit_with(data: T) -> io::Result<Op<T>>
     where
         T: OpAble,
     {

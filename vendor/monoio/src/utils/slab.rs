@@ -151,6 +151,13 @@ impl<'a, T> Ref<'a, T> {
         self.slab.mark_remove();
         val
     }
+
+    /// The value, for as long as the slab is borrowed (PATCHES.md).
+    pub(crate) fn into_mut(self) -> &'a mut T {
+        // # Safety
+        // We make sure the index is valid.
+        unsafe { self.page.get_mut(self.index).unwrap_unchecked() }
+    }
 }
 
 impl<'a, T> AsRef<T> for Ref<'a, T> {

@@ -22,12 +22,28 @@ pub(crate) enum Lifecycle {
 
     /// The operation has completed.
     Completed(io::Result<u32>, u32),
+
+    /// A multishot receive (PATCHES.md): completions queue up in its state
+    /// for its `MultiRecv`, which owns the entry and removes it.
+    Multi(Box<crate::buf_ring::MultiState>),
 }
 
 impl<'a> Ref<'a, Lifecycle> {
-    pub(crate) fn complete(mut self, result: io::Result<u32>, flags: u32) {
+    /// Records a completion. Returns true when a multishot receive asks the
+    /// driver to cancel it (its owner fell behind; PATCHES.md).
+    pub(crate) fn complete(mut self, result: io::Result<u32>, flags: u32) -> bool {
         let ref_mut = &mut *self;
         match ref_mut {
+            Lifecycle::Multi(state) => {
+                return match state.land(result, flags) {
+                    crate::buf_ring::Landed::Keep => false,
+                    crate::buf_ring::Landed::Cancel => true,
+                    crate::buf_ring::Landed::Remove => {
+                        self.remove();
+                        false
+                    }
+                };
+            }
             Lifecycle::Submitted => {
                 *ref_mut = Lifecycle::Completed(result, flags);
             }
@@ -41,14 +57,11 @@ impl<'a> Ref<'a, Lifecycle> {
                 }
             }
             Lifecycle::Ignored(..) => {
-                // PATCHES.md: a dropped buffer-select receive gives back the
-                // buffer the kernel picked for it.
-                if let Lifecycle::Ignored(data) = self.remove() {
-                    crate::buf_ring::reclaim(&*data, flags);
-                }
+                self.remove();
             }
             Lifecycle::Completed(..) => unsafe { std::hint::unreachable_unchecked() },
         }
+        false
     }
 
     #[allow(clippy::needless_pass_by_ref_mut)]
@@ -65,6 +78,7 @@ impl<'a> Ref<'a, Lifecycle> {
                 }
                 return Poll::Pending;
             }
+            Lifecycle::Multi(_) => unreachable!("a multishot receive is not an Op"),
             _ => {}
         }
 
@@ -87,16 +101,11 @@ impl<'a> Ref<'a, Lifecycle> {
                 };
                 return false;
             }
-            Lifecycle::Completed(_, flags) => {
-                // PATCHES.md: completed but never read (its future was
-                // dropped): a buffer-select receive gives its buffer back.
-                let flags = *flags;
+            Lifecycle::Completed(..) => {
                 self.remove();
-                if let Some(data) = data.as_ref() {
-                    crate::buf_ring::reclaim(data, flags);
-                }
             }
             Lifecycle::Ignored(..) => unsafe { std::hint::unreachable_unchecked() },
+            Lifecycle::Multi(_) => unreachable!("a multishot receive is not an Op"),
         }
         true
     }

@@ -82,6 +82,10 @@ pub(crate) struct UringInner {
 
     // Uring support ext_arg
     ext_arg: bool,
+
+    /// Multishot receives to cancel once the completion queue is read
+    /// (PATCHES.md); keeps its capacity, so no allocation per cancel.
+    multi_cancels: Vec<usize>,
 }
 
 // When dropping the driver, all in-flight operations must have completed. This
@@ -111,6 +115,7 @@ impl IoUringDriver {
             poller_installed: false,
             ops: Ops::new(),
             ext_arg: uring.params().is_feature_ext_arg(),
+            multi_cancels: Vec::new(),
             uring,
         }));
 
@@ -145,6 +150,7 @@ impl IoUringDriver {
             poll: super::poll::Poll::with_capacity(entries as usize)?,
             ops: Ops::new(),
             ext_arg: uring.params().is_feature_ext_arg(),
+            multi_cancels: Vec::new(),
             uring,
             shared_waker: std::sync::Arc::new(waker::EventWaker::new(waker)),
             eventfd_installed: false,
@@ -410,10 +416,84 @@ impl UringInner {
                     self.poll.tick(Some(Duration::ZERO))?;
                 }
                 _ if index >= MIN_REVERSED_USERDATA => (),
-                _ => self.ops.complete(index as _, resultify(&cqe), cqe.flags()),
+                _ => {
+                    if self.ops.complete(index as _, resultify(&cqe), cqe.flags()) {
+                        self.multi_cancels.push(index as usize);
+                    }
+                }
             }
         }
+        self.push_multi_cancels();
         Ok(())
+    }
+
+    /// Pushes the cancels that multishot receives asked for while the
+    /// completion queue was read. Only a receive that is still posted is
+    /// cancelled: its slab index cannot have been reused, and any later
+    /// operation that takes the index is queued behind the cancel.
+    fn push_multi_cancels(&mut self) {
+        while let Some(&index) = self.multi_cancels.last() {
+            let live = matches!(
+                self.ops.slab.get(index).as_deref(),
+                Some(Lifecycle::Multi(state)) if state.posted()
+            );
+            if live {
+                let cancel = opcode::AsyncCancel::new(index as u64)
+                    .build()
+                    .user_data(CANCEL_USERDATA);
+                // SAFETY: the cancel names the receive by user data only.
+                if unsafe { self.uring.submission().push(&cancel) }.is_err() {
+                    // The queue is full: the cancel waits for the next tick.
+                    return;
+                }
+            }
+            self.multi_cancels.pop();
+        }
+    }
+
+    /// Posts a multishot receive (`sqe` without its user data) whose
+    /// completions land in `state`. Returns its slab index.
+    pub(crate) fn post_multi(
+        &mut self,
+        state: Box<crate::buf_ring::MultiState>,
+        sqe: io_uring::squeue::Entry,
+    ) -> io::Result<usize> {
+        if self.uring.submission().is_full() {
+            self.submit()?;
+        }
+        let index = self.ops.slab.insert(Lifecycle::Multi(state));
+        let sqe = sqe.user_data(index as u64);
+        // SAFETY: the receive's memory comes from a registered buffer ring,
+        // which its state keeps alive until the last completion.
+        if unsafe { self.uring.submission().push(&sqe) }.is_err() {
+            self.ops.slab.remove(index);
+            return Err(io::Error::other("io_uring submission queue full"));
+        }
+        Ok(index)
+    }
+
+    /// The state of the multishot receive at `index`.
+    pub(crate) fn multi(&mut self, index: usize) -> &mut crate::buf_ring::MultiState {
+        match self.ops.slab.get(index).map(|r| r.into_mut()) {
+            Some(Lifecycle::Multi(state)) => state,
+            _ => unreachable!("slab entry {index} is not a multishot receive"),
+        }
+    }
+
+    /// Takes back the state of a finished multishot receive.
+    pub(crate) fn retire_multi(&mut self, index: usize) -> Box<crate::buf_ring::MultiState> {
+        match self.ops.slab.remove(index) {
+            Some(Lifecycle::Multi(state)) => state,
+            _ => unreachable!("slab entry {index} is not a multishot receive"),
+        }
+    }
+
+    /// The owner of a posted multishot receive is gone: cancel it; its
+    /// remaining completions give their buffers back and the last one
+    /// removes the entry (`MultiState::land`).
+    pub(crate) fn orphan_multi(&mut self, index: usize) {
+        self.multi_cancels.push(index);
+        self.push_multi_cancels();
     }
 
     fn submit(&mut self) -> io::Result<()> {
@@ -620,9 +700,9 @@ impl Ops {
         self.slab.insert(Lifecycle::Submitted)
     }
 
-    fn complete(&mut self, index: usize, result: io::Result<u32>, flags: u32) {
+    fn complete(&mut self, index: usize, result: io::Result<u32>, flags: u32) -> bool {
         let lifecycle = unsafe { self.slab.get(index).unwrap_unchecked() };
-        lifecycle.complete(result, flags);
+        lifecycle.complete(result, flags)
     }
 }
 

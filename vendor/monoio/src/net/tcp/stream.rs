@@ -237,16 +237,17 @@ impl TcpStream {
     /// In uring impl, it will push a PollAdd op; in epoll impl, it will use use
     /// inner readiness state; if !relaxed, it will call syscall poll after that.
     ///
-    /// Receives into a buffer that `ring` provides when data arrives, so a
-    /// receive waiting on an idle socket holds no memory. `Ok(None)` is end
-    /// of stream; an empty ring fails with `ENOBUFS` and leaves the data
-    /// queued. io_uring driver only (PATCHES.md: buffer rings).
+    /// A multishot receive into buffers that `ring` provides when data
+    /// arrives, so a receive waiting on an idle socket holds no memory
+    /// (PATCHES.md: buffer rings). Posted on the first `next()`, it then
+    /// completes once per chunk that arrives. Fails with `Unsupported`
+    /// outside an io_uring runtime.
     #[cfg(all(target_os = "linux", feature = "iouring"))]
-    pub async fn recv_select(
+    pub fn recv_multi(
         &self,
         ring: &crate::buf_ring::BufRing,
-    ) -> io::Result<Option<crate::buf_ring::RingBuf>> {
-        crate::buf_ring::recv(&self.fd, ring).await
+    ) -> io::Result<crate::buf_ring::MultiRecv> {
+        crate::buf_ring::MultiRecv::new(&self.fd, ring)
     }
 
     /// If relaxed, on legacy driver it may return false positive result.
