@@ -7,7 +7,9 @@
 #
 #   benches/allocations.sh            # plain, TLS client side, TLS both sides
 # Runs the epoll driver: valgrind does not reliably deliver io_uring's
-# cross-thread wake-up that shutdown relies on.
+# cross-thread wake-up that shutdown relies on, and DHAT reports only at
+# exit. On io_uring (ring mode included), benches/instructions.sh counts the
+# calls into malloc from a callgrind dump taken while the relay runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . benches/lib.sh
