@@ -287,8 +287,9 @@ const HOLD: usize = 4;
 /// [`next`]: MultiRecv::next
 pub struct MultiRecv {
     driver: Rc<UnsafeCell<UringInner>>,
-    /// The slab index of the posted receive, if one is posted.
-    posted: Option<usize>,
+    /// The slab index of the posted receive and its state there, if one is
+    /// posted.
+    posted: Option<(usize, NonNull<MultiState>)>,
     /// The state while no receive is posted (it lives in the driver's slab
     /// while one is), kept so re-posting does not allocate.
     idle: Option<Box<MultiState>>,
@@ -311,6 +312,38 @@ pub(crate) struct MultiState {
     cancelling: bool,
     /// This posting carries the byte limit (`mshot_limit`).
     limited: bool,
+}
+
+/// A multishot receive's state as the driver's slab holds it: a pointer from
+/// a `Box`, so that its [`MultiRecv`] reaches it directly on every poll
+/// instead of looking the slab up. Frees the state when dropped, unless it
+/// was taken back with `into_box`.
+pub(crate) struct MultiSlot(NonNull<MultiState>);
+
+impl MultiSlot {
+    pub(crate) fn new(state: Box<MultiState>) -> MultiSlot {
+        MultiSlot(NonNull::from(Box::leak(state)))
+    }
+
+    pub(crate) fn state(&mut self) -> &mut MultiState {
+        // SAFETY: the slot owns the state; the driver (completions) and the
+        // `MultiRecv` (polls) reach it one at a time, on one thread.
+        unsafe { self.0.as_mut() }
+    }
+
+    pub(crate) fn into_box(self) -> Box<MultiState> {
+        let ptr = self.0;
+        std::mem::forget(self);
+        // SAFETY: made from a `Box` in `new`, and not freed (forgotten above).
+        unsafe { Box::from_raw(ptr.as_ptr()) }
+    }
+}
+
+impl Drop for MultiSlot {
+    fn drop(&mut self) {
+        // SAFETY: made from a `Box` in `new`; dropped once.
+        drop(unsafe { Box::from_raw(self.0.as_ptr()) });
+    }
 }
 
 /// What the driver does with a multishot receive's slab entry after a
@@ -408,8 +441,8 @@ impl MultiRecv {
         // this call.
         let inner = unsafe { &mut *self.driver.get() };
         loop {
-            let index = match self.posted {
-                Some(index) => index,
+            let (index, mut ptr) = match self.posted {
+                Some(posted) => posted,
                 None => {
                     let mut state = self.idle.take().expect("a multishot receive lost its state");
                     state.finished = false;
@@ -421,12 +454,22 @@ impl MultiRecv {
                     if state.limited {
                         mshot_limit(&mut sqe, HOLD as u32 * s.buf_len);
                     }
-                    let index = inner.post_multi(state, sqe)?;
-                    self.posted = Some(index);
-                    index
+                    match inner.post_multi(state, sqe) {
+                        Ok(posted) => {
+                            self.posted = Some(posted);
+                            posted
+                        }
+                        Err((e, state)) => {
+                            self.idle = Some(state);
+                            return Poll::Ready(Err(e));
+                        }
+                    }
                 }
             };
-            let state = inner.multi(index);
+            // SAFETY: the slab entry (a `MultiSlot`) keeps the state alive
+            // until `retire_multi`; the driver touches it only in `tick`,
+            // never during this poll.
+            let state = unsafe { ptr.as_mut() };
             let Some((res, flags)) = state.queue.pop_front() else {
                 match &state.waker {
                     Some(w) if w.will_wake(cx.waker()) => {}
@@ -464,10 +507,12 @@ impl MultiRecv {
 
 impl Drop for MultiRecv {
     fn drop(&mut self) {
-        let Some(index) = self.posted else { return };
-        // SAFETY: single-threaded driver.
+        let Some((index, mut ptr)) = self.posted else {
+            return;
+        };
+        // SAFETY: single-threaded driver; the state is alive while posted.
         let inner = unsafe { &mut *self.driver.get() };
-        let state = inner.multi(index);
+        let state = unsafe { ptr.as_mut() };
         state.give_back();
         state.waker = None;
         if state.finished {

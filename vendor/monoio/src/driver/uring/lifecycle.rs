@@ -25,7 +25,7 @@ pub(crate) enum Lifecycle {
 
     /// A multishot receive (PATCHES.md): completions queue up in its state
     /// for its `MultiRecv`, which owns the entry and removes it.
-    Multi(Box<crate::buf_ring::MultiState>),
+    Multi(crate::buf_ring::MultiSlot),
 }
 
 impl<'a> Ref<'a, Lifecycle> {
@@ -34,8 +34,8 @@ impl<'a> Ref<'a, Lifecycle> {
     pub(crate) fn complete(mut self, result: io::Result<u32>, flags: u32) -> bool {
         let ref_mut = &mut *self;
         match ref_mut {
-            Lifecycle::Multi(state) => {
-                return match state.land(result, flags) {
+            Lifecycle::Multi(slot) => {
+                return match slot.state().land(result, flags) {
                     crate::buf_ring::Landed::Keep => false,
                     crate::buf_ring::Landed::Cancel => true,
                     crate::buf_ring::Landed::Remove => {

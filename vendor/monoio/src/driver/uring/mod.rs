@@ -231,24 +231,32 @@ impl IoUringDriver {
 
         #[cfg(feature = "sync")]
         {
-            // Process foreign wakers
-            while let Ok(w) = inner.waker_receiver.try_recv() {
-                w.wake();
-                need_wait = false;
+            use std::sync::atomic::Ordering::SeqCst;
+
+            // Process foreign wakers. PATCHES.md: only when another thread
+            // sent one (`EventWaker::wake` raises `pending` after queueing
+            // it); an empty queue still costs a lock per look.
+            if inner.shared_waker.pending.swap(false, SeqCst) {
+                while let Ok(w) = inner.waker_receiver.try_recv() {
+                    w.wake();
+                    need_wait = false;
+                }
             }
 
-            // Set status as not awake if we are going to sleep
+            // Set status as not awake if we are going to sleep. SeqCst with
+            // the swap below and the waker's store-then-load of
+            // `pending`/`awake`: either we see its `pending`, or it sees us
+            // asleep and writes the eventfd.
             if need_wait {
-                inner
-                    .shared_waker
-                    .awake
-                    .store(false, std::sync::atomic::Ordering::Release);
+                inner.shared_waker.awake.store(false, SeqCst);
             }
 
             // Process foreign wakers left
-            while let Ok(w) = inner.waker_receiver.try_recv() {
-                w.wake();
-                need_wait = false;
+            if inner.shared_waker.pending.swap(false, SeqCst) {
+                while let Ok(w) = inner.waker_receiver.try_recv() {
+                    w.wake();
+                    need_wait = false;
+                }
             }
         }
 
@@ -433,10 +441,10 @@ impl UringInner {
     /// operation that takes the index is queued behind the cancel.
     fn push_multi_cancels(&mut self) {
         while let Some(&index) = self.multi_cancels.last() {
-            let live = matches!(
-                self.ops.slab.get(index).as_deref(),
-                Some(Lifecycle::Multi(state)) if state.posted()
-            );
+            let live = match self.ops.slab.get(index).map(|r| r.into_mut()) {
+                Some(Lifecycle::Multi(slot)) => slot.state().posted(),
+                _ => false,
+            };
             if live {
                 let cancel = opcode::AsyncCancel::new(index as u64)
                     .build()
@@ -452,38 +460,38 @@ impl UringInner {
     }
 
     /// Posts a multishot receive (`sqe` without its user data) whose
-    /// completions land in `state`. Returns its slab index.
+    /// completions land in `state`. Returns its slab index and where the
+    /// state lives until `retire_multi`.
     pub(crate) fn post_multi(
         &mut self,
         state: Box<crate::buf_ring::MultiState>,
         sqe: io_uring::squeue::Entry,
-    ) -> io::Result<usize> {
+    ) -> Result<
+        (usize, std::ptr::NonNull<crate::buf_ring::MultiState>),
+        (io::Error, Box<crate::buf_ring::MultiState>),
+    > {
         if self.uring.submission().is_full() {
-            self.submit()?;
+            if let Err(e) = self.submit() {
+                return Err((e, state));
+            }
         }
-        let index = self.ops.slab.insert(Lifecycle::Multi(state));
+        let mut slot = crate::buf_ring::MultiSlot::new(state);
+        let ptr = std::ptr::NonNull::from(slot.state());
+        let index = self.ops.slab.insert(Lifecycle::Multi(slot));
         let sqe = sqe.user_data(index as u64);
         // SAFETY: the receive's memory comes from a registered buffer ring,
         // which its state keeps alive until the last completion.
         if unsafe { self.uring.submission().push(&sqe) }.is_err() {
-            self.ops.slab.remove(index);
-            return Err(io::Error::other("io_uring submission queue full"));
+            let state = self.retire_multi(index);
+            return Err((io::Error::other("io_uring submission queue full"), state));
         }
-        Ok(index)
-    }
-
-    /// The state of the multishot receive at `index`.
-    pub(crate) fn multi(&mut self, index: usize) -> &mut crate::buf_ring::MultiState {
-        match self.ops.slab.get(index).map(|r| r.into_mut()) {
-            Some(Lifecycle::Multi(state)) => state,
-            _ => unreachable!("slab entry {index} is not a multishot receive"),
-        }
+        Ok((index, ptr))
     }
 
     /// Takes back the state of a finished multishot receive.
     pub(crate) fn retire_multi(&mut self, index: usize) -> Box<crate::buf_ring::MultiState> {
         match self.ops.slab.remove(index) {
-            Some(Lifecycle::Multi(state)) => state,
+            Some(Lifecycle::Multi(slot)) => slot.into_box(),
             _ => unreachable!("slab entry {index} is not a multishot receive"),
         }
     }

@@ -11,6 +11,9 @@ pub(crate) struct EventWaker {
     _file: std::fs::File,
     // Atomic awake status
     pub(crate) awake: std::sync::atomic::AtomicBool,
+    // A foreign waker was queued for this thread since its driver last
+    // looked (PATCHES.md): `wake` is called after every such queueing.
+    pub(crate) pending: std::sync::atomic::AtomicBool,
 }
 
 impl EventWaker {
@@ -19,12 +22,17 @@ impl EventWaker {
             raw: file.as_raw_fd(),
             _file: file,
             awake: std::sync::atomic::AtomicBool::new(true),
+            pending: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
     pub(crate) fn wake(&self) -> std::io::Result<()> {
-        // Skip wake if already awake
-        if self.awake.load(std::sync::atomic::Ordering::Acquire) {
+        // PATCHES.md: tell the driver there is something to look at, then
+        // skip the eventfd if it is awake (it checks `pending` after it
+        // marks itself asleep; SeqCst on both sides).
+        self.pending
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        if self.awake.load(std::sync::atomic::Ordering::SeqCst) {
             return Ok(());
         }
         // Write data into EventFd to wake the executor.
