@@ -63,6 +63,7 @@ echo "relay instructions: $small for $N_SMALL pings, $large for $N_LARGE pings"
 echo "instructions per relayed 64-byte round trip: $per"
 # Heap allocations from the same runs (calls into malloc and friends), which
 # works on io_uring where DHAT cannot (benches/allocations.sh).
-a_small=$(python3 benches/callgrind_calls.py '^(malloc|calloc|realloc|posix_memalign|aligned_alloc)$' "$tmp/callgrind.$N_SMALL.1")
-a_large=$(python3 benches/callgrind_calls.py '^(malloc|calloc|realloc|posix_memalign|aligned_alloc)$' "$tmp/callgrind.$N_LARGE.1")
+allocators='^(malloc|calloc|realloc|posix_memalign|aligned_alloc)$'
+a_small=$(python3 benches/callgrind_calls.py "$allocators" "$tmp/callgrind.$N_SMALL.1")
+a_large=$(python3 benches/callgrind_calls.py "$allocators" "$tmp/callgrind.$N_LARGE.1")
 echo "heap allocations: $a_small for $N_SMALL pings, $a_large for $N_LARGE pings -> $(python3 -c "print(round(($a_large - $a_small) / ($N_LARGE - $N_SMALL), 3))") per relayed round trip"

@@ -66,14 +66,7 @@ impl BufRing {
                 "a buffer ring needs a power-of-two entry count (at most 32768) and non-empty buffers",
             ));
         }
-        let driver = CURRENT.with(|inner| match inner {
-            Inner::Uring(this) => Ok(this.clone()),
-            #[allow(unreachable_patterns)]
-            _ => Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                "buffer rings need the io_uring driver",
-            )),
-        })?;
+        let driver = current_uring("buffer rings")?;
         let ring_bytes = entries as usize * std::mem::size_of::<types::BufRingEntry>();
         let bufs_bytes = entries as usize * buf_len as usize;
         let ring = map(ring_bytes)?.cast::<types::BufRingEntry>();
@@ -405,14 +398,7 @@ impl MultiState {
 
 impl MultiRecv {
     pub(crate) fn new(fd: &SharedFd, ring: &BufRing) -> io::Result<MultiRecv> {
-        let driver = CURRENT.with(|inner| match inner {
-            Inner::Uring(this) => Ok(this.clone()),
-            #[allow(unreachable_patterns)]
-            _ => Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                "multishot receives need the io_uring driver",
-            )),
-        })?;
+        let driver = current_uring("multishot receives")?;
         Ok(MultiRecv {
             driver,
             posted: None,
@@ -522,6 +508,19 @@ impl Drop for MultiRecv {
             inner.orphan_multi(index);
         }
     }
+}
+
+/// The current thread's io_uring driver, or `Unsupported` naming `what`
+/// needs it.
+fn current_uring(what: &str) -> io::Result<Rc<UnsafeCell<UringInner>>> {
+    CURRENT.with(|inner| match inner {
+        Inner::Uring(this) => Ok(this.clone()),
+        #[allow(unreachable_patterns)]
+        _ => Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!("{what} need the io_uring driver"),
+        )),
+    })
 }
 
 fn map(len: usize) -> io::Result<NonNull<u8>> {

@@ -230,13 +230,6 @@ impl TcpStream {
         }
     }
 
-    /// Wait for read readiness.
-    /// Note: Do not use it before every io. It is different from other runtimes!
-    ///
-    /// Everytime call to this method may pay a syscall cost.
-    /// In uring impl, it will push a PollAdd op; in epoll impl, it will use use
-    /// inner readiness state; if !relaxed, it will call syscall poll after that.
-    ///
     /// A multishot receive into buffers that `ring` provides when data
     /// arrives, so a receive waiting on an idle socket holds no memory
     /// (PATCHES.md: buffer rings). Posted on the first `next()`, it then
@@ -250,6 +243,13 @@ impl TcpStream {
         crate::buf_ring::MultiRecv::new(&self.fd, ring)
     }
 
+    /// Wait for read readiness.
+    /// Note: Do not use it before every io. It is different from other runtimes!
+    ///
+    /// Everytime call to this method may pay a syscall cost.
+    /// In uring impl, it will push a PollAdd op; in epoll impl, it will use use
+    /// inner readiness state; if !relaxed, it will call syscall poll after that.
+    ///
     /// If relaxed, on legacy driver it may return false positive result.
     /// If you want to do io by your own, you must maintain io readiness and wait
     /// for io ready with relaxed=false.
