@@ -30,7 +30,17 @@ pub struct HubConfig {
     pub allowed_origins: Vec<String>,
     /// Seconds an idle keep-alive push connection stays open.
     pub keepalive_timeout_secs: u64,
+    /// Messages kept per stream for recovery; 0 = history off (the seed's
+    /// behaviour: no offsets, nothing kept).
+    pub history_size: usize,
+    /// A stream's history is forgotten this long after its last message;
+    /// its next message starts a new epoch.
+    pub history_ttl_secs: u64,
 }
+
+/// Largest `history_size`: a recovery replays at most this many messages
+/// in one go, and each is held in memory while it is sent.
+pub const MAX_HISTORY_SIZE: usize = 1_000_000;
 
 /// Shortest accepted `api_key`.
 pub const MIN_API_KEY_LEN: usize = 16;
@@ -49,6 +59,8 @@ impl Default for HubConfig {
             max_client_message_bytes: 4096,
             allowed_origins: Vec::new(),
             keepalive_timeout_secs: 60,
+            history_size: 0,
+            history_ttl_secs: 300,
         }
     }
 }
@@ -64,6 +76,8 @@ impl std::fmt::Debug for HubConfig {
             .field("redis_url", &self.redis_url.as_ref().map(|_| "<set>"))
             .field("max_queue_messages", &self.max_queue_messages)
             .field("allowed_origins", &self.allowed_origins)
+            .field("history_size", &self.history_size)
+            .field("history_ttl_secs", &self.history_ttl_secs)
             .finish_non_exhaustive()
     }
 }
@@ -158,6 +172,24 @@ pub(crate) fn validate(hub: &HubConfig, relay_path: &str) -> Result<(), (&'stati
         return Err((
             "max_client_message_bytes",
             "hub.max_client_message_bytes: must be at least 64".into(),
+        ));
+    }
+    if hub.history_size > 0 && hub.history_ttl_secs == 0 {
+        return Err((
+            "history_ttl_secs",
+            "hub.history_ttl_secs: must be at least 1 when history_size is set".into(),
+        ));
+    }
+    if hub.history_size > 0 && hub.redis_url.is_some() {
+        return Err((
+            "history_size",
+            "hub.history_size: history is kept in memory on one instance for now; unset redis_url or history_size".into(),
+        ));
+    }
+    if hub.history_size > MAX_HISTORY_SIZE {
+        return Err((
+            "history_size",
+            format!("hub.history_size: at most {MAX_HISTORY_SIZE} messages per stream"),
         ));
     }
     if let Some(url) = &hub.redis_url {

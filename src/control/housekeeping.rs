@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::metrics::gather::{scrape, ScrapeRequest};
-use crate::metrics::ControlCounters;
+use crate::metrics::{ControlCounters, HubCounters};
 use crate::msg::ShardMsg;
 
 /// Between trims: short enough that RSS follows the load. A pass walks
@@ -35,6 +35,7 @@ pub fn spawn(
     requests: flume::Receiver<ScrapeRequest>,
     shards: Vec<flume::Sender<ShardMsg>>,
     control: Arc<ControlCounters>,
+    hub: Option<Arc<HubCounters>>,
 ) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("housekeeping".into())
@@ -43,7 +44,7 @@ pub fn spawn(
             loop {
                 match requests.recv_deadline(next_trim) {
                     Ok(req) => {
-                        let _ = req.reply.send(scrape(&shards, &control));
+                        let _ = req.reply.send(scrape(&shards, &control, hub.as_deref()));
                     }
                     Err(flume::RecvTimeoutError::Timeout) => {}
                     Err(flume::RecvTimeoutError::Disconnected) => return,

@@ -248,6 +248,7 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
         .enabled
         .then(|| crate::hub::Hub::new(&config.hub));
     let hub_shared = hub.as_ref().map(|h| h.shared.clone());
+    let hub_counters = hub.as_ref().map(|h| h.shared.counters.clone());
     let (shards, addr) = shard::spawn_all(
         &config.server,
         &config.users,
@@ -276,7 +277,8 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
         scrapes,
     } = shards;
     let counters = Arc::new(ControlCounters::default());
-    housekeeping::spawn(scrapes, senders.clone(), counters.clone()).map_err(ServeError::Spawn)?;
+    housekeeping::spawn(scrapes, senders.clone(), counters.clone(), hub_counters)
+        .map_err(ServeError::Spawn)?;
     let plane = Arc::new(ControlPlane {
         config: Mutex::new(config),
         senders,

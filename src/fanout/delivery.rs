@@ -47,6 +47,10 @@ pub struct Delivery {
     pub space: Space,
     pub audience: Audience,
     pub frame: Frame,
+    /// The frame's place in its audience's ordered stream (the hub's
+    /// offsets), so a connection that just recovered history can skip what
+    /// it already has; 0 = unordered, never skipped.
+    pub offset: u64,
     /// Told how many connections on that shard took the frame.
     pub reply: Option<flume::Sender<usize>>,
 }

@@ -50,9 +50,33 @@ impl Bus {
         Bus { shards }
     }
 
+    /// Shards reached through this bus.
+    pub fn len(&self) -> usize {
+        self.shards.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.shards.is_empty()
+    }
+
     /// Sends `frame` to every shard without waiting (control threads, Redis).
     pub fn send(&self, space: Space, audience: &Audience, frame: &Frame) {
-        self.send_skipping(None, space, audience, frame);
+        self.send_skipping(None, space, audience, frame, 0, None);
+    }
+
+    /// Sends `frame`, the `offset`th of its audience's stream, to every
+    /// shard without waiting; each shard's count goes to `counts` when
+    /// given. Returns how many shards were asked. One sender per stream
+    /// keeps a stream in order on every shard (the channels are FIFO).
+    pub fn send_ordered(
+        &self,
+        space: Space,
+        audience: &Audience,
+        frame: &Frame,
+        offset: u64,
+        counts: Option<&flume::Sender<usize>>,
+    ) -> usize {
+        self.send_skipping(None, space, audience, frame, offset, counts)
     }
 
     /// Sends `frame` to every shard but `this_shard` without waiting (the
@@ -64,21 +88,33 @@ impl Bus {
         audience: &Audience,
         frame: &Frame,
     ) {
-        self.send_skipping(Some(this_shard), space, audience, frame);
+        self.send_skipping(Some(this_shard), space, audience, frame, 0, None);
     }
 
-    fn send_skipping(&self, skip: Option<usize>, space: Space, audience: &Audience, frame: &Frame) {
+    fn send_skipping(
+        &self,
+        skip: Option<usize>,
+        space: Space,
+        audience: &Audience,
+        frame: &Frame,
+        offset: u64,
+        counts: Option<&flume::Sender<usize>>,
+    ) -> usize {
+        let mut asked = 0;
         for (i, tx) in self.shards.iter().enumerate() {
             if skip == Some(i) {
                 continue;
             }
-            let _ = tx.send(ShardMsg::Fanout(Delivery {
+            let sent = tx.send(ShardMsg::Fanout(Delivery {
                 space,
                 audience: audience.clone(),
                 frame: frame.clone(),
-                reply: None,
+                offset,
+                reply: counts.cloned(),
             }));
+            asked += usize::from(sent.is_ok());
         }
+        asked
     }
 
     /// Sends `frame` to every shard but `this_shard` (the caller delivers
@@ -105,6 +141,7 @@ impl Bus {
                 space,
                 audience: audience.clone(),
                 frame: frame.clone(),
+                offset: 0,
                 reply: Some(tx.clone()),
             };
             asked += usize::from(shard.send(ShardMsg::Fanout(d)).is_ok());

@@ -39,6 +39,9 @@ pub struct Outbox {
     /// Bytes of the front frame already sent by a short vectored send.
     head_sent: Cell<usize>,
     cap: usize,
+    /// Room beyond `cap` for recovered history still queued: shrinks as
+    /// frames go out, so a replay of any length does not read as slowness.
+    backlog: Cell<usize>,
     /// Tells the draining task (one waiter) to look again.
     wake: Notify,
     overflowed: Cell<bool>,
@@ -52,6 +55,7 @@ impl Outbox {
             queue: RefCell::new(VecDeque::new()),
             head_sent: Cell::new(0),
             cap: cap.max(1),
+            backlog: Cell::new(0),
             wake: Notify::default(),
             overflowed: Cell::new(false),
             closed: Cell::new(false),
@@ -65,22 +69,46 @@ impl Outbox {
         if self.overflowed.get() || self.closed.get() {
             return false;
         }
-        let mut q = self.queue.borrow_mut();
-        if q.len() >= self.cap {
-            self.overflowed.set(true);
-            if self.head_sent.get() > 0 {
-                // Half on the wire: it must finish before the 1013 Close.
-                q.truncate(1);
-            } else {
-                *q = VecDeque::new();
-            }
-            drop(q);
-            self.wake();
+        if self.queue.borrow().len() >= self.cap + self.backlog.get() {
+            self.overflow_now();
             return false;
         }
-        drop(q);
         self.enqueue(frame);
         true
+    }
+
+    /// Marks the client too slow: its queue is dropped (but a frame half on
+    /// the wire) and it will be closed with 1013.
+    pub fn overflow_now(&self) {
+        self.overflowed.set(true);
+        self.backlog.set(0);
+        let mut q = self.queue.borrow_mut();
+        if self.head_sent.get() > 0 {
+            // Half on the wire: it must finish before the 1013 Close.
+            q.truncate(1);
+        } else {
+            *q = VecDeque::new();
+        }
+        drop(q);
+        self.wake();
+    }
+
+    /// Queues recovered history beyond the cap (it is bounded by the
+    /// stream's history size, and the client asked for it).
+    pub fn push_backlog(&self, frames: impl Iterator<Item = Frame>) {
+        if self.overflowed.get() || self.closed.get() {
+            return;
+        }
+        let mut q = self.queue.borrow_mut();
+        let was_empty = q.is_empty();
+        let before = q.len();
+        q.extend(frames);
+        self.backlog.set(self.backlog.get() + (q.len() - before));
+        let any = q.len() > before;
+        drop(q);
+        if was_empty && any {
+            self.wake();
+        }
     }
 
     /// Queues one of the connection's own frames (an answer to the client,
@@ -107,7 +135,7 @@ impl Outbox {
 
     /// At capacity: the next delivery overflows it.
     pub fn is_full(&self) -> bool {
-        self.queue.borrow().len() >= self.cap
+        self.queue.borrow().len() >= self.cap + self.backlog.get()
     }
 
     /// Stops taking frames and drops the queued ones (the connection is
@@ -115,6 +143,7 @@ impl Outbox {
     pub fn close(&self) {
         self.closed.set(true);
         self.head_sent.set(0);
+        self.backlog.set(0);
         *self.queue.borrow_mut() = VecDeque::new();
     }
 
@@ -124,6 +153,9 @@ impl Outbox {
         debug_assert_eq!(self.head_sent.get(), 0, "pop after a short send");
         let mut q = self.queue.borrow_mut();
         let f = q.pop_front();
+        if f.is_some() {
+            self.backlog.set(self.backlog.get().saturating_sub(1));
+        }
         shrink_if_idle(&mut q);
         f
     }
@@ -161,6 +193,7 @@ impl Outbox {
             while q.front().is_some_and(|f| done >= f.len()) {
                 done -= q.front().map_or(0, Bytes::len);
                 q.pop_front();
+                self.backlog.set(self.backlog.get().saturating_sub(1));
             }
             self.head_sent.set(done);
             if sent < asked {

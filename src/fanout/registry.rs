@@ -1,6 +1,13 @@
 //! One shard's index of fan-out connections: a slab of outboxes and a map
 //! from group name to the slots in it.
 //!
+//! Ordered deliveries (the hub's streams, docs/hub.md "Recovery") carry an
+//! offset per lane (the group's stream, the broadcast stream). A connection
+//! that is recovering history is *held*: what is delivered to it waits
+//! beside its outbox until the history is queued, then whatever the history
+//! already covered (offset at or below the lane's floor) is dropped and the
+//! rest follows, so nothing is lost or doubled across the switch.
+//!
 //! Lives on its shard and is touched only there, so there is no lock. Must
 //! not: hold a borrow across an await, or allocate per delivered frame.
 
@@ -14,6 +21,27 @@ use super::{Audience, Census, Frame, Outbox, Space};
 struct Entry {
     outbox: Rc<Outbox>,
     group: Option<Rc<str>>,
+    /// Per lane ([`lane`]): ordered frames at or below this offset are
+    /// already queued from history. Cleared by the first frame above it,
+    /// since a lane's frames arrive in order.
+    floors: [u64; 2],
+    /// While recovering: (lane, offset, frame) delivered meanwhile, and the
+    /// most it may hold before the connection counts as too slow.
+    held: Option<Held>,
+}
+
+/// Deliveries kept aside while a connection recovers, and their cap.
+struct Held {
+    frames: Vec<(usize, u64, Frame)>,
+    cap: usize,
+}
+
+/// The lane of an audience: a group's stream (0) or the broadcast one (1).
+pub fn lane(audience: &Audience) -> usize {
+    match audience {
+        Audience::Group(_) => 0,
+        Audience::All => 1,
+    }
 }
 
 pub struct Registry {
@@ -48,6 +76,8 @@ impl Registry {
         let entry = Some(Entry {
             outbox,
             group: None,
+            floors: [0; 2],
+            held: None,
         });
         let mut slots = self.slots.borrow_mut();
         let slot = match self.free.borrow_mut().pop() {
@@ -86,9 +116,33 @@ impl Registry {
     /// how many overflowed with it (not counted as taking it; they will be
     /// closed with 1013).
     pub fn deliver(&self, audience: &Audience, frame: &Frame) -> Reach {
-        let slots = self.slots.borrow();
+        self.deliver_at(audience, frame, 0)
+    }
+
+    /// [`Registry::deliver`] for the `offset`th frame of the audience's
+    /// stream (0 = unordered): held connections keep it aside, connections
+    /// whose history already covered it skip it.
+    pub fn deliver_at(&self, audience: &Audience, frame: &Frame, offset: u64) -> Reach {
+        let mut slots = self.slots.borrow_mut();
+        let lane = lane(audience);
         let mut reach = Reach::default();
-        let mut push = |e: &Entry| {
+        let mut push = |e: &mut Entry| {
+            if offset != 0 && e.floors[lane] != 0 {
+                if offset <= e.floors[lane] {
+                    return;
+                }
+                e.floors[lane] = 0;
+            }
+            if let Some(held) = &mut e.held {
+                if held.frames.len() < held.cap {
+                    held.frames.push((lane, offset, frame.clone()));
+                    reach.took += 1;
+                } else if !e.outbox.overflowed() {
+                    e.outbox.overflow_now();
+                    reach.overflowed += 1;
+                }
+                return;
+            }
             let was_slow = e.outbox.overflowed();
             if e.outbox.push(frame) {
                 reach.took += 1;
@@ -97,17 +151,43 @@ impl Registry {
             }
         };
         match audience {
-            Audience::All => slots.iter().flatten().for_each(&mut push),
+            Audience::All => slots.iter_mut().flatten().for_each(&mut push),
             Audience::Group(g) => {
                 if let Some(members) = self.groups.borrow().get(&**g) {
-                    members
-                        .iter()
-                        .filter_map(|i| slots[*i].as_ref())
-                        .for_each(&mut push);
+                    for i in members {
+                        if let Some(e) = slots[*i].as_mut() {
+                            push(e);
+                        }
+                    }
                 }
             }
         }
         reach
+    }
+
+    fn hold(&self, slot: usize, cap: usize) {
+        if let Some(e) = self.slots.borrow_mut()[slot].as_mut() {
+            e.held.get_or_insert_with(|| Held {
+                frames: Vec::new(),
+                cap: cap.max(1),
+            });
+        }
+    }
+
+    /// Ends a hold: `backlog` (the history) goes to the outbox, then what
+    /// was held above each lane's floor, in arrival order.
+    fn release(&self, slot: usize, backlog: Vec<Frame>, floors: [u64; 2]) {
+        let mut slots = self.slots.borrow_mut();
+        let Some(e) = slots[slot].as_mut() else {
+            return;
+        };
+        let held = e.held.take().map(|h| h.frames).unwrap_or_default();
+        let after = held
+            .into_iter()
+            .filter(|(lane, offset, _)| *offset == 0 || *offset > floors[*lane])
+            .map(|(_, _, f)| f);
+        e.outbox.push_backlog(backlog.into_iter().chain(after));
+        e.floors = floors;
     }
 
     fn set_group(&self, slot: usize, group: Option<&str>) {
@@ -118,6 +198,8 @@ impl Registry {
         if entry.group.as_deref() == group {
             return;
         }
+        // Another group is another stream: the old floor means nothing there.
+        entry.floors[0] = 0;
         let mut groups = self.groups.borrow_mut();
         if let Some(old) = entry.group.take() {
             remove_member(&mut groups, &old, slot);
@@ -174,6 +256,19 @@ impl Membership<'_> {
     /// Moves the connection to `group` (`None`: in no group, broadcasts only).
     pub fn set_group(&self, group: Option<&str>) {
         self.registry.set_group(self.slot, group);
+    }
+
+    /// Starts recovering: deliveries wait aside (at most `cap`; one more
+    /// and the connection is too slow) until [`Membership::release`].
+    pub fn hold(&self, cap: usize) {
+        self.registry.hold(self.slot, cap);
+    }
+
+    /// Queues `backlog` (recovered history), then the held deliveries that
+    /// are above `floors` (per [`lane`]: the last offset the backlog
+    /// covered), and goes live. One synchronous step: nothing slips between.
+    pub fn release(&self, backlog: Vec<Frame>, floors: [u64; 2]) {
+        self.registry.release(self.slot, backlog, floors);
     }
 }
 
@@ -242,6 +337,47 @@ mod tests {
             overflowed: 0,
         };
         assert_eq!(reg.deliver(&Audience::All, &f), already_slow);
+    }
+
+    #[test]
+    fn a_held_member_gets_history_then_only_what_it_lacked() {
+        let reg = Registry::new(Space::Hub, Arc::default());
+        let out = Rc::new(Outbox::new(2));
+        let m = reg.join(out.clone());
+        m.set_group(Some("u"));
+        let f = |s: &'static str| Frame::from_static(s.as_bytes());
+        m.hold(8);
+        // Delivered while the history is read: 3 is also in the history.
+        assert_eq!(reg.deliver_at(&group("u"), &f("3"), 3).took, 1);
+        assert_eq!(reg.deliver_at(&Audience::All, &f("b9"), 9).took, 1);
+        assert_eq!(reg.deliver_at(&group("u"), &f("4"), 4).took, 1);
+        assert!(out.is_empty(), "nothing goes out before the history");
+        m.release(vec![f("1"), f("2"), f("3")], [3, 0]);
+        // The backlog does not count against the cap of 2.
+        assert_eq!(
+            reg.deliver_at(&group("u"), &f("3"), 3).took,
+            0,
+            "late copy skipped"
+        );
+        assert_eq!(reg.deliver_at(&group("u"), &f("5"), 5).took, 1);
+        let got: Vec<Frame> = std::iter::from_fn(|| out.pop()).collect();
+        assert_eq!(got, ["1", "2", "3", "b9", "4", "5"].map(f));
+        // The floor went with the first frame above it: a new epoch's
+        // offsets start again at 1 and must arrive.
+        assert_eq!(reg.deliver_at(&group("u"), &f("1'"), 1).took, 1);
+    }
+
+    #[test]
+    fn a_held_member_that_overflows_is_slow() {
+        let reg = Registry::new(Space::Hub, Arc::default());
+        let out = Rc::new(Outbox::new(8));
+        let m = reg.join(out.clone());
+        m.hold(1);
+        let f = Frame::from_static(b"x");
+        assert_eq!(reg.deliver_at(&Audience::All, &f, 1).took, 1);
+        let r = reg.deliver_at(&Audience::All, &f, 2);
+        assert_eq!((r.took, r.overflowed), (0, 1));
+        assert!(out.overflowed());
     }
 
     #[test]

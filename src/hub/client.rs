@@ -4,20 +4,30 @@
 //! Clients cannot send into the hub: anything but a well-formed identify is
 //! answered with `{"event":"error","data":{"msg":…}}` on that connection
 //! only, which stays open. Must not: log tokens.
+//!
+//! Recovery (docs/hub.md "Recovery"): `since`/`epoch` (the user's stream)
+//! and `broadcast_since`/`broadcast_epoch`, in the query or an identify,
+//! hold the connection's deliveries while a companion task beside the
+//! connection asks the hub thread for what was missed, then queue the
+//! `recovered` events, the missed messages and what was held, in that order.
 
+use std::cell::RefCell;
 use std::rc::Rc;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use serde_json::Value;
 use tracing::{debug, info, warn};
 
-use super::message::resolve_user;
+use super::message::{resolve_user, EngineMsg};
+use super::stream::{name_of, Kind, Recovered, Want};
 use super::ShardHub;
 use crate::ctx::{Accepted, ShardCtx};
-use crate::fanout::{text_frame, End, Flow, Outbox, ServerWs};
+use crate::fanout::{text_frame, End, Flow, Membership, Outbox, ServerWs};
 use crate::http::head::RequestHead;
 use crate::http::response;
 use crate::http::url::query_param;
+use crate::net::event::Notify;
 use crate::ws::handshake::accept_response;
 use crate::ws::message::{Message, Mode};
 
@@ -46,6 +56,10 @@ pub async fn run(shard: &ShardCtx, hub: &ShardHub, req: Accepted) {
         .query()
         .and_then(|q| query_param(q, "token"))
         .filter(|t| !t.is_empty());
+    let asked = head
+        .query()
+        .map(|q| Asked::from_fields(|k| query_param(q, k)))
+        .unwrap_or_default();
     drop(head);
     if client
         .write_all(&accept_response(&key, None))
@@ -56,9 +70,10 @@ pub async fn run(shard: &ShardCtx, hub: &ShardHub, req: Accepted) {
     }
     let outbox = Rc::new(Outbox::new(hub.shared.cfg.max_queue_messages));
     let member = hub.registry.join(outbox.clone());
-    member.set_group(token.as_deref());
     let started = Instant::now();
     let mut identified = token.is_some();
+    let recovery = Recovery::default();
+    recovery.ask(hub, &member, &outbox, token.as_deref(), asked);
     let mut ws = ServerWs::new(
         &client,
         outbox.clone(),
@@ -66,21 +81,23 @@ pub async fn run(shard: &ShardCtx, hub: &ShardHub, req: Accepted) {
         hub.shared.cfg.max_client_message_bytes,
         rest,
     );
-    let end = ws
-        .run(&shard.close_all, |m| {
-            match identify(m) {
-                Ok(user) => {
-                    identified |= user.is_some();
-                    member.set_group(user.as_deref());
-                }
-                Err(why) => {
-                    debug!(shard = shard.id, peer = %peer.ip(), "hub client message refused: {why}");
-                    outbox.push_own(&error_event(why));
-                }
-            };
-            Flow::Continue
-        })
-        .await;
+    let on_message = |m: Message<'_>| {
+        match identify(m) {
+            Ok((user, asked)) => {
+                identified |= user.is_some();
+                recovery.ask(hub, &member, &outbox, user.as_deref(), asked);
+            }
+            Err(why) => {
+                debug!(shard = shard.id, peer = %peer.ip(), "hub client message refused: {why}");
+                outbox.push_own(&error_event(why));
+            }
+        };
+        Flow::Continue
+    };
+    let end = monoio::select! {
+        end = ws.run(&shard.close_all, on_message) => end,
+        never = recovery.serve(hub, &member) => match never {},
+    };
     drop(member);
     if end == End::Slow {
         let total = hub.shared.count_slow();
@@ -133,8 +150,174 @@ fn check_upgrade(
     Ok(())
 }
 
-/// The user an identify message names (`None`: no token, broadcasts only).
-fn identify(m: Message<'_>) -> Result<Option<String>, &'static str> {
+/// What a client asked to recover: `since`/`epoch` for its user's stream,
+/// `broadcast_since`/`broadcast_epoch` for the broadcast one.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct Asked {
+    user: Option<(u64, String)>,
+    broadcast: Option<(u64, String)>,
+    /// A position that is not a number, or an offset without its epoch.
+    malformed: bool,
+}
+
+impl Asked {
+    fn from_fields(get: impl Fn(&str) -> Option<String>) -> Asked {
+        let mut a = Asked::default();
+        let mut pair = |since: &str, epoch: &str| match (get(since), get(epoch)) {
+            (None, None) => None,
+            (Some(s), Some(e)) => match s.trim().parse::<u64>() {
+                Ok(n) => Some((n, e)),
+                Err(_) => {
+                    a.malformed = true;
+                    None
+                }
+            },
+            _ => {
+                a.malformed = true;
+                None
+            }
+        };
+        let user = pair("since", "epoch");
+        let broadcast = pair("broadcast_since", "broadcast_epoch");
+        Asked {
+            user,
+            broadcast,
+            ..a
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.user.is_none() && self.broadcast.is_none() && !self.malformed
+    }
+}
+
+/// A connection's recoveries: what is asked, and the companion task that
+/// serves it while the connection runs.
+#[derive(Default)]
+struct Recovery {
+    wants: RefCell<Option<Vec<Want>>>,
+    wake: Notify,
+}
+
+impl Recovery {
+    /// Moves the connection to `user` and, when it asked, holds its
+    /// deliveries and hands the wants to [`Recovery::serve`]. Both in one
+    /// step, so nothing delivered after the move escapes the hold.
+    fn ask(
+        &self,
+        hub: &ShardHub,
+        member: &Membership<'_>,
+        outbox: &Outbox,
+        user: Option<&str>,
+        asked: Asked,
+    ) {
+        member.set_group(user);
+        if asked.is_empty() {
+            return;
+        }
+        let refuse = |msg| outbox.push_own(&error_event(msg));
+        if asked.malformed {
+            return refuse(
+                "since/epoch (and broadcast_since/broadcast_epoch) go together; since is an offset",
+            );
+        }
+        if !hub.shared.history() {
+            return refuse("history is off on this hub ([hub] history_size): nothing to recover");
+        }
+        let mut wants = Vec::new();
+        if let Some((since, epoch)) = asked.user {
+            let Some(u) = user else {
+                return refuse("since/epoch recover a user's stream: connect with a token (broadcast_since/broadcast_epoch for broadcasts)");
+            };
+            wants.push(Want {
+                kind: Kind::User,
+                stream: name_of(Some(u)),
+                since,
+                epoch,
+            });
+        }
+        if let Some((since, epoch)) = asked.broadcast {
+            wants.push(Want {
+                kind: Kind::Broadcast,
+                stream: name_of(None),
+                since,
+                epoch,
+            });
+        }
+        let cfg = &hub.shared.cfg;
+        member.hold(cfg.history_size.max(cfg.max_queue_messages));
+        *self.wants.borrow_mut() = Some(wants);
+        self.wake.notify();
+    }
+
+    /// Serves each ask in turn; never returns (the connection's end drops it).
+    async fn serve(&self, hub: &ShardHub, member: &Membership<'_>) -> std::convert::Infallible {
+        loop {
+            let Some(wants) = self.wants.borrow_mut().take() else {
+                self.wake.notified().await;
+                continue;
+            };
+            let (tx, rx) = flume::bounded(1);
+            let read = match hub.shared.engine.send(EngineMsg::Recover {
+                wants: wants.clone(),
+                reply: tx,
+            }) {
+                Ok(()) => rx
+                    .recv_async()
+                    .await
+                    .unwrap_or_else(|_| Err("hub is shutting down".into())),
+                Err(_) => Err("hub is shutting down".into()),
+            };
+            if self.wants.borrow().is_some() {
+                // Asked again meanwhile (a new identify): that ask wins.
+                continue;
+            }
+            let (backlog, floors) = match read {
+                Ok(found) => queue_of(hub, found),
+                Err(e) => {
+                    debug!("hub recovery failed: {e}");
+                    let failed = wants.iter().map(|w| Recovered {
+                        kind: w.kind,
+                        recovered: false,
+                        top: 0,
+                        epoch: String::new(),
+                        frames: Vec::new(),
+                    });
+                    let mut q = vec![error_event("recovery failed: history unavailable")];
+                    q.extend(failed.map(|r| r.event()));
+                    (q, [0; 2])
+                }
+            };
+            member.release(backlog, floors);
+        }
+    }
+}
+
+/// The frames a recovery queues (each stream's `recovered` event, then its
+/// missed messages) and each lane's floor; counts them for `/metrics`.
+fn queue_of(hub: &ShardHub, found: Vec<Recovered>) -> (Vec<crate::fanout::Frame>, [u64; 2]) {
+    let c = &hub.shared.counters;
+    let mut floors = [0; 2];
+    let mut backlog = Vec::with_capacity(found.iter().map(|r| r.frames.len() + 1).sum());
+    for r in found {
+        let counter = if r.recovered {
+            &c.recovered
+        } else {
+            &c.not_recovered
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        c.replayed
+            .fetch_add(r.frames.len() as u64, Ordering::Relaxed);
+        floors[r.kind.lane()] = r.top;
+        backlog.push(r.event());
+        backlog.extend(r.frames);
+    }
+    (backlog, floors)
+}
+
+/// The user an identify message names (`None`: no token, broadcasts only)
+/// and the recovery it asks for.
+fn identify(m: Message<'_>) -> Result<(Option<String>, Asked), &'static str> {
     let Message::Text(payload) = m else {
         return Err("only text identify messages are accepted");
     };
@@ -142,11 +325,18 @@ fn identify(m: Message<'_>) -> Result<Option<String>, &'static str> {
     if v.get("event").and_then(Value::as_str) != Some("identify") {
         return Err("clients may only send {\"event\":\"identify\",\"data\":{\"token\":…}}");
     }
-    let token = v
-        .get("data")
+    let data = v.get("data");
+    let token = data
         .and_then(|d| d.get("token"))
         .ok_or("identify needs data.token")?;
-    Ok(resolve_user(token))
+    let asked = Asked::from_fields(|k| {
+        data.and_then(|d| d.get(k)).and_then(|x| match x {
+            Value::String(s) => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        })
+    });
+    Ok((resolve_user(token), asked))
 }
 
 fn error_event(msg: &str) -> crate::fanout::Frame {
@@ -160,7 +350,7 @@ mod tests {
 
     #[test]
     fn identify_rules() {
-        let id = |s: &str| identify(Message::Text(s.as_bytes()));
+        let id = |s: &str| identify(Message::Text(s.as_bytes())).map(|(u, _)| u);
         assert_eq!(
             id(r#"{"event":"identify","data":{"token":"U1"}}"#),
             Ok(Some("U1".into()))
@@ -173,6 +363,29 @@ mod tests {
             id(r#"{"event":"identify","data":{"token":null}}"#),
             Ok(None)
         );
+        let asked = |s: &str| identify(Message::Text(s.as_bytes())).map(|(_, a)| a);
+        assert_eq!(
+            asked(r#"{"event":"identify","data":{"token":"U","since":7,"epoch":"e1"}}"#),
+            Ok(Asked {
+                user: Some((7, "e1".into())),
+                ..Asked::default()
+            })
+        );
+        let a = asked(r#"{"event":"identify","data":{"token":"U","broadcast_since":"3","broadcast_epoch":"b"}}"#).unwrap();
+        assert_eq!(a.broadcast, Some((3, "b".into())));
+        assert!(
+            asked(r#"{"event":"identify","data":{"token":"U","since":7}}"#)
+                .unwrap()
+                .malformed
+        );
+        assert!(
+            asked(r#"{"event":"identify","data":{"token":"U","since":"x","epoch":"e"}}"#)
+                .unwrap()
+                .malformed
+        );
+        assert!(asked(r#"{"event":"identify","data":{"token":"U"}}"#)
+            .unwrap()
+            .is_empty());
         assert!(id(r#"{"event":"identify"}"#).is_err());
         assert!(id(r#"{"event":"push","data":{}}"#).is_err());
         assert!(id("nope").is_err());

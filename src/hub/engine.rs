@@ -8,6 +8,12 @@
 //! publish. Pushes that fell due while every instance was down are claimed
 //! by the first instance that comes back, late, for whoever is connected.
 //!
+//! With history on (`[hub] history_size`), this thread is also where a
+//! push gets its offset: in memory it appends to [`MemoryHistory`] and hands
+//! the frame to every shard in the same step, so each stream reaches every
+//! shard in order and nothing is live that is not in history; with Redis a
+//! script does both (`redis.rs`).
+//!
 //! Must not: run on a shard (Redis calls block), or hold a push in memory
 //! when Redis is configured.
 
@@ -19,8 +25,9 @@ use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
-use super::message::{now_ms, EngineMsg, Push};
+use super::message::{now_ms, Assigned, EngineMsg, Push};
 use super::redis::{self as link, RedisLink};
+use super::stream::{name_of, MemoryHistory};
 use super::HubShared;
 use crate::fanout::{Bus, Space};
 
@@ -81,20 +88,88 @@ impl Ord for Delayed {
 
 fn run(shared: Arc<HubShared>, rx: flume::Receiver<EngineMsg>, bus: Bus) {
     match shared.cfg.redis_url.clone() {
-        None => run_memory(rx, bus),
+        None => run_memory(&shared, rx, bus),
         Some(url) => run_redis(&shared, rx, RedisLink::new(url, &shared.cfg.redis_prefix)),
     }
 }
 
-fn run_memory(rx: flume::Receiver<EngineMsg>, bus: Bus) {
+/// How often memory history forgets streams past their TTL.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Memory history, when on, and what it needs to deliver.
+struct Streams<'a> {
+    history: Option<MemoryHistory>,
+    shared: &'a HubShared,
+    bus: &'a Bus,
+}
+
+impl Streams<'_> {
+    /// Delivers `push` now: with history, at its offset and kept.
+    fn deliver(&mut self, mut push: Push, counts: Option<&flume::Sender<usize>>) -> Assigned {
+        let audience = push.audience();
+        let Some(h) = self.history.as_mut() else {
+            let frame = push.frame(now_ms());
+            let shards = self
+                .bus
+                .send_ordered(Space::Hub, &audience, &frame, 0, counts);
+            return Assigned {
+                stream: String::new(),
+                offset: 0,
+                epoch: String::new(),
+                shards,
+            };
+        };
+        let (frame, offset) = h.append(&mut push, Instant::now(), now_ms());
+        let shards = self
+            .bus
+            .send_ordered(Space::Hub, &audience, &frame, offset, counts);
+        self.publish_usage();
+        Assigned {
+            stream: name_of(push.user.as_deref()),
+            offset,
+            epoch: push.epoch.unwrap_or_default(),
+            shards,
+        }
+    }
+
+    fn sweep(&mut self) {
+        if let Some(h) = self.history.as_mut() {
+            h.sweep(Instant::now());
+            self.publish_usage();
+        }
+    }
+
+    fn publish_usage(&self) {
+        if let Some(h) = &self.history {
+            let (streams, bytes) = h.usage();
+            let c = &self.shared.counters;
+            c.streams
+                .store(streams as u64, std::sync::atomic::Ordering::Relaxed);
+            c.history_bytes
+                .store(bytes as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+fn run_memory(shared: &HubShared, rx: flume::Receiver<EngineMsg>, bus: Bus) {
     let mut heap = BinaryHeap::new();
     let mut seq = 0u64;
+    let cfg = &shared.cfg;
+    let mut streams = Streams {
+        history: (cfg.history_size > 0).then(|| {
+            MemoryHistory::new(cfg.history_size, Duration::from_secs(cfg.history_ttl_secs))
+        }),
+        shared,
+        bus: &bus,
+    };
+    let mut next_sweep = Instant::now() + SWEEP_INTERVAL;
     loop {
         let wait = heap
             .peek()
-            .map_or(Duration::from_secs(3600), |d: &Delayed| {
+            .map_or(SWEEP_INTERVAL, |d: &Delayed| {
                 d.due.saturating_duration_since(Instant::now())
-            });
+            })
+            .min(next_sweep.saturating_duration_since(Instant::now()));
         match rx.recv_timeout(wait) {
             Ok(EngineMsg::Schedule { push, delay, reply }) => {
                 seq += 1;
@@ -108,14 +183,31 @@ fn run_memory(rx: flume::Receiver<EngineMsg>, bus: Bus) {
             Ok(EngineMsg::Publish { reply, .. }) => {
                 let _ = reply.send(Err("no redis_url configured".into()));
             }
+            Ok(EngineMsg::Append {
+                push,
+                counts,
+                reply,
+            }) => {
+                let _ = reply.send(Ok(streams.deliver(push, Some(&counts))));
+            }
+            Ok(EngineMsg::Recover { wants, reply }) => {
+                let read = match &streams.history {
+                    Some(h) => Ok(wants.iter().map(|w| h.read(w)).collect()),
+                    None => Err("history is off".into()),
+                };
+                let _ = reply.send(read);
+            }
             Ok(EngineMsg::Shutdown) | Err(flume::RecvTimeoutError::Disconnected) => break,
             Err(flume::RecvTimeoutError::Timeout) => {}
         }
         while heap.peek().is_some_and(|d| d.due <= Instant::now()) {
             if let Some(d) = heap.pop() {
-                let frame = d.push.frame(now_ms());
-                bus.send(Space::Hub, &d.push.audience(), &frame);
+                streams.deliver(d.push, None);
             }
+        }
+        if Instant::now() >= next_sweep {
+            streams.sweep();
+            next_sweep = Instant::now() + SWEEP_INTERVAL;
         }
     }
     if heap.is_empty() {

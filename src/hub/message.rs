@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::Value;
 
+use super::stream::{Kind, Recovered, Want};
 use crate::fanout::{text_frame, Audience, Frame};
 
 /// Why a push body was refused (answered 400 with this text).
@@ -48,6 +49,12 @@ pub struct Push {
     /// when delivered.
     #[serde(default)]
     pub ts: Option<u64>,
+    /// Its place in its stream, with history on (`stream.rs`); absent
+    /// otherwise, so the seed's messages are unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<String>,
 }
 
 /// A parsed request: the push and its delay.
@@ -114,6 +121,8 @@ pub fn parse(body: &[u8], id: String) -> Result<Request, BodyError> {
             token: token.map(RawValue::to_owned),
             user,
             ts: None,
+            offset: None,
+            epoch: None,
         },
         delay_seconds,
     })
@@ -181,6 +190,12 @@ struct OutData<'a> {
     subject: &'a RawValue,
     ts: u64,
     token: Option<&'a RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stream: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    offset: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    epoch: Option<&'a str>,
 }
 
 impl Push {
@@ -191,7 +206,16 @@ impl Push {
         }
     }
 
-    /// `{"event":…,"data":{"subject":…,"ts":…,"token":…}}`, framed once.
+    /// Its stream's kind (a user's or the broadcast one).
+    pub fn kind(&self) -> Kind {
+        match self.user {
+            Some(_) => Kind::User,
+            None => Kind::Broadcast,
+        }
+    }
+
+    /// `{"event":…,"data":{"subject":…,"ts":…,"token":…}}`, framed once;
+    /// with history on, `stream`, `offset` and `epoch` follow in `data`.
     pub fn frame(&self, now_ms: u64) -> Frame {
         let out = Out {
             event: &self.event,
@@ -199,6 +223,9 @@ impl Push {
                 subject: &self.subject,
                 ts: self.ts.unwrap_or(now_ms),
                 token: self.token.as_deref(),
+                stream: self.offset.map(|_| self.kind().as_str()),
+                offset: self.offset,
+                epoch: self.offset.and(self.epoch.as_deref()),
             },
         };
         // Serializing borrowed strings and raw values cannot fail.
@@ -222,6 +249,19 @@ pub enum EngineMsg {
         push: Push,
         reply: flume::Sender<Result<(), String>>,
     },
+    /// History on: give `push` its offset and keep it (memory: here; Redis:
+    /// one script), then deliver it. In memory each shard's count goes to
+    /// `counts`; with Redis every instance's subscriber delivers.
+    Append {
+        push: Push,
+        counts: flume::Sender<usize>,
+        reply: flume::Sender<Result<Assigned, String>>,
+    },
+    /// History on: read what a reconnecting client missed.
+    Recover {
+        wants: Vec<Want>,
+        reply: flume::Sender<Result<Vec<Recovered>, String>>,
+    },
     /// Deliver `push` after `delay`.
     Schedule {
         push: Push,
@@ -229,6 +269,17 @@ pub enum EngineMsg {
         reply: flume::Sender<Result<(), String>>,
     },
     Shutdown,
+}
+
+/// Where an appended push landed (the push API's answer).
+#[derive(Debug, Clone)]
+pub struct Assigned {
+    pub stream: String,
+    pub offset: u64,
+    pub epoch: String,
+    /// Shards whose counts will arrive on the request's `counts` channel
+    /// (0 with Redis: delivery is each instance's subscriber's).
+    pub shards: usize,
 }
 
 #[cfg(test)]

@@ -22,6 +22,7 @@ pub mod engine;
 pub mod message;
 mod push;
 mod redis;
+pub mod stream;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -46,6 +47,8 @@ pub struct HubShared {
     key_digest: [u8; 32],
     pub engine: flume::Sender<EngineMsg>,
     pub slow_closed: AtomicU64,
+    /// History and recovery figures for `/metrics`.
+    pub counters: Arc<crate::metrics::HubCounters>,
 }
 
 impl HubShared {
@@ -58,6 +61,11 @@ impl HubShared {
 
     pub fn redis(&self) -> bool {
         self.cfg.redis_url.is_some()
+    }
+
+    /// History on: pushes get offsets and reconnecting clients recover.
+    pub fn history(&self) -> bool {
+        self.cfg.history_size > 0
     }
 
     /// Counts a client closed for being slow; returns the running total.
@@ -109,6 +117,7 @@ impl Hub {
             key_digest,
             engine: tx,
             slow_closed: AtomicU64::new(0),
+            counters: Arc::default(),
         });
         Hub { shared, rx }
     }

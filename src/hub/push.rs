@@ -270,6 +270,9 @@ async fn handle(hub: &ShardHub, head: &RequestHead, body: &[u8], peer: SocketAdd
         };
     }
     push.ts = Some(now_ms());
+    if hub.shared.history() {
+        return append(hub, push).await;
+    }
     if hub.shared.redis() {
         push.origin = hub.shared.instance.clone();
         let frame = push.frame(0);
@@ -284,6 +287,43 @@ async fn handle(hub: &ShardHub, head: &RequestHead, body: &[u8], peer: SocketAdd
     let frame = push.frame(0);
     let n = hub.send_counted(&push.audience(), &frame).await;
     delivered(n)
+}
+
+/// History on: the hub thread gives the push its offset, keeps it and
+/// delivers it; the answer says where it landed.
+async fn append(hub: &ShardHub, push: super::message::Push) -> Answer {
+    // Room for every shard's count, so no shard waits to answer.
+    let (counts, counted) = flume::bounded(hub.bus.len());
+    let (tx, rx) = flume::bounded(1);
+    let msg = EngineMsg::Append {
+        push,
+        counts,
+        reply: tx,
+    };
+    if hub.shared.engine.send(msg).is_err() {
+        return Answer::refuse(503, "hub is shutting down");
+    }
+    let assigned = match rx.recv_async().await {
+        Ok(Ok(a)) => a,
+        Ok(Err(e)) => return Answer::refuse(503, &e),
+        Err(_) => return Answer::refuse(503, "hub is shutting down"),
+    };
+    let mut n = 0;
+    for _ in 0..assigned.shards {
+        match counted.recv_async().await {
+            Ok(c) => n += c,
+            Err(_) => break,
+        }
+    }
+    let body = serde_json::json!({
+        "code": 0,
+        "msg": "ok",
+        "delivered": n,
+        "stream": assigned.stream,
+        "offset": assigned.offset,
+        "epoch": assigned.epoch,
+    });
+    Answer::json(200, body.to_string())
 }
 
 fn delivered(n: usize) -> Answer {

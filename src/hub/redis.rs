@@ -108,6 +108,12 @@ impl RedisLink {
                     pipe.zadd(&self.zset, to_json(&push), due).ignore();
                     replies.push(reply);
                 }
+                EngineMsg::Append { reply, .. } => {
+                    let _ = reply.send(Err("history is not kept in Redis yet".into()));
+                }
+                EngineMsg::Recover { reply, .. } => {
+                    let _ = reply.send(Err("history is not kept in Redis yet".into()));
+                }
                 EngineMsg::Shutdown => {}
             }
         }

@@ -26,6 +26,9 @@ pub struct ControlValues {
     /// Shards that did not answer the scrape in time.
     pub shards_missing: u64,
     pub shards: u64,
+    /// The hub's streams, history bytes, recovered, not recovered and
+    /// replayed (`gather::HubCounters`), when the hub is on.
+    pub hub: Option<[u64; 5]>,
 }
 
 #[derive(Debug)]
@@ -257,6 +260,42 @@ impl Gathered {
     }
 }
 
+impl Gathered {
+    /// The push hub's history and recovery (docs/hub.md "Recovery").
+    fn hub(&self, enc: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some([streams, bytes, recovered, not_recovered, replayed]) = self.control.hub else {
+            return Ok(());
+        };
+        gauges(
+            enc,
+            "ws_relay_hub_streams",
+            "Hub streams with history kept in this process's memory.",
+            [(vec![], streams as i64)],
+        )?;
+        gauges(
+            enc,
+            "ws_relay_hub_history_bytes",
+            "Bytes of the messages the hub keeps in memory for recovery.",
+            [(vec![], bytes as i64)],
+        )?;
+        counters(
+            enc,
+            "ws_relay_hub_recoveries",
+            "Stream recoveries asked by reconnecting clients, by result.",
+            [
+                (vec![("result", "recovered".into())], recovered),
+                (vec![("result", "not_recovered".into())], not_recovered),
+            ],
+        )?;
+        counters(
+            enc,
+            "ws_relay_hub_replayed_messages",
+            "Messages replayed to clients by recoveries.",
+            [(vec![], replayed)],
+        )
+    }
+}
+
 /// Pushes one route's series of one shard.
 type RouteSeries<'a> = dyn Fn(&RouteSnapshot, &ShardSnapshot, &mut Vec<(Labels, u64)>) + 'a;
 
@@ -324,6 +363,7 @@ impl Collector for Gathered {
         self.traffic(&mut enc)?;
         self.setup(&mut enc)?;
         self.routes(&mut enc)?;
+        self.hub(&mut enc)?;
         self.control(&mut enc)
     }
 }

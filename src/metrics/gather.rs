@@ -43,10 +43,40 @@ impl ControlCounters {
     }
 }
 
+/// The push hub's history and recovery figures, kept by the hub (its
+/// thread per append, its clients per recovery; never per delivered frame).
+#[derive(Debug, Default)]
+pub struct HubCounters {
+    /// Streams with history kept, and the bytes of their messages (this
+    /// instance's memory; with Redis, the hub keeps none and these stay 0).
+    pub streams: AtomicU64,
+    pub history_bytes: AtomicU64,
+    pub recovered: AtomicU64,
+    pub not_recovered: AtomicU64,
+    pub replayed: AtomicU64,
+}
+
+impl HubCounters {
+    fn values(&self) -> [u64; 5] {
+        [
+            &self.streams,
+            &self.history_bytes,
+            &self.recovered,
+            &self.not_recovered,
+            &self.replayed,
+        ]
+        .map(|a| a.load(Ordering::Relaxed))
+    }
+}
+
 /// Asks every shard for its counters (waiting at most `SHARD_WAIT`) and
 /// encodes them with the control plane's. Blocks: the control plane's
 /// housekeeping thread calls it, never a shard.
-pub fn scrape(shards: &[flume::Sender<ShardMsg>], control: &ControlCounters) -> String {
+pub fn scrape(
+    shards: &[flume::Sender<ShardMsg>],
+    control: &ControlCounters,
+    hub: Option<&HubCounters>,
+) -> String {
     let (tx, rx) = flume::bounded(shards.len());
     let mut asked = 0;
     for s in shards {
@@ -74,6 +104,7 @@ pub fn scrape(shards: &[flume::Sender<ShardMsg>], control: &ControlCounters) -> 
         reloads_failed: control.reloads_failed.load(Ordering::Relaxed),
         shards_missing: missing,
         shards: shards.len() as u64,
+        hub: hub.map(HubCounters::values),
     };
     encode(got, values)
 }

@@ -21,7 +21,7 @@ use std::cell::{Cell, RefCell};
 use std::time::Duration;
 
 use crate::ws::error::ErrorCode;
-pub use gather::{ControlCounters, ScrapeRequest};
+pub use gather::{ControlCounters, HubCounters, ScrapeRequest};
 pub use snapshot::{RouteSnapshot, ShardSnapshot};
 
 /// What a session is, for the `kind` label. A new front-door subsystem

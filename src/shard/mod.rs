@@ -371,10 +371,9 @@ impl ShardInit {
 /// Queues a fan-out frame on this shard's connections and says how many.
 fn deliver(shard: &Shard, d: crate::fanout::Delivery) {
     let reached = match d.space {
-        Space::Hub => shard
-            .hub
-            .as_ref()
-            .map_or(0, |h| h.registry.deliver(&d.audience, &d.frame).took),
+        Space::Hub => shard.hub.as_ref().map_or(0, |h| {
+            h.registry.deliver_at(&d.audience, &d.frame, d.offset).took
+        }),
         Space::Demo => crate::demo::deliver(&shard.ctx, &shard.demo, &d.frame),
     };
     if let Some(reply) = d.reply {
