@@ -180,12 +180,6 @@ pub(crate) fn validate(hub: &HubConfig, relay_path: &str) -> Result<(), (&'stati
             "hub.history_ttl_secs: must be at least 1 when history_size is set".into(),
         ));
     }
-    if hub.history_size > 0 && hub.redis_url.is_some() {
-        return Err((
-            "history_size",
-            "hub.history_size: history is kept in memory on one instance for now; unset redis_url or history_size".into(),
-        ));
-    }
     if hub.history_size > MAX_HISTORY_SIZE {
         return Err((
             "history_size",

@@ -52,6 +52,9 @@ pub enum End {
     ClientClose(Option<u16>),
     /// The client's queue overflowed; closed with 1013.
     Slow,
+    /// The feature ended it with its own Close (code, reason): the hub's
+    /// "reconnect and recover" (docs/hub.md).
+    Closed(u16, &'static str),
     /// Shutdown; closed with 1001.
     Shutdown,
     /// A protocol error; closed with the code it calls for.
@@ -164,7 +167,13 @@ impl<'a> ServerWs<'a> {
         if !written {
             return Some(End::Gone);
         }
-        self.outbox.overflowed().then_some(End::Slow)
+        if !self.outbox.overflowed() {
+            return None;
+        }
+        Some(match self.outbox.ending() {
+            Some((code, reason)) => End::Closed(code, reason),
+            None => End::Slow,
+        })
     }
 
     /// Plain sockets take everything queued in one vectored send; TLS seals
@@ -245,6 +254,10 @@ impl<'a> ServerWs<'a> {
         self.outbox.close();
         let ended = match &end {
             End::Gone => return end,
+            End::Closed(code, reason) => {
+                let frame = crate::ws::frame::close_frame(*code, reason, None);
+                return self.send_close(end, &frame, Duration::from_secs(1)).await;
+            }
             End::ClientClose(code) => Ended::Close {
                 by: CLIENT,
                 code: *code,
@@ -263,7 +276,13 @@ impl<'a> ServerWs<'a> {
         } else {
             Duration::from_secs(1)
         };
-        if monoio::time::timeout(linger, self.ep.write_all(&frame))
+        self.send_close(end, &frame, linger).await
+    }
+
+    /// Writes `frame` (a Close) within `linger`, then FIN, then lets the
+    /// client's Close arrive.
+    async fn send_close(&mut self, end: End, frame: &[u8], linger: Duration) -> End {
+        if monoio::time::timeout(linger, self.ep.write_all(frame))
             .await
             .is_ok()
         {

@@ -47,6 +47,9 @@ pub struct Outbox {
     overflowed: Cell<bool>,
     /// The connection is closing: it takes (and counts) nothing more.
     closed: Cell<bool>,
+    /// Set by [`Outbox::end_with`]: the Close the feature asked for instead
+    /// of 1013.
+    ending: Cell<Option<(u16, &'static str)>>,
 }
 
 impl Outbox {
@@ -59,6 +62,7 @@ impl Outbox {
             wake: Notify::default(),
             overflowed: Cell::new(false),
             closed: Cell::new(false),
+            ending: Cell::new(None),
         }
     }
 
@@ -91,6 +95,22 @@ impl Outbox {
         }
         drop(q);
         self.wake();
+    }
+
+    /// Ends the connection with the feature's own Close (`code`, `reason`):
+    /// it takes nothing more, what is queued is dropped (but a frame half on
+    /// the wire), and the Close follows.
+    pub fn end_with(&self, code: u16, reason: &'static str) {
+        if self.overflowed.get() || self.closed.get() {
+            return;
+        }
+        self.ending.set(Some((code, reason)));
+        self.overflow_now();
+    }
+
+    /// The Close asked for by [`Outbox::end_with`], if any.
+    pub fn ending(&self) -> Option<(u16, &'static str)> {
+        self.ending.get()
     }
 
     /// Queues recovered history beyond the cap (it is bounded by the

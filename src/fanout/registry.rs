@@ -6,7 +6,11 @@
 //! that is recovering history is *held*: what is delivered to it waits
 //! beside its outbox until the history is queued, then whatever the history
 //! already covered (offset at or below the lane's floor) is dropped and the
-//! rest follows, so nothing is lost or doubled across the switch.
+//! rest follows, so nothing is lost or doubled across the switch. A lane
+//! whose offsets jump (a publication missed, say by a Redis subscriber that
+//! reconnected) or restart (a new epoch) ends the connection with
+//! [`RESYNC`]: the client cannot see the hole, but can reconnect from the
+//! last offset it has and recover it.
 //!
 //! Lives on its shard and is touched only there, so there is no lock. Must
 //! not: hold a borrow across an await, or allocate per delivered frame.
@@ -25,6 +29,9 @@ struct Entry {
     /// already queued from history. Cleared by the first frame above it,
     /// since a lane's frames arrive in order.
     floors: [u64; 2],
+    /// Per lane: the last ordered offset queued (0: none yet); the next
+    /// must be one more.
+    last: [u64; 2],
     /// While recovering: (lane, offset, frame) delivered meanwhile, and the
     /// most it may hold before the connection counts as too slow.
     held: Option<Held>,
@@ -35,6 +42,10 @@ struct Held {
     frames: Vec<(usize, u64, Frame)>,
     cap: usize,
 }
+
+/// The Close that tells a client its stream skipped or restarted: reconnect
+/// with the last offset and epoch you have (docs/hub.md "Recovery").
+pub const RESYNC: (u16, &str) = (4010, "missed messages: reconnect with since and epoch");
 
 /// The lane of an audience: a group's stream (0) or the broadcast one (1).
 pub fn lane(audience: &Audience) -> usize {
@@ -77,6 +88,7 @@ impl Registry {
             outbox,
             group: None,
             floors: [0; 2],
+            last: [0; 2],
             held: None,
         });
         let mut slots = self.slots.borrow_mut();
@@ -143,6 +155,13 @@ impl Registry {
                 }
                 return;
             }
+            if offset != 0 {
+                if e.last[lane] != 0 && offset != e.last[lane] + 1 {
+                    e.outbox.end_with(RESYNC.0, RESYNC.1);
+                    return;
+                }
+                e.last[lane] = offset;
+            }
             let was_slow = e.outbox.overflowed();
             if e.outbox.push(frame) {
                 reach.took += 1;
@@ -182,12 +201,31 @@ impl Registry {
             return;
         };
         let held = e.held.take().map(|h| h.frames).unwrap_or_default();
-        let after = held
+        // Each lane goes on from the backlog's last offset, or from where it
+        // was when it recovered nothing.
+        let mut last = [0, 1].map(|l| if floors[l] != 0 { floors[l] } else { e.last[l] });
+        let mut whole = true;
+        let after: Vec<Frame> = held
             .into_iter()
-            .filter(|(lane, offset, _)| *offset == 0 || *offset > floors[*lane])
-            .map(|(_, _, f)| f);
+            .filter(|(lane, offset, _)| {
+                if *offset == 0 {
+                    return true;
+                }
+                if *offset <= floors[*lane] {
+                    return false;
+                }
+                whole &= last[*lane] == 0 || *offset == last[*lane] + 1;
+                last[*lane] = *offset;
+                true
+            })
+            .map(|(_, _, f)| f)
+            .collect();
         e.outbox.push_backlog(backlog.into_iter().chain(after));
         e.floors = floors;
+        e.last = last;
+        if !whole {
+            e.outbox.end_with(RESYNC.0, RESYNC.1);
+        }
     }
 
     fn set_group(&self, slot: usize, group: Option<&str>) {
@@ -198,8 +236,9 @@ impl Registry {
         if entry.group.as_deref() == group {
             return;
         }
-        // Another group is another stream: the old floor means nothing there.
+        // Another group is another stream: the old positions mean nothing there.
         entry.floors[0] = 0;
+        entry.last[0] = 0;
         let mut groups = self.groups.borrow_mut();
         if let Some(old) = entry.group.take() {
             remove_member(&mut groups, &old, slot);
@@ -362,9 +401,28 @@ mod tests {
         assert_eq!(reg.deliver_at(&group("u"), &f("5"), 5).took, 1);
         let got: Vec<Frame> = std::iter::from_fn(|| out.pop()).collect();
         assert_eq!(got, ["1", "2", "3", "b9", "4", "5"].map(f));
-        // The floor went with the first frame above it: a new epoch's
-        // offsets start again at 1 and must arrive.
-        assert_eq!(reg.deliver_at(&group("u"), &f("1'"), 1).took, 1);
+        // A jump (6 is missing) ends the connection with RESYNC.
+        assert_eq!(reg.deliver_at(&group("u"), &f("7"), 7).took, 0);
+        assert_eq!(out.ending(), Some(RESYNC));
+    }
+
+    #[test]
+    fn a_restarted_stream_asks_for_a_resync() {
+        let reg = Registry::new(Space::Hub, Arc::default());
+        let out = Rc::new(Outbox::new(8));
+        let m = reg.join(out.clone());
+        let f = Frame::from_static(b"x");
+        for o in [4, 5] {
+            assert_eq!(reg.deliver_at(&Audience::All, &f, o).took, 1, "any start");
+        }
+        m.set_group(Some("a"));
+        assert_eq!(
+            reg.deliver_at(&group("a"), &f, 9).took,
+            1,
+            "lanes are apart"
+        );
+        assert_eq!(reg.deliver_at(&Audience::All, &f, 1).took, 0, "new epoch");
+        assert_eq!(out.ending(), Some(RESYNC));
     }
 
     #[test]

@@ -89,7 +89,7 @@ impl Ord for Delayed {
 fn run(shared: Arc<HubShared>, rx: flume::Receiver<EngineMsg>, bus: Bus) {
     match shared.cfg.redis_url.clone() {
         None => run_memory(&shared, rx, bus),
-        Some(url) => run_redis(&shared, rx, RedisLink::new(url, &shared.cfg.redis_prefix)),
+        Some(url) => run_redis(&shared, rx, RedisLink::new(url, &shared.cfg)),
     }
 }
 
@@ -116,7 +116,7 @@ impl Streams<'_> {
                 stream: String::new(),
                 offset: 0,
                 epoch: String::new(),
-                shards,
+                shards: Some(shards),
             };
         };
         let (frame, offset) = h.append(&mut push, Instant::now(), now_ms());
@@ -128,7 +128,7 @@ impl Streams<'_> {
             stream: name_of(push.user.as_deref()),
             offset,
             epoch: push.epoch.unwrap_or_default(),
-            shards,
+            shards: Some(shards),
         }
     }
 

@@ -277,9 +277,10 @@ pub struct Assigned {
     pub stream: String,
     pub offset: u64,
     pub epoch: String,
-    /// Shards whose counts will arrive on the request's `counts` channel
-    /// (0 with Redis: delivery is each instance's subscriber's).
-    pub shards: usize,
+    /// Shards whose counts will arrive on the request's `counts` channel;
+    /// `None` with Redis, where each instance's subscriber delivers and
+    /// nobody counts.
+    pub shards: Option<usize>,
 }
 
 #[cfg(test)]

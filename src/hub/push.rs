@@ -308,21 +308,23 @@ async fn append(hub: &ShardHub, push: super::message::Push) -> Answer {
         Ok(Err(e)) => return Answer::refuse(503, &e),
         Err(_) => return Answer::refuse(503, "hub is shutting down"),
     };
-    let mut n = 0;
-    for _ in 0..assigned.shards {
-        match counted.recv_async().await {
-            Ok(c) => n += c,
-            Err(_) => break,
-        }
-    }
-    let body = serde_json::json!({
+    let mut body = serde_json::json!({
         "code": 0,
         "msg": "ok",
-        "delivered": n,
         "stream": assigned.stream,
         "offset": assigned.offset,
         "epoch": assigned.epoch,
     });
+    if let Some(shards) = assigned.shards {
+        let mut n = 0;
+        for _ in 0..shards {
+            match counted.recv_async().await {
+                Ok(c) => n += c,
+                Err(_) => break,
+            }
+        }
+        body["delivered"] = n.into();
+    }
     Answer::json(200, body.to_string())
 }
 
