@@ -36,6 +36,63 @@ pub struct HubConfig {
     /// A stream's history is forgotten this long after its last message;
     /// its next message starts a new epoch.
     pub history_ttl_secs: u64,
+    /// `[hub.jwt]`: client tokens are JWTs whose `sub` is the user.
+    pub jwt: Option<JwtConfig>,
+}
+
+/// `[hub.jwt]`. The key files are read by the hub at start and on every
+/// reload (this module does no I/O).
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct JwtConfig {
+    /// `HS256`, `RS256` or `ES256`; tokens with any other `alg` are refused.
+    pub algorithm: String,
+    /// HS256: the shared secret, at least [`MIN_JWT_SECRET_LEN`] bytes.
+    pub secret: String,
+    /// RS256/ES256: a PEM public key ...
+    pub public_key_file: Option<std::path::PathBuf>,
+    /// ... or a JWKS file (keys picked by the token's `kid`).
+    pub jwks_file: Option<std::path::PathBuf>,
+    /// Connections without a token are allowed (broadcasts only).
+    pub allow_anonymous: bool,
+    /// Seconds of clock skew allowed on `exp` and `nbf`.
+    pub leeway_secs: u64,
+    /// When set, the token's `aud` must contain it.
+    pub audience: Option<String>,
+    /// When set, the token's `iss` must equal it.
+    pub issuer: Option<String>,
+}
+
+/// Shortest HS256 secret: 256 bits, as RFC 7518 §3.2 asks.
+pub const MIN_JWT_SECRET_LEN: usize = 32;
+
+impl Default for JwtConfig {
+    fn default() -> Self {
+        Self {
+            algorithm: "HS256".into(),
+            secret: String::new(),
+            public_key_file: None,
+            jwks_file: None,
+            allow_anonymous: false,
+            leeway_secs: 0,
+            audience: None,
+            issuer: None,
+        }
+    }
+}
+
+// Hand-written so `{:?}` never prints the secret.
+impl std::fmt::Debug for JwtConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtConfig")
+            .field("algorithm", &self.algorithm)
+            .field("secret", &"<redacted>")
+            .field("public_key_file", &self.public_key_file)
+            .field("jwks_file", &self.jwks_file)
+            .field("allow_anonymous", &self.allow_anonymous)
+            .field("leeway_secs", &self.leeway_secs)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Largest `history_size`: a recovery replays at most this many messages
@@ -61,6 +118,7 @@ impl Default for HubConfig {
             keepalive_timeout_secs: 60,
             history_size: 0,
             history_ttl_secs: 300,
+            jwt: None,
         }
     }
 }
@@ -78,6 +136,7 @@ impl std::fmt::Debug for HubConfig {
             .field("allowed_origins", &self.allowed_origins)
             .field("history_size", &self.history_size)
             .field("history_ttl_secs", &self.history_ttl_secs)
+            .field("jwt", &self.jwt)
             .finish_non_exhaustive()
     }
 }
@@ -185,6 +244,34 @@ pub(crate) fn validate(hub: &HubConfig, relay_path: &str) -> Result<(), (&'stati
             "history_size",
             format!("hub.history_size: at most {MAX_HISTORY_SIZE} messages per stream"),
         ));
+    }
+    if let Some(jwt) = &hub.jwt {
+        let msg = match jwt.algorithm.as_str() {
+            "HS256" if jwt.secret.len() < MIN_JWT_SECRET_LEN => Some(format!(
+                "hub.jwt.secret: HS256 needs a secret of at least {MIN_JWT_SECRET_LEN} bytes"
+            )),
+            "HS256" if jwt.public_key_file.is_some() || jwt.jwks_file.is_some() => {
+                Some("hub.jwt: HS256 uses secret, not key files".into())
+            }
+            "HS256" => None,
+            "RS256" | "ES256" if jwt.public_key_file.is_some() == jwt.jwks_file.is_some() => {
+                Some(format!(
+                    "hub.jwt: {} needs exactly one of public_key_file and jwks_file",
+                    jwt.algorithm
+                ))
+            }
+            "RS256" | "ES256" if !jwt.secret.is_empty() => Some(format!(
+                "hub.jwt: {} uses a public key, not secret",
+                jwt.algorithm
+            )),
+            "RS256" | "ES256" => None,
+            other => Some(format!(
+                "hub.jwt.algorithm: {other:?} is not one of HS256, RS256, ES256"
+            )),
+        };
+        if let Some(m) = msg {
+            return Err(("jwt", m));
+        }
     }
     if let Some(url) = &hub.redis_url {
         if !(url.starts_with("redis://") || url.starts_with("unix://")) {

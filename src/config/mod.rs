@@ -12,7 +12,7 @@ mod users;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-pub use hub::{HubConfig, ENV_OVERRIDES, MIN_API_KEY_LEN};
+pub use hub::{HubConfig, JwtConfig, ENV_OVERRIDES, MIN_API_KEY_LEN};
 pub use model::{
     ConfigFile, DemoConfig, DriverChoice, ForwardMode, LoggingConfig, PageConfig, Redacted,
     Rotation, ServerConfig, TlsRoots, UserConfig,

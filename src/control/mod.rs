@@ -43,6 +43,8 @@ pub enum ServeError {
     Spawn(std::io::Error),
     #[error(transparent)]
     Tls(#[from] TlsError),
+    #[error("{0}")]
+    Hub(String),
 }
 
 /// Why a config (file plus the TLS files it names) cannot be used.
@@ -52,6 +54,8 @@ pub enum LoadError {
     Config(#[from] ConfigError),
     #[error("{0}: {1}")]
     Tls(String, TlsError),
+    #[error("{0}")]
+    Hub(String),
 }
 
 /// Loads the TLS files a config names. `generate` allows writing a
@@ -84,6 +88,9 @@ pub fn load_all(
         let line = crate::config::line_of_key(path, e.key());
         LoadError::Tls(format!("{}:{line}", path.display()), e)
     })?;
+    if let Some(jwt) = jwt_config(&config).filter(|_| config.hub.enabled) {
+        crate::hub::jwt::Verifier::load(&jwt).map_err(LoadError::Hub)?;
+    }
     Ok((config, tls))
 }
 
@@ -93,6 +100,21 @@ pub struct ControlPlane {
     senders: Vec<flume::Sender<ShardMsg>>,
     health: HealthChecker,
     counters: Arc<ControlCounters>,
+    /// The hub, for what of `[hub]` a reload applies (the JWT keys).
+    hub: Option<Arc<crate::hub::HubShared>>,
+}
+
+/// `[hub.jwt]` with its key files resolved against the config's directory.
+fn jwt_config(config: &Config) -> Option<crate::config::JwtConfig> {
+    let mut jwt = config.hub.jwt.clone()?;
+    let dir = config.dir();
+    for p in [&mut jwt.public_key_file, &mut jwt.jwks_file]
+        .into_iter()
+        .flatten()
+    {
+        *p = dir.join(&*p);
+    }
+    Some(jwt)
 }
 
 /// How long `reload` waits for every shard to switch to the new snapshot.
@@ -112,6 +134,14 @@ impl ControlPlane {
                 return Err(e);
             }
         };
+        if let Some(hub) = &self.hub {
+            // Key files are re-read on every reload; bad ones keep the old.
+            if let Err(e) = hub.reload_jwt(jwt_config(&next).as_ref()) {
+                warn!("reload rejected, keeping the running config: {e}");
+                self.counters.reload(false);
+                return Err(LoadError::Hub(e));
+            }
+        }
         next.users.inherit_counters(&current.users);
         next.routes.inherit_counters(&current.routes);
         warn_restart_only_changes(&current, &next);
@@ -185,7 +215,9 @@ fn warn_restart_only_changes(old: &Config, new: &Config) {
         warn!("[logging] changed: takes effect after a restart");
     }
     // Debug redacts the key and URL, so compare those directly.
-    let (h, n) = (&old.hub, &new.hub);
+    // `[hub.jwt]` applies on reload; the rest of `[hub]` does not.
+    let (mut h, mut n) = (old.hub.clone(), new.hub.clone());
+    (h.jwt, n.jwt) = (None, None);
     if format!("{h:?}") != format!("{n:?}") || h.api_key != n.api_key || h.redis_url != n.redis_url
     {
         warn!("[hub] changed: takes effect after a restart");
@@ -243,12 +275,16 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
         warn!("io_uring unavailable, using the epoll driver: {why}");
     }
     let control = socket::ControlSocket::bind(&config.control_socket())?;
-    let hub = config
-        .hub
-        .enabled
-        .then(|| crate::hub::Hub::new(&config.hub));
+    let hub = if config.hub.enabled {
+        let mut cfg = config.hub.clone();
+        cfg.jwt = jwt_config(&config);
+        Some(crate::hub::Hub::new(&cfg).map_err(ServeError::Hub)?)
+    } else {
+        None
+    };
     let hub_shared = hub.as_ref().map(|h| h.shared.clone());
     let hub_counters = hub.as_ref().map(|h| h.shared.counters.clone());
+    let hub_shared_for_reload = hub_shared.clone();
     let (shards, addr) = shard::spawn_all(
         &config.server,
         &config.users,
@@ -284,6 +320,7 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
         senders,
         health,
         counters,
+        hub: hub_shared_for_reload,
     });
     control.serve_in_background(plane.clone());
     let mut signals = Signals::new([SIGHUP, SIGTERM, SIGINT]).map_err(ServeError::Signals)?;

@@ -19,6 +19,7 @@ use std::time::Instant;
 use serde_json::Value;
 use tracing::{debug, info, warn};
 
+use super::jwt::JwtError;
 use super::message::{resolve_user, EngineMsg};
 use super::stream::{name_of, Kind, Recovered, Want};
 use super::ShardHub;
@@ -56,6 +57,14 @@ pub async fn run(shard: &ShardCtx, hub: &ShardHub, req: Accepted) {
         .query()
         .and_then(|q| query_param(q, "token"))
         .filter(|t| !t.is_empty());
+    let (user, expires) = match authenticate(hub, token) {
+        Ok(who) => who,
+        Err((code, msg)) => {
+            debug!(shard = shard.id, peer = %peer.ip(), "hub upgrade refused: {msg}");
+            let answer = response::error_json(401, code, &msg);
+            return client.close_after(&answer, &shard.buffers).await;
+        }
+    };
     let asked = head
         .query()
         .map(|q| Asked::from_fields(|k| query_param(q, k)))
@@ -71,9 +80,11 @@ pub async fn run(shard: &ShardCtx, hub: &ShardHub, req: Accepted) {
     let outbox = Rc::new(Outbox::new(hub.shared.cfg.max_queue_messages));
     let member = hub.registry.join(outbox.clone());
     let started = Instant::now();
-    let mut identified = token.is_some();
+    let mut identified = user.is_some();
     let recovery = Recovery::default();
-    recovery.ask(hub, &member, &outbox, token.as_deref(), asked);
+    recovery.ask(hub, &member, &outbox, user.as_deref(), asked);
+    let expiry = Expiry::default();
+    expiry.set(expires);
     let mut ws = ServerWs::new(
         &client,
         outbox.clone(),
@@ -82,14 +93,19 @@ pub async fn run(shard: &ShardCtx, hub: &ShardHub, req: Accepted) {
         rest,
     );
     let on_message = |m: Message<'_>| {
-        match identify(m) {
-            Ok((user, asked)) => {
+        let identity = identify(m).and_then(|(token, asked)| {
+            let (user, expires) = resolve(hub, &token)?;
+            Ok((user, expires, asked))
+        });
+        match identity {
+            Ok((user, expires, asked)) => {
                 identified |= user.is_some();
+                expiry.set(expires);
                 recovery.ask(hub, &member, &outbox, user.as_deref(), asked);
             }
             Err(why) => {
                 debug!(shard = shard.id, peer = %peer.ip(), "hub client message refused: {why}");
-                outbox.push_own(&error_event(why));
+                outbox.push_own(&error_event(&why));
             }
         };
         Flow::Continue
@@ -97,6 +113,7 @@ pub async fn run(shard: &ShardCtx, hub: &ShardHub, req: Accepted) {
     let end = monoio::select! {
         end = ws.run(&shard.close_all, on_message) => end,
         never = recovery.serve(hub, &member) => match never {},
+        never = expiry.watch(&outbox) => match never {},
     };
     drop(member);
     if end == End::Slow {
@@ -315,19 +332,26 @@ fn queue_of(hub: &ShardHub, found: Vec<Recovered>) -> (Vec<crate::fanout::Frame>
     (backlog, floors)
 }
 
-/// The user an identify message names (`None`: no token, broadcasts only)
-/// and the recovery it asks for.
-fn identify(m: Message<'_>) -> Result<(Option<String>, Asked), &'static str> {
+/// The token an identify (or, the same, a `refresh`) message carries and
+/// the recovery it asks for.
+fn identify(m: Message<'_>) -> Result<(Value, Asked), String> {
     let Message::Text(payload) = m else {
-        return Err("only text identify messages are accepted");
+        return Err("only text identify messages are accepted".into());
     };
     let v: Value = serde_json::from_slice(payload).map_err(|_| "message is not JSON")?;
-    if v.get("event").and_then(Value::as_str) != Some("identify") {
-        return Err("clients may only send {\"event\":\"identify\",\"data\":{\"token\":…}}");
+    if !matches!(
+        v.get("event").and_then(Value::as_str),
+        Some("identify" | "refresh")
+    ) {
+        return Err(
+            "clients may only send {\"event\":\"identify\",\"data\":{\"token\":…}} (or refresh)"
+                .into(),
+        );
     }
     let data = v.get("data");
     let token = data
         .and_then(|d| d.get("token"))
+        .cloned()
         .ok_or("identify needs data.token")?;
     let asked = Asked::from_fields(|k| {
         data.and_then(|d| d.get(k)).and_then(|x| match x {
@@ -336,8 +360,90 @@ fn identify(m: Message<'_>) -> Result<(Option<String>, Asked), &'static str> {
             _ => None,
         })
     });
-    Ok((resolve_user(token), asked))
+    Ok((token, asked))
 }
+
+/// Who a token says a connection is: its user (`None`: broadcasts only)
+/// and, with `[hub.jwt]`, when the token expires.
+type Identity = (Option<String>, Option<Instant>);
+
+/// The identity a connection presents at upgrade; a refusal is answered
+/// 401 with (code, reason).
+fn authenticate(hub: &ShardHub, token: Option<String>) -> Result<Identity, (&'static str, String)> {
+    let Some(jwt) = hub.shared.jwt() else {
+        return Ok((token, None));
+    };
+    match token {
+        Some(t) => match jwt.verify(&t) {
+            Ok(v) => Ok((Some(v.user), v.expires)),
+            Err(JwtError::Expired) => Err(("token_expired", JwtError::Expired.to_string())),
+            Err(e) => Err(("token_invalid", e.to_string())),
+        },
+        None if anonymous_allowed(hub) => Ok((None, None)),
+        None => Err(("token_required", "a JWT is required (?token=…)".into())),
+    }
+}
+
+fn anonymous_allowed(hub: &ShardHub) -> bool {
+    hub.shared
+        .cfg
+        .jwt
+        .as_ref()
+        .is_none_or(|j| j.allow_anonymous)
+}
+
+/// The user an identify's token names: the seed's rules, or a verified
+/// JWT's `sub` and expiry.
+fn resolve(hub: &ShardHub, token: &Value) -> Result<Identity, String> {
+    let Some(jwt) = hub.shared.jwt() else {
+        return Ok((resolve_user(token), None));
+    };
+    match token {
+        Value::String(t) => {
+            let v = jwt.verify(t).map_err(|e| e.to_string())?;
+            Ok((Some(v.user), v.expires))
+        }
+        Value::Null if anonymous_allowed(hub) => Ok((None, None)),
+        _ => Err("data.token must be a JWT".into()),
+    }
+}
+
+/// When the connection's token expires; a refresh moves it.
+#[derive(Default)]
+struct Expiry {
+    at: std::cell::Cell<Option<Instant>>,
+    moved: Notify,
+}
+
+impl Expiry {
+    fn set(&self, at: Option<Instant>) {
+        self.at.set(at);
+        self.moved.notify();
+    }
+
+    /// Ends the connection with [`TOKEN_EXPIRED`] when the token runs out
+    /// before a fresh one arrives; never returns.
+    async fn watch(&self, outbox: &Outbox) -> std::convert::Infallible {
+        loop {
+            let Some(at) = self.at.get() else {
+                self.moved.notified().await;
+                continue;
+            };
+            monoio::select! {
+                _ = monoio::time::sleep_until(at.into()) => {
+                    if self.at.get() == Some(at) {
+                        outbox.end_with(TOKEN_EXPIRED.0, TOKEN_EXPIRED.1);
+                        self.at.set(None);
+                    }
+                }
+                _ = self.moved.notified() => {}
+            }
+        }
+    }
+}
+
+/// The Close a connection gets when its JWT expires unrefreshed.
+pub const TOKEN_EXPIRED: (u16, &str) = (4001, "token expired");
 
 fn error_event(msg: &str) -> crate::fanout::Frame {
     let v = serde_json::json!({ "event": "error", "data": { "msg": msg } });
@@ -350,13 +456,13 @@ mod tests {
 
     #[test]
     fn identify_rules() {
-        let id = |s: &str| identify(Message::Text(s.as_bytes())).map(|(u, _)| u);
+        let id = |s: &str| identify(Message::Text(s.as_bytes())).map(|(t, _)| resolve_user(&t));
         assert_eq!(
             id(r#"{"event":"identify","data":{"token":"U1"}}"#),
             Ok(Some("U1".into()))
         );
         assert_eq!(
-            id(r#"{"event":"identify","data":{"token":7}}"#),
+            id(r#"{"event":"refresh","data":{"token":7}}"#),
             Ok(Some("7".into()))
         );
         assert_eq!(

@@ -19,13 +19,14 @@
 
 mod client;
 pub mod engine;
+pub mod jwt;
 pub mod message;
 mod push;
 mod redis;
 pub mod stream;
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use ring::digest::{digest, SHA256};
 use subtle::ConstantTimeEq;
@@ -36,6 +37,7 @@ pub use push::serve as serve_push;
 use crate::config::HubConfig;
 use crate::fanout::{Bus, Registry};
 use engine::Engine;
+use jwt::Verifier;
 use message::EngineMsg;
 
 /// Process-wide hub state, shared by shards and the hub thread. Touched per
@@ -49,6 +51,9 @@ pub struct HubShared {
     pub slow_closed: AtomicU64,
     /// History and recovery figures for `/metrics`.
     pub counters: Arc<crate::metrics::HubCounters>,
+    /// `[hub.jwt]`'s keys, replaced on reload. Read once per connection or
+    /// token refresh, never per message.
+    jwt: Mutex<Option<Arc<Verifier>>>,
 }
 
 impl HubShared {
@@ -61,6 +66,18 @@ impl HubShared {
 
     pub fn redis(&self) -> bool {
         self.cfg.redis_url.is_some()
+    }
+
+    /// The token verifier when `[hub.jwt]` is set.
+    pub fn jwt(&self) -> Option<Arc<Verifier>> {
+        self.jwt.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Re-reads `[hub.jwt]`'s key files (reload). On error the old keys stay.
+    pub fn reload_jwt(&self, cfg: Option<&crate::config::JwtConfig>) -> Result<(), String> {
+        let next = cfg.map(Verifier::load).transpose()?.map(Arc::new);
+        *self.jwt.lock().unwrap_or_else(|p| p.into_inner()) = next;
+        Ok(())
     }
 
     /// History on: pushes get offsets and reconnecting clients recover.
@@ -107,7 +124,9 @@ pub struct Hub {
 }
 
 impl Hub {
-    pub fn new(cfg: &HubConfig) -> Hub {
+    /// Fails when `[hub.jwt]`'s key files cannot be read (the error names
+    /// the file, never a key).
+    pub fn new(cfg: &HubConfig) -> Result<Hub, String> {
         let (tx, rx) = flume::unbounded();
         let mut key_digest = [0u8; 32];
         key_digest.copy_from_slice(digest(&SHA256, cfg.api_key.as_bytes()).as_ref());
@@ -118,8 +137,10 @@ impl Hub {
             engine: tx,
             slow_closed: AtomicU64::new(0),
             counters: Arc::default(),
+            jwt: Mutex::new(None),
         });
-        Hub { shared, rx }
+        shared.reload_jwt(cfg.jwt.as_ref())?;
+        Ok(Hub { shared, rx })
     }
 
     /// Starts the hub thread (and the Redis subscriber, with Redis).
