@@ -38,6 +38,9 @@ pub struct HubConfig {
     pub history_ttl_secs: u64,
     /// `[hub.jwt]`: client tokens are JWTs whose `sub` is the user.
     pub jwt: Option<JwtConfig>,
+    /// Connections one user may have on this instance; the next is closed
+    /// with 4029. 0 = no limit.
+    pub max_connections_per_user: usize,
 }
 
 /// `[hub.jwt]`. The key files are read by the hub at start and on every
@@ -119,6 +122,7 @@ impl Default for HubConfig {
             history_size: 0,
             history_ttl_secs: 300,
             jwt: None,
+            max_connections_per_user: 0,
         }
     }
 }
@@ -137,6 +141,7 @@ impl std::fmt::Debug for HubConfig {
             .field("history_size", &self.history_size)
             .field("history_ttl_secs", &self.history_ttl_secs)
             .field("jwt", &self.jwt)
+            .field("max_connections_per_user", &self.max_connections_per_user)
             .finish_non_exhaustive()
     }
 }

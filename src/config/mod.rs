@@ -98,6 +98,7 @@ impl Config {
         hub::validate(&hub_cfg, &server.relay_path)
             .map_err(|m| invalid(find_hub_key(text, m.0), m.1))?;
         let users = UserTable::from_config(&file.users).map_err(|(o, m)| invalid(o, m))?;
+        let presence = format!("{}/presence", hub_cfg.push_path);
         let mut reserved = routes::Reserved::default();
         reserved.add(&server.relay_path, "server.relay_path");
         reserved.add("/health", "the engine's health check");
@@ -108,6 +109,7 @@ impl Config {
         if hub_cfg.enabled {
             reserved.add(&hub_cfg.ws_path, "hub.ws_path");
             reserved.add(&hub_cfg.push_path, "hub.push_path");
+            reserved.add(&presence, "the hub's presence endpoint");
         }
         let mut routes =
             RouteTable::from_config(&file.routes, &reserved).map_err(|(o, m)| invalid(o, m))?;

@@ -21,6 +21,7 @@ use tracing::{debug, info, warn};
 
 use super::jwt::JwtError;
 use super::message::{resolve_user, EngineMsg};
+use super::presence::{Seat, TOO_MANY};
 use super::stream::{name_of, Kind, Recovered, Want};
 use super::ShardHub;
 use crate::ctx::{Accepted, ShardCtx};
@@ -82,7 +83,13 @@ pub async fn run(shard: &ShardCtx, hub: &ShardHub, req: Accepted) {
     let started = Instant::now();
     let mut identified = user.is_some();
     let recovery = Recovery::default();
-    recovery.ask(hub, &member, &outbox, user.as_deref(), asked);
+    let mut seat = Seat::new(&hub.shared.presence);
+    if seat.take(user.as_deref()) {
+        recovery.ask(hub, &member, &outbox, user.as_deref(), asked);
+    } else {
+        // Upgraded, so a browser sees why: the Close says so.
+        outbox.end_with(TOO_MANY.0, TOO_MANY.1);
+    }
     let expiry = Expiry::default();
     expiry.set(expires);
     let mut ws = ServerWs::new(
@@ -96,6 +103,13 @@ pub async fn run(shard: &ShardCtx, hub: &ShardHub, req: Accepted) {
         let identity = identify(m).and_then(|(token, asked)| {
             let (user, expires) = resolve(hub, &token)?;
             Ok((user, expires, asked))
+        });
+        let identity = identity.and_then(|(user, expires, asked)| {
+            if seat.take(user.as_deref()) {
+                Ok((user, expires, asked))
+            } else {
+                Err(TOO_MANY.1.to_string())
+            }
         });
         match identity {
             Ok((user, expires, asked)) => {
@@ -116,6 +130,7 @@ pub async fn run(shard: &ShardCtx, hub: &ShardHub, req: Accepted) {
         never = expiry.watch(&outbox) => match never {},
     };
     drop(member);
+    drop(seat);
     if end == End::Slow {
         let total = hub.shared.count_slow();
         warn!(

@@ -89,7 +89,11 @@ impl Ord for Delayed {
 fn run(shared: Arc<HubShared>, rx: flume::Receiver<EngineMsg>, bus: Bus) {
     match shared.cfg.redis_url.clone() {
         None => run_memory(&shared, rx, bus),
-        Some(url) => run_redis(&shared, rx, RedisLink::new(url, &shared.cfg)),
+        Some(url) => run_redis(
+            &shared,
+            rx,
+            RedisLink::new(url, &shared.cfg, &shared.instance),
+        ),
     }
 }
 
@@ -190,6 +194,10 @@ fn run_memory(shared: &HubShared, rx: flume::Receiver<EngineMsg>, bus: Bus) {
             }) => {
                 let _ = reply.send(Ok(streams.deliver(push, Some(&counts))));
             }
+            Ok(EngineMsg::PresenceChanged { .. }) => {}
+            Ok(EngineMsg::Presence { reply, .. }) => {
+                let _ = reply.send(Ok(Vec::new()));
+            }
             Ok(EngineMsg::Recover { wants, reply }) => {
                 let read = match &streams.history {
                     Some(h) => Ok(wants.iter().map(|w| h.read(w)).collect()),
@@ -222,8 +230,11 @@ fn run_memory(shared: &HubShared, rx: flume::Receiver<EngineMsg>, bus: Bus) {
 
 fn run_redis(shared: &HubShared, rx: flume::Receiver<EngineMsg>, mut redis: RedisLink) {
     let mut next_claim = Instant::now();
+    let mut next_beat = Instant::now();
     loop {
-        let wait = next_claim.saturating_duration_since(Instant::now());
+        let wait = next_claim
+            .min(next_beat)
+            .saturating_duration_since(Instant::now());
         let mut batch = Vec::new();
         match rx.recv_timeout(wait) {
             Ok(EngineMsg::Shutdown) | Err(flume::RecvTimeoutError::Disconnected) => break,
@@ -251,6 +262,10 @@ fn run_redis(shared: &HubShared, rx: flume::Receiver<EngineMsg>, mut redis: Redi
         if Instant::now() >= next_claim {
             redis.claim_due();
             next_claim = Instant::now() + CLAIM_INTERVAL;
+        }
+        if Instant::now() >= next_beat {
+            redis.heartbeat(&shared.instance, || shared.presence.snapshot());
+            next_beat = Instant::now() + link::HEARTBEAT;
         }
     }
     info!(

@@ -262,6 +262,16 @@ pub enum EngineMsg {
         wants: Vec<Want>,
         reply: flume::Sender<Result<Vec<Recovered>, String>>,
     },
+    /// Redis only: this instance's count of `user`'s connections changed.
+    PresenceChanged {
+        user: String,
+        count: usize,
+    },
+    /// Redis only: `user`'s connections on every other live instance.
+    Presence {
+        user: String,
+        reply: flume::Sender<Result<Vec<(String, usize)>, String>>,
+    },
     /// Deliver `push` after `delay`.
     Schedule {
         push: Push,

@@ -21,6 +21,7 @@ mod client;
 pub mod engine;
 pub mod jwt;
 pub mod message;
+pub mod presence;
 mod push;
 mod redis;
 pub mod stream;
@@ -54,6 +55,8 @@ pub struct HubShared {
     /// `[hub.jwt]`'s keys, replaced on reload. Read once per connection or
     /// token refresh, never per message.
     jwt: Mutex<Option<Arc<Verifier>>>,
+    /// Connections per user on this instance, and the per-user limit.
+    pub presence: presence::Presence,
 }
 
 impl HubShared {
@@ -134,10 +137,14 @@ impl Hub {
             cfg: cfg.clone(),
             instance: random_id(),
             key_digest,
-            engine: tx,
+            engine: tx.clone(),
             slow_closed: AtomicU64::new(0),
             counters: Arc::default(),
             jwt: Mutex::new(None),
+            presence: presence::Presence::new(
+                cfg.max_connections_per_user,
+                cfg.redis_url.is_some().then(|| tx.clone()),
+            ),
         });
         shared.reload_jwt(cfg.jwt.as_ref())?;
         Ok(Hub { shared, rx })

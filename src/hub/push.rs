@@ -102,16 +102,22 @@ pub async fn serve(shard: &ShardCtx, hub: &ShardHub, req: Accepted) {
             Next::Closed => return,
             Next::Refuse(bytes) => return stream.close_after(&bytes, &shard.buffers).await,
         };
-        if head.path() != hub.shared.cfg.push_path {
+        if !is_api_path(hub, head.path()) {
             let a = Answer::refuse(
                 404,
-                "only the push path is served on a keep-alive connection",
+                "only the push API is served on a keep-alive connection",
             );
             return stream
                 .close_after(&a.closing().bytes(), &shard.buffers)
                 .await;
         }
     }
+}
+
+/// The push path or its presence endpoint.
+fn is_api_path(hub: &ShardHub, path: &str) -> bool {
+    let push = &hub.shared.cfg.push_path;
+    path == push || path.strip_prefix(push.as_str()) == Some("/presence")
 }
 
 enum BodyRead {
@@ -239,12 +245,17 @@ fn presented_key(head: &RequestHead) -> Option<String> {
 }
 
 async fn handle(hub: &ShardHub, head: &RequestHead, body: &[u8], peer: SocketAddr) -> Answer {
-    if head.method != "POST" {
-        return Answer::refuse(405, "method not allowed; use POST");
+    let presence = head.path() != hub.shared.cfg.push_path;
+    let method = if presence { "GET" } else { "POST" };
+    if head.method != method {
+        return Answer::refuse(405, &format!("method not allowed; use {method}"));
     }
     if !presented_key(head).is_some_and(|k| hub.shared.key_matches(&k)) {
         info!(peer = %peer.ip(), "push refused: invalid api key");
         return Answer::json(401, r#"{"code":-1,"msg":"invalid api key"}"#.into());
+    }
+    if presence {
+        return presence_of(hub, head).await;
     }
     let req = match message::parse(body, String::new()) {
         Ok(r) => r,
@@ -325,6 +336,50 @@ async fn append(hub: &ShardHub, push: super::message::Push) -> Answer {
         }
         body["delivered"] = n.into();
     }
+    Answer::json(200, body.to_string())
+}
+
+/// `GET {push_path}/presence?token=U`: `U`'s connections, here and (with
+/// Redis) on every other live instance.
+async fn presence_of(hub: &ShardHub, head: &RequestHead) -> Answer {
+    let Some(user) = head
+        .query()
+        .and_then(|q| query_param(q, "token"))
+        .filter(|t| !t.is_empty())
+    else {
+        return Answer::refuse(400, "presence needs ?token=<user>");
+    };
+    let here = hub.shared.presence.count(&user);
+    let mut instances = Vec::new();
+    if here > 0 {
+        instances.push((hub.shared.instance.clone(), here));
+    }
+    if hub.shared.redis() {
+        let (tx, rx) = flume::bounded(1);
+        let asked = EngineMsg::Presence {
+            user: user.clone(),
+            reply: tx,
+        };
+        if hub.shared.engine.send(asked).is_err() {
+            return Answer::refuse(503, "hub is shutting down");
+        }
+        match rx.recv_async().await {
+            Ok(Ok(others)) => instances.extend(others),
+            Ok(Err(e)) => return Answer::refuse(503, &format!("redis unavailable: {e}")),
+            Err(_) => return Answer::refuse(503, "hub is shutting down"),
+        }
+    }
+    let total: usize = instances.iter().map(|(_, n)| n).sum();
+    let body = serde_json::json!({
+        "code": 0,
+        "msg": "ok",
+        "token": user,
+        "connections": total,
+        "instances": instances
+            .iter()
+            .map(|(id, n)| serde_json::json!({"instance": id, "connections": n}))
+            .collect::<Vec<_>>(),
+    });
     Answer::json(200, body.to_string())
 }
 

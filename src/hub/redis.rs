@@ -24,6 +24,12 @@ const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 /// Least time between reconnect attempts while Redis is away; requests in
 /// between get 503 at once instead of each waiting for a connect.
 const RETRY: Duration = Duration::from_millis(200);
+/// How often an instance says it is alive (presence). An instance silent
+/// for [`ALIVE`] is left out of presence answers; its hash expires after
+/// [`PRESENCE_TTL`].
+pub const HEARTBEAT: Duration = Duration::from_secs(1);
+const ALIVE: Duration = Duration::from_secs(5);
+const PRESENCE_TTL: Duration = Duration::from_secs(15);
 
 /// Gives a message the next offset of its stream and appends it, then
 /// publishes it: one atomic step (a script runs alone), so every instance
@@ -101,6 +107,9 @@ pub struct RedisLink {
     conn: Option<Connection>,
     /// The scripts are loaded on the current connection (`EVALSHA` works).
     loaded: bool,
+    /// This instance's presence must be written whole (a new connection:
+    /// Redis may have restarted empty).
+    presence_stale: bool,
     channel: String,
     zset: String,
     prefix: String,
@@ -109,6 +118,8 @@ pub struct RedisLink {
     recover: Script,
     /// (history_size, history_ttl_secs) when history is on.
     history: Option<(usize, u64)>,
+    /// This instance's id (its presence hash is named after it).
+    instance: String,
     epochs: EpochSource,
     /// Last state logged, so each transition is logged once.
     up: Option<bool>,
@@ -135,12 +146,13 @@ enum Waiting {
 }
 
 impl RedisLink {
-    pub fn new(url: String, cfg: &HubConfig) -> RedisLink {
+    pub fn new(url: String, cfg: &HubConfig, instance: &str) -> RedisLink {
         let (channel, zset) = names(&cfg.redis_prefix);
         RedisLink {
             client: Client::open(url).map_err(|e| e.to_string()),
             conn: None,
             loaded: false,
+            presence_stale: true,
             channel,
             zset,
             prefix: cfg.redis_prefix.clone(),
@@ -149,6 +161,7 @@ impl RedisLink {
             recover: Script::new(RECOVER_LUA),
             history: (cfg.history_size > 0).then_some((cfg.history_size, cfg.history_ttl_secs)),
             epochs: EpochSource::new(),
+            instance: instance.to_string(),
             up: None,
             next_try: Instant::now(),
         }
@@ -168,6 +181,7 @@ impl RedisLink {
                     self.up = Some(true);
                     self.conn = Some(c);
                     self.loaded = false;
+                    self.presence_stale = true;
                 }
                 Err(e) => {
                     self.lost(&e);
@@ -208,6 +222,8 @@ impl RedisLink {
         let mut pipe = redis::pipe();
         let mut waiting = Vec::with_capacity(batch.len());
         let mut recoveries = Vec::new();
+        let mut lookups = Vec::new();
+        let mut writes = false;
         for m in batch {
             match m {
                 EngineMsg::Publish { push, reply } => {
@@ -239,15 +255,93 @@ impl RedisLink {
                     waiting.push(Waiting::Appended(reply, stream));
                 }
                 EngineMsg::Recover { wants, reply } => recoveries.push((wants, reply)),
+                EngineMsg::PresenceChanged { user, count } => {
+                    // Fire and forget: a lost write is rewritten whole on
+                    // the next connection (`heartbeat`).
+                    let key = self.presence_key(&self.instance);
+                    if count == 0 {
+                        pipe.hdel(key, user).ignore();
+                    } else {
+                        pipe.hset(key, user, count).ignore();
+                    }
+                    writes = true;
+                }
+                EngineMsg::Presence { user, reply } => lookups.push((user, reply)),
                 EngineMsg::Shutdown => {}
             }
         }
-        if !waiting.is_empty() {
+        if !waiting.is_empty() || writes {
             self.answer(pipe, waiting);
         }
         for (wants, reply) in recoveries {
             let _ = reply.send(self.recover(&wants));
         }
+        for (user, reply) in lookups {
+            let _ = reply.send(self.presence_of(&user));
+        }
+    }
+
+    fn presence_key(&self, instance: &str) -> String {
+        format!("{}:presence:{instance}", self.prefix)
+    }
+
+    /// Says this instance is alive, keeps its presence hash from expiring,
+    /// forgets long-dead instances, and after a reconnect writes the whole
+    /// presence again (`snapshot`).
+    pub fn heartbeat(&mut self, instance: &str, snapshot: impl FnOnce() -> Vec<(String, usize)>) {
+        let key = self.presence_key(instance);
+        let instances = format!("{}:instances", self.prefix);
+        let now = now_ms();
+        let mut pipe = redis::pipe();
+        if self.presence_stale {
+            pipe.del(&key).ignore();
+            let all = snapshot();
+            if !all.is_empty() {
+                pipe.hset_multiple(&key, &all).ignore();
+            }
+        }
+        pipe.zadd(&instances, instance, now)
+            .ignore()
+            .expire(&key, PRESENCE_TTL.as_secs() as i64)
+            .ignore()
+            .zrembyscore(&instances, "-inf", now.saturating_sub(60_000))
+            .ignore();
+        let Ok(c) = self.conn() else { return };
+        match pipe.query::<()>(c) {
+            Ok(()) => self.presence_stale = false,
+            Err(e) => self.lost(&e.to_string()),
+        }
+    }
+
+    /// `user`'s connections on every other instance heard from lately.
+    fn presence_of(&mut self, user: &str) -> Result<Vec<(String, usize)>, String> {
+        let instances_key = format!("{}:instances", self.prefix);
+        let since = now_ms().saturating_sub(ALIVE.as_millis() as u64);
+        let me = self.instance.clone();
+        let keys: Vec<(String, String)> = {
+            let c = self.conn()?;
+            let ids: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+                .arg(&instances_key)
+                .arg(since)
+                .arg("+inf")
+                .query(c)
+                .map_err(|e| e.to_string())?;
+            ids.into_iter()
+                .filter(|id| *id != me)
+                .map(|id| (self.presence_key(&id), id))
+                .collect()
+        };
+        let mut pipe = redis::pipe();
+        for (key, _) in &keys {
+            pipe.hget(key, user);
+        }
+        let c = self.conn()?;
+        let counts: Vec<Option<usize>> = pipe.query(c).map_err(|e| e.to_string())?;
+        Ok(keys
+            .into_iter()
+            .zip(counts)
+            .filter_map(|((_, id), n)| n.filter(|n| *n > 0).map(|n| (id, n)))
+            .collect())
     }
 
     fn answer(&mut self, pipe: redis::Pipeline, waiting: Vec<Waiting>) {

@@ -208,6 +208,9 @@ fn route<'a>(
             p if p == hub_cfg.ws_path => return needs_upgrade(Route::HubClient(hub)),
             // The push handler answers wrong methods itself, in the seed's shape.
             p if p == hub_cfg.push_path && !upgrade => return Route::HubPush(hub),
+            p if !upgrade && p.strip_prefix(hub_cfg.push_path.as_str()) == Some("/presence") => {
+                return Route::HubPush(hub)
+            }
             _ => {}
         }
     }
