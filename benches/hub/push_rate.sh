@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Push rate as a new user tries it (issue 28, docs/hub.md "Benchmarks"):
 # every hub instance has `workers = 1` on core 0; redis-server and the load
-# client share core 1. 4 keep-alive pushers, one request in flight each
-# (hub-load `pushes`, what `h2load --h1 -c 4 -m 1` does, plus a check that
-# every acknowledged push reached the one client of that user).
+# client share core 1. 4 keep-alive pushers, one request in flight each,
+# two ways per row:
+#   - hub-load `pushes` for SECS seconds, which checks every acknowledged
+#     push reached the one client of that user;
+#   - `h2load --h1 -c 4 -m 1 -n N` (the issue's own tool; N = 20,000 x SECS),
+#     with a hub-load `listen` client of that user counting what arrives.
 #
 #   bash benches/hub/push_rate.sh [SECS] [ROWS]
 #
@@ -21,7 +24,7 @@ HISTORY=${HISTORY:-1000}
 ulimit -n "$(ulimit -Hn)"
 cargo build --release -q -p ws-relay-core
 cargo build --release -q --manifest-path benches/hub/Cargo.toml
-RELAY=target/release/ws-relay-core
+RELAY=${RELAY:-target/release/ws-relay-core}
 LOAD="taskset -c 1 benches/hub/target/release/hub-load"
 KEY=bench-api-key-0123456789
 WORK=$(mktemp -d)
@@ -68,9 +71,25 @@ redis_up() {
     wait_port "$RP"
 }
 
+BODY="$WORK/body.json"
+echo '{"event_name":"bench","subject":{"n":1},"token":"bench"}' >"$BODY"
+N=$((20000 * SECS))
+
 row() { # label: runs 4 pushers against $PUSH, the client on $CLIENT
     HUB_LOAD_CLIENT_PORT=$CLIENT HUB_LOAD_SERVER_PID=$SERVER $LOAD pushes "$PUSH" "$KEY" 1 "$SECS" 4 \
         | sed "s/^{/{\"system\":\"$1\",\"cores\":\"hub 0, redis+client 1\",/"
+    command -v h2load >/dev/null || { echo "SKIP: h2load not found (apt-get install nghttp2-client)" >&2; return; }
+    local listened="$WORK/listen.json"
+    $LOAD listen "$CLIENT" "$KEY" 1 $((SECS * 4 + 5)) >"$listened" 2>"$WORK/listen.err" &
+    local lp=$!
+    for _ in $(seq 100); do grep -q listening "$WORK/listen.err" 2>/dev/null && break; sleep 0.1; done
+    local out; out=$(taskset -c 1 h2load --h1 -c 4 -m 1 -n "$N" -d "$BODY" \
+        -H "X-API-KEY: $KEY" -H "Content-Type: application/json" "http://127.0.0.1:$PUSH/api/push")
+    local rps ok; rps=$(grep -oP 'finished in [^,]+, \K[0-9.]+(?= req/s)' <<<"$out")
+    ok=$(grep -oP 'requests: .* \K[0-9]+(?= succeeded)' <<<"$out")
+    wait "$lp"
+    local got; got=$(grep -oP '"received":\K[0-9]+' "$listened")
+    echo "{\"system\":\"$1\",\"tool\":\"h2load --h1 -c 4 -m 1 -n $N\",\"req_per_s\":$rps,\"succeeded\":$ok,\"received\":$got,\"all_arrived\":$([ "$got" = "$ok" ] && echo true || echo false)}"
 }
 
 for r in ${ROWS//,/ }; do

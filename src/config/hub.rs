@@ -279,10 +279,11 @@ pub(crate) fn validate(hub: &HubConfig, relay_path: &str) -> Result<(), (&'stati
         }
     }
     if let Some(url) = &hub.redis_url {
-        if !(url.starts_with("redis://") || url.starts_with("unix://")) {
+        // Shards open their own TCP connections to Redis (docs/hub.md).
+        if !url.starts_with("redis://") {
             return Err((
                 "redis_url",
-                "hub.redis_url: must start with redis:// or unix://".into(),
+                "hub.redis_url: must be redis://[user:password@]host:port[/db]".into(),
             ));
         }
     }

@@ -43,9 +43,6 @@ pub struct Engine {
 impl Engine {
     pub fn start(shared: Arc<HubShared>, rx: flume::Receiver<EngineMsg>, bus: Bus) -> Engine {
         let tx = shared.engine.clone();
-        if let Some(url) = shared.cfg.redis_url.clone() {
-            link::spawn_subscriber(url, shared.clone(), bus.clone());
-        }
         let thread = std::thread::Builder::new()
             .name("hub".into())
             .spawn(move || run(shared, rx, bus))
@@ -183,9 +180,6 @@ fn run_memory(shared: &HubShared, rx: flume::Receiver<EngineMsg>, bus: Bus) {
                     push,
                 });
                 let _ = reply.send(Ok(()));
-            }
-            Ok(EngineMsg::Publish { reply, .. }) => {
-                let _ = reply.send(Err("no redis_url configured".into()));
             }
             Ok(EngineMsg::Append {
                 push,

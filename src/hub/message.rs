@@ -244,14 +244,9 @@ pub fn now_ms() -> u64 {
 /// Requests from shards to the hub thread (`engine`), which hands the
 /// Redis ones to its link (`redis`).
 pub enum EngineMsg {
-    /// Redis only: publish an immediate push (already delivered here).
-    Publish {
-        push: Push,
-        reply: flume::Sender<Result<(), String>>,
-    },
-    /// History on: give `push` its offset and keep it (memory: here; Redis:
-    /// one script), then deliver it. In memory each shard's count goes to
-    /// `counts`; with Redis every instance's subscriber delivers.
+    /// History in memory: give `push` its offset, keep it and deliver it;
+    /// each shard's count goes to `counts`. (With Redis a shard does this
+    /// itself, `shard_link.rs`.)
     Append {
         push: Push,
         counts: flume::Sender<usize>,

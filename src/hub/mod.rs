@@ -5,7 +5,12 @@
 //! - `push.rs`: `POST push_path` with keep-alive.
 //! - `message.rs`: the seed's body and token rules, the client message.
 //! - `engine.rs`: the hub's own thread: delayed pushes (memory or Redis),
-//!   publishing to Redis. `redis.rs`: the Redis link and the subscriber.
+//!   history in memory, and through `redis.rs` (blocking `redis-rs`) what
+//!   is rare: delayed pushes, recovery reads, presence.
+//! - `shard_link.rs`: each shard's own Redis connections (commands,
+//!   pipelined; the subscription), read with `resp.rs`.
+//! - `stream.rs`: offsets, epochs, memory history; `jwt.rs`: tokens;
+//!   `presence.rs`: counts per user and the limit.
 //!
 //! Delivery itself is [`crate::fanout`]: one frame per push, shared by every
 //! shard and socket. How `delivered` is counted: the accepting shard queues
@@ -24,8 +29,11 @@ pub mod message;
 pub mod presence;
 mod push;
 mod redis;
+mod resp;
+mod shard_link;
 pub mod stream;
 
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -57,6 +65,10 @@ pub struct HubShared {
     jwt: Mutex<Option<Arc<Verifier>>>,
     /// Connections per user on this instance, and the per-user limit.
     pub presence: presence::Presence,
+    /// Where each shard's own Redis connections go (`redis_url`).
+    redis_target: Option<shard_link::Target>,
+    /// Shards subscribed to the Redis channel now (logged when all are).
+    pub subscribed: std::sync::atomic::AtomicUsize,
 }
 
 impl HubShared {
@@ -100,9 +112,48 @@ pub struct ShardHub {
     pub shared: Arc<HubShared>,
     pub registry: Registry,
     pub bus: Bus,
+    /// This shard's Redis command connection (`shard_link.rs`).
+    redis: Option<Rc<shard_link::Commands>>,
+    /// The append script's SHA1 for `EVALSHA`.
+    append_sha: String,
+    /// Fresh epoch candidates for streams this shard starts in Redis.
+    epochs: std::cell::RefCell<stream::EpochSource>,
 }
 
 impl ShardHub {
+    /// The hub's part of a shard; with Redis, starts the shard's own
+    /// command connection and subscription (call on the shard's runtime).
+    pub fn start(
+        shard_id: usize,
+        shared: Arc<HubShared>,
+        registry: Registry,
+        bus: Bus,
+    ) -> Rc<ShardHub> {
+        let script = redis::publish_script();
+        let append_sha = ::redis::Script::new(&script).get_hash().to_string();
+        let target = shared.redis_target.clone();
+        let commands = target
+            .clone()
+            .map(|t| Rc::new(shard_link::Commands::new(t, vec![script])));
+        let hub = Rc::new(ShardHub {
+            shard_id,
+            shared,
+            registry,
+            bus,
+            redis: commands.clone(),
+            append_sha,
+            epochs: std::cell::RefCell::new(stream::EpochSource::new()),
+        });
+        if let (Some(target), Some(commands)) = (target, commands) {
+            let dns = Rc::new(crate::net::dns::DnsCache::new(
+                std::time::Duration::from_secs(30),
+            ));
+            monoio::spawn(commands.run(dns.clone()));
+            monoio::spawn(shard_link::subscribe(hub.clone(), target, dns));
+        }
+        hub
+    }
+
     /// Delivers on this shard directly, on the others over their channels;
     /// returns the connections reached in this process.
     pub async fn send_counted(
@@ -145,6 +196,12 @@ impl Hub {
                 cfg.max_connections_per_user,
                 cfg.redis_url.is_some().then(|| tx.clone()),
             ),
+            redis_target: cfg
+                .redis_url
+                .as_deref()
+                .map(shard_link::Target::parse)
+                .transpose()?,
+            subscribed: std::sync::atomic::AtomicUsize::new(0),
         });
         shared.reload_jwt(cfg.jwt.as_ref())?;
         Ok(Hub { shared, rx })

@@ -281,27 +281,62 @@ async fn handle(hub: &ShardHub, head: &RequestHead, body: &[u8], peer: SocketAdd
         };
     }
     push.ts = Some(now_ms());
-    if hub.shared.history() {
-        return append(hub, push).await;
-    }
-    if hub.shared.redis() {
-        push.origin = hub.shared.instance.clone();
-        let frame = push.frame(0);
-        let audience = push.audience();
-        let (tx, rx) = flume::bounded(1);
-        if let Err(e) = ask(hub, EngineMsg::Publish { push, reply: tx }, rx).await {
-            return Answer::refuse(503, &e);
+    match (&hub.redis, hub.shared.history()) {
+        (Some(link), true) => return append_redis(hub, link, push).await,
+        (None, true) => return append(hub, push).await,
+        (Some(link), false) => {
+            // Delivered here directly; the other instances hear it through
+            // Redis (their subscribers skip this instance's own).
+            push.origin = hub.shared.instance.clone();
+            let channel = super::redis::names(&hub.shared.cfg.redis_prefix).0;
+            let json = super::redis::to_json(&push);
+            let publish = redis::cmd("PUBLISH").arg(channel).arg(json).to_owned();
+            if let Err(e) = link.call(&publish).await {
+                return Answer::refuse(503, &format!("redis unavailable: {e}"));
+            }
+            let frame = push.frame(0);
+            let n = hub.send_counted(&push.audience(), &frame).await;
+            return delivered(n);
         }
-        let n = hub.send_counted(&audience, &frame).await;
-        return delivered(n);
+        (None, false) => {}
     }
     let frame = push.frame(0);
     let n = hub.send_counted(&push.audience(), &frame).await;
     delivered(n)
 }
 
-/// History on: the hub thread gives the push its offset, keeps it and
-/// delivers it; the answer says where it landed.
+/// History in Redis: one script on this shard's connection gives the push
+/// its offset, keeps it and publishes it; every instance's subscribers
+/// deliver it (this one's too), so nobody counts.
+async fn append_redis(
+    hub: &ShardHub,
+    link: &super::shard_link::Commands,
+    push: super::message::Push,
+) -> Answer {
+    let stream = super::stream::name_of(push.user.as_deref());
+    let epoch = hub.epochs.borrow_mut().fresh();
+    let cmd = super::redis::append_cmd(&hub.shared.cfg, &hub.append_sha, &push, &stream, epoch);
+    let assigned = match link.call(&cmd).await {
+        Ok(v) => super::redis::assigned(v, stream),
+        Err(e) => Err(format!("redis unavailable: {e}")),
+    };
+    match assigned {
+        Ok(a) => {
+            let body = serde_json::json!({
+                "code": 0,
+                "msg": "ok",
+                "stream": a.stream,
+                "offset": a.offset,
+                "epoch": a.epoch,
+            });
+            Answer::json(200, body.to_string())
+        }
+        Err(e) => Answer::refuse(503, &e),
+    }
+}
+
+/// History in memory: the hub thread gives the push its offset, keeps it
+/// and delivers it; the answer says where it landed.
 async fn append(hub: &ShardHub, push: super::message::Push) -> Answer {
     // Room for every shard's count, so no shard waits to answer.
     let (counts, counted) = flume::bounded(hub.bus.len());

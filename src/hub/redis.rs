@@ -1,23 +1,21 @@
-//! The hub's Redis link: publishing, the delayed-push sorted set and its
+//! The hub thread's Redis link: the delayed-push sorted set and its
 //! atomic claim, history (docs/hub.md "Recovery": per stream a meta hash
 //! with the epoch and last offset, and a Redis Stream of the messages whose
-//! entry ids are their offsets, appended and published by one script), and
-//! the subscriber thread that delivers what any instance published.
+//! entry ids are their offsets, appended and published by one script that
+//! the shards run, `shard_link.rs`), recovery reads and presence, all on the
+//! hub thread with `redis-rs`.
 //!
 //! Reconnects by itself and logs each transition (lost, restored). Must not:
 //! log the Redis URL (it may carry a password), or run on a shard.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use redis::{Client, Connection, Script, Value};
 use tracing::{debug, info, warn};
 
 use super::message::{now_ms, Assigned, EngineMsg, Push};
-use super::stream::{name_of, EpochSource, Recovered, Want};
-use super::HubShared;
+use super::stream::{EpochSource, Recovered, Want};
 use crate::config::HubConfig;
-use crate::fanout::{Bus, Space};
 
 const IO_TIMEOUT: Duration = Duration::from_secs(2);
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
@@ -57,6 +55,33 @@ end
 /// KEYS: meta, stream. ARGV: channel, push JSON, epoch candidate, size, TTL.
 const PUBLISH_LUA: &str =
     "return append(KEYS[1], KEYS[2], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[1])";
+
+/// The append-and-publish script a shard runs per push (`shard_link.rs`).
+pub fn publish_script() -> String {
+    format!("{APPEND_FN}{PUBLISH_LUA}")
+}
+
+/// The `EVALSHA` that appends `push` to its stream and publishes it.
+pub fn append_cmd(
+    cfg: &HubConfig,
+    sha: &str,
+    push: &Push,
+    stream: &str,
+    epoch_candidate: String,
+) -> redis::Cmd {
+    let (meta, entries) = stream_keys(&cfg.redis_prefix, stream);
+    let mut cmd = redis::cmd("EVALSHA");
+    cmd.arg(sha)
+        .arg(2)
+        .arg(meta)
+        .arg(entries)
+        .arg(names(&cfg.redis_prefix).0)
+        .arg(to_json(push))
+        .arg(epoch_candidate)
+        .arg(cfg.history_size)
+        .arg(cfg.history_ttl_secs);
+    cmd
+}
 
 /// Claims due members and publishes them, atomically: no two instances can
 /// claim the same member, and a claimed member is already published. With
@@ -114,7 +139,6 @@ pub struct RedisLink {
     zset: String,
     prefix: String,
     claim: Script,
-    publish: Script,
     recover: Script,
     /// (history_size, history_ttl_secs) when history is on.
     history: Option<(usize, u64)>,
@@ -142,7 +166,6 @@ fn stream_keys(prefix: &str, stream: &str) -> (String, String) {
 /// A request waiting for its part of a pipelined reply.
 enum Waiting {
     Done(flume::Sender<Result<(), String>>),
-    Appended(flume::Sender<Result<Assigned, String>>, String),
 }
 
 impl RedisLink {
@@ -157,7 +180,6 @@ impl RedisLink {
             zset,
             prefix: cfg.redis_prefix.clone(),
             claim: Script::new(&format!("{APPEND_FN}{CLAIM_LUA}")),
-            publish: Script::new(&format!("{APPEND_FN}{PUBLISH_LUA}")),
             recover: Script::new(RECOVER_LUA),
             history: (cfg.history_size > 0).then_some((cfg.history_size, cfg.history_ttl_secs)),
             epochs: EpochSource::new(),
@@ -193,11 +215,7 @@ impl RedisLink {
             // EVALSHA in a pipeline cannot fall back to EVAL by itself: load
             // the scripts once per connection (a restarted Redis is a new one).
             let c = self.conn.as_mut().ok_or("redis unavailable")?;
-            let loaded = self
-                .publish
-                .prepare_invoke()
-                .load(c)
-                .and_then(|_| self.claim.prepare_invoke().load(c));
+            let loaded = self.claim.prepare_invoke().load(c);
             if let Err(e) = loaded {
                 let e = e.to_string();
                 self.lost(&e);
@@ -216,7 +234,7 @@ impl RedisLink {
         self.up = Some(false);
     }
 
-    /// Publishes, appends and schedules a batch in one round trip, then
+    /// Schedules and writes presence for a batch in one round trip, then
     /// serves its recoveries; every request is told the outcome.
     pub fn submit(&mut self, batch: Vec<EngineMsg>) {
         let mut pipe = redis::pipe();
@@ -226,33 +244,14 @@ impl RedisLink {
         let mut writes = false;
         for m in batch {
             match m {
-                EngineMsg::Publish { push, reply } => {
-                    pipe.publish(&self.channel, to_json(&push));
-                    waiting.push(Waiting::Done(reply));
-                }
                 EngineMsg::Schedule { push, delay, reply } => {
                     let due = now_ms() + delay.as_millis() as u64;
                     pipe.zadd(&self.zset, to_json(&push), due);
                     waiting.push(Waiting::Done(reply));
                 }
-                EngineMsg::Append { push, reply, .. } => {
-                    let Some((size, ttl)) = self.history else {
-                        let _ = reply.send(Err("history is off".into()));
-                        continue;
-                    };
-                    let stream = name_of(push.user.as_deref());
-                    let (meta, entries) = stream_keys(&self.prefix, &stream);
-                    pipe.invoke_script(
-                        self.publish
-                            .key(meta)
-                            .key(entries)
-                            .arg(&self.channel)
-                            .arg(to_json(&push))
-                            .arg(self.epochs.fresh())
-                            .arg(size)
-                            .arg(ttl),
-                    );
-                    waiting.push(Waiting::Appended(reply, stream));
+                EngineMsg::Append { reply, .. } => {
+                    // With Redis a shard appends on its own connection.
+                    let _ = reply.send(Err("appends go through the shard's redis link".into()));
                 }
                 EngineMsg::Recover { wants, reply } => recoveries.push((wants, reply)),
                 EngineMsg::PresenceChanged { user, count } => {
@@ -370,10 +369,6 @@ impl RedisLink {
                 Waiting::Done(r) => {
                     let _ = r.send(got.map(|_| ()).ok_or_else(failed));
                 }
-                Waiting::Appended(r, stream) => {
-                    let a = got.ok_or_else(failed).and_then(|v| assigned(v, stream));
-                    let _ = r.send(a);
-                }
             }
         }
     }
@@ -430,7 +425,7 @@ impl RedisLink {
 }
 
 /// The publish script's `{offset, epoch}`.
-fn assigned(v: Value, stream: String) -> Result<Assigned, String> {
+pub fn assigned(v: Value, stream: String) -> Result<Assigned, String> {
     let bad = || "redis: unexpected reply to the append script".to_string();
     let Value::Array(items) = v else {
         return Err(bad());
@@ -486,65 +481,6 @@ fn connect(client: &Result<Client, String>) -> Result<Connection, String> {
     Ok(c)
 }
 
-fn to_json(push: &Push) -> String {
+pub fn to_json(push: &Push) -> String {
     serde_json::to_string(push).unwrap_or_default()
-}
-
-/// Starts the thread that subscribes to the channel and delivers every push
-/// it hears (except this instance's own, already delivered) to all shards.
-pub fn spawn_subscriber(url: String, shared: Arc<HubShared>, bus: Bus) {
-    let _ = std::thread::Builder::new()
-        .name("hub-redis-sub".into())
-        .spawn(move || subscribe_forever(url, &shared, &bus));
-}
-
-fn subscribe_forever(url: String, shared: &HubShared, bus: &Bus) {
-    let client = Client::open(url).map_err(|e| e.to_string());
-    let (channel, _) = names(&shared.cfg.redis_prefix);
-    let mut up: Option<bool> = None;
-    loop {
-        let err = match connect(&client) {
-            Err(e) => e,
-            Ok(mut c) => {
-                let mut ps = c.as_pubsub();
-                match ps.subscribe(&channel) {
-                    Err(e) => e.to_string(),
-                    Ok(()) => {
-                        if up != Some(true) {
-                            info!(%channel, "hub: redis subscriber up, subscribed");
-                        }
-                        up = Some(true);
-                        let _ = ps.set_read_timeout(None);
-                        loop {
-                            match ps.get_message() {
-                                Ok(msg) => deliver(shared, bus, msg.get_payload_bytes()),
-                                Err(e) => break e.to_string(),
-                            }
-                        }
-                    }
-                }
-            }
-        };
-        if up != Some(false) {
-            warn!("hub: redis subscriber lost: {err}; reconnecting");
-        }
-        up = Some(false);
-        std::thread::sleep(RETRY);
-    }
-}
-
-fn deliver(shared: &HubShared, bus: &Bus, payload: &[u8]) {
-    let push: Push = match serde_json::from_slice(payload) {
-        Ok(p) => p,
-        Err(e) => {
-            warn!("hub: ignoring a malformed message on the redis channel: {e}");
-            return;
-        }
-    };
-    if push.origin == shared.instance {
-        return;
-    }
-    let frame = push.frame(now_ms());
-    let offset = push.offset.unwrap_or(0);
-    bus.send_ordered(Space::Hub, &push.audience(), &frame, offset, None);
 }

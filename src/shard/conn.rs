@@ -84,7 +84,7 @@ fn dispatch<'a>(
     raw_head: Vec<u8>,
 ) -> Pin<Box<dyn Future<Output = ()> + 'a>> {
     let routes = shard.routes.borrow().clone();
-    let answer = match route(&req.head, &cfg, &routes, shard.hub.as_ref()) {
+    let answer = match route(&req.head, &cfg, &routes, shard.hub.as_deref()) {
         Route::Relay => return Box::pin(relay::session::run(shard, cfg, req)),
         Route::HubClient(hub) => return Box::pin(hub::run_client(shard, hub, req)),
         Route::HubPush(hub) => return Box::pin(hub::serve_push(shard, hub, req)),

@@ -88,7 +88,7 @@ pub struct Shard {
     pub scrapes: flume::Sender<ScrapeRequest>,
     pub demo: crate::demo::ShardDemo,
     /// The push hub's per-shard part, when `[hub] enabled`.
-    pub hub: Option<crate::hub::ShardHub>,
+    pub hub: Option<Rc<crate::hub::ShardHub>>,
 }
 
 impl Deref for Shard {
@@ -307,11 +307,13 @@ impl ShardInit {
             open: Cell::new(0),
             scrapes: self.scrapes,
             demo: crate::demo::ShardDemo::new(&self.peers, census.clone()),
-            hub: self.hub.map(|shared| crate::hub::ShardHub {
-                shard_id: self.id,
-                shared,
-                registry: Registry::new(Space::Hub, census),
-                bus: crate::fanout::Bus::new(self.peers.clone()),
+            hub: self.hub.map(|shared| {
+                crate::hub::ShardHub::start(
+                    self.id,
+                    shared,
+                    Registry::new(Space::Hub, census),
+                    crate::fanout::Bus::new(self.peers.clone()),
+                )
             }),
         });
         let _ = self.ready.send(Ok(()));

@@ -4,6 +4,9 @@
 //! hub-load pushes   PORT KEY CONNS SECS PUSHERS         pushes/s to one user
 //! hub-load broadcast PORT KEY CLIENTS SECS PUSHERS      deliveries/s
 //! hub-load idle     PORT KEY CLIENTS PID                hub RSS per idle client
+//! hub-load listen   PORT KEY CLIENTS SECS               frames CLIENTS clients of
+//!                                                       "bench" got in SECS (for
+//!                                                       a push load run elsewhere)
 //!
 //! Clients are raw TCP WebSockets that only count complete text frames, so
 //! the client side costs little; prints one JSON line per run.
@@ -38,6 +41,7 @@ fn main() {
             "pushes" => rate(port, &key, n(4), n(5), n(6), false).await,
             "broadcast" => rate(port, &key, n(4), n(5), n(6), true).await,
             "idle" => idle(port, n(4), n(5)).await,
+            "listen" => listen(port, n(4), n(5)).await,
             other => panic!("unknown mode {other}"),
         }
     });
@@ -285,6 +289,15 @@ async fn rate(port: u16, key: &str, n: u64, secs: u64, pushers: u64, broadcast: 
         pushes as f64 / elapsed,
         got as f64 / wall
     );
+}
+
+/// Connects the clients, says so on stderr, counts for `secs`.
+async fn listen(port: u16, n: u64, secs: u64) {
+    let c = counter();
+    let _h = clients(port, n, Some("bench"), &c).await;
+    eprintln!("listening");
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    println!(r#"{{"mode":"listen","clients":{n},"received":{}}}"#, c.frames.load(Ordering::Acquire));
 }
 
 /// User + system CPU seconds `pid` has used (/proc/PID/stat, 100 Hz ticks).
