@@ -10,16 +10,17 @@
 #
 #   bash benches/hub/push_rate.sh [SECS] [ROWS]
 #
-# ROWS (comma list, default all): single, single-history, redis, redis-history
+# ROWS (comma list, default all): single, single-history, redis, redis-history, go
 #   single          one instance, no Redis, history off (the seed's behaviour)
 #   single-history  one instance, history in memory
 #   redis           pushes to A, the client on B, through Redis, history off
 #   redis-history   the same with history in Redis
+#   go              the seed's own stack (benches/hub/go, GOMAXPROCS=1 on CPU 0)
 # Prints one JSON line per row.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SECS=${1:-5}
-ROWS=${2:-single,single-history,redis,redis-history}
+ROWS=${2:-single,single-history,redis,redis-history,go}
 HISTORY=${HISTORY:-1000}
 ulimit -n "$(ulimit -Hn)"
 cargo build --release -q -p ws-relay-core
@@ -29,47 +30,8 @@ LOAD="taskset -c 1 benches/hub/target/release/hub-load"
 KEY=bench-api-key-0123456789
 WORK=$(mktemp -d)
 PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    grep -h "WARN\|ERROR" "$WORK"/*.log 2>/dev/null | head -5 >&2 || true
-    rm -rf "$WORK"
-}
+. benches/hub/lib.sh
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
-
-start_hub() { # port [hub toml lines...]
-    local port=$1 cfg="$WORK/hub-$1.toml"; shift
-    cat >"$cfg" <<TOML
-[server]
-host = "127.0.0.1"
-port = $port
-enable_tls = false
-workers = 1
-max_connections = 0
-control_socket = "$WORK/hub-$port.sock"
-[logging]
-level = "warn"
-directory = ""
-[hub]
-enabled = true
-api_key = "$KEY"
-max_queue_messages = 4096
-TOML
-    printf '%s\n' "$@" >>"$cfg"
-    taskset -c 0 "$RELAY" --config "$cfg" serve >"$WORK/hub-$port.log" 2>&1 &
-    PIDS+=($!); LAST_PID=$!
-    wait_port "$port"
-}
-
-redis_up() {
-    [ -n "${RP:-}" ] && return
-    command -v redis-server >/dev/null || { echo "SKIP: redis-server not found" >&2; return 1; }
-    RP=$(free_port)
-    taskset -c 1 redis-server --port "$RP" --bind 127.0.0.1 --save '' --appendonly no >/dev/null &
-    PIDS+=($!)
-    wait_port "$RP"
-}
 
 BODY="$WORK/body.json"
 echo '{"event_name":"bench","subject":{"n":1},"token":"bench"}' >"$BODY"
@@ -108,6 +70,15 @@ for r in ${ROWS//,/ }; do
         sleep 0.5
         PUSH=$A CLIENT=$B SERVER=$PA row "$r (push A, client B)"
         kill "$PA" "$PB" ;;
+    go)
+        bash benches/hub/go/build.sh
+        [ -x benches/hub/target/go-hub ] || { echo "SKIP: no go-hub" >&2; continue; }
+        P=$(free_port)
+        GOMAXPROCS=1 RELAY_API_KEY="$KEY" taskset -c 0 benches/hub/target/go-hub "$P" >"$WORK/go.log" 2>&1 &
+        PIDS+=($!); GP=$!
+        wait_port "$P"
+        PUSH=$P CLIENT=$P SERVER=$GP row "seed Go hub"
+        kill "$GP" ;;
     *) echo "unknown row $r" >&2; exit 2 ;;
     esac
 done

@@ -4,6 +4,8 @@
 //! hub-load pushes   PORT KEY CONNS SECS PUSHERS         pushes/s to one user
 //! hub-load broadcast PORT KEY CLIENTS SECS PUSHERS      deliveries/s
 //! hub-load idle     PORT KEY CLIENTS PID                hub RSS per idle client
+//! hub-load recover  PORT KEY N                        pushes N to "rec", then times a
+//!                                                       client recovering all N
 //! hub-load listen   PORT KEY CLIENTS SECS               frames CLIENTS clients of
 //!                                                       "bench" got in SECS (for
 //!                                                       a push load run elsewhere)
@@ -42,6 +44,7 @@ fn main() {
             "broadcast" => rate(port, &key, n(4), n(5), n(6), true).await,
             "idle" => idle(port, n(4), n(5)).await,
             "listen" => listen(port, n(4), n(5)).await,
+            "recover" => recover(port, &key, n(4)).await,
             other => panic!("unknown mode {other}"),
         }
     });
@@ -289,6 +292,64 @@ async fn rate(port: u16, key: &str, n: u64, secs: u64, pushers: u64, broadcast: 
         pushes as f64 / elapsed,
         got as f64 / wall
     );
+}
+
+/// Pushes `n` messages to user "rec" (4 pushers), then times a client
+/// that connects with since=0 and the stream's epoch until it holds the
+/// `recovered` event and all `n` (HUB_LOAD_CLIENT_PORT: on another instance).
+async fn recover(port: u16, key: &str, n: u64) {
+    let pushed = std::time::Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..4 {
+        let key = key.to_string();
+        tasks.push(tokio::spawn(async move {
+            let mut p = Pusher::new(port, &key).await;
+            let mut i = w;
+            while i < n {
+                p.push(Some("rec"), i).await;
+                i += 4;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let push_secs = pushed.elapsed().as_secs_f64();
+    let cport = std::env::var("HUB_LOAD_CLIENT_PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(port);
+    // A foreign epoch: the answer names the real one.
+    let mut s = ws_connect(cport, "/ws?token=rec&since=0&epoch=none").await;
+    let first = first_text(&mut s).await;
+    let v: serde_json::Value = serde_json::from_slice(&first).unwrap();
+    let epoch = v["data"]["epoch"].as_str().unwrap().to_string();
+    assert_eq!(v["data"]["offset"].as_u64(), Some(n), "{v}");
+    drop(s);
+    let c = counter();
+    let t0 = Instant::now();
+    let s = ws_connect(cport, &format!("/ws?token=rec&since=0&epoch={epoch}")).await;
+    let c2 = c.clone();
+    let reader = tokio::spawn(async move { read_frames(s, &c2).await });
+    let all = wait_for(&c, n + 1, Duration::from_secs(120)).await;
+    let ms = t0.elapsed().as_secs_f64() * 1000.0;
+    reader.abort();
+    println!(
+        r#"{{"mode":"recover","missed":{n},"recover_ms":{ms:.1},"all_arrived":{all},"push_s":{push_secs:.2}}}"#
+    );
+}
+
+/// The payload of the first text frame on `s` (unmasked, not fragmented).
+async fn first_text(s: &mut TcpStream) -> Vec<u8> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some((hlen, plen)) = header(&buf) {
+            if buf.len() >= hlen + plen as usize {
+                return buf[hlen..hlen + plen as usize].to_vec();
+            }
+        }
+        let k = s.read(&mut chunk).await.unwrap();
+        assert!(k > 0, "closed before the first message");
+        buf.extend_from_slice(&chunk[..k]);
+    }
 }
 
 /// Connects the clients, says so on stderr, counts for `secs`.
