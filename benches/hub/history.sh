@@ -14,16 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 ITERS=${1:-3000}
 BIG=100000
-ulimit -n "$(ulimit -Hn)"
-cargo build --release -q -p ws-relay-core
-cargo build --release -q --manifest-path benches/hub/Cargo.toml
-RELAY=${RELAY:-target/release/ws-relay-core}
-LOAD="taskset -c 1 benches/hub/target/release/hub-load"
-KEY=bench-api-key-0123456789
-WORK=$(mktemp -d)
-PIDS=()
 . benches/hub/lib.sh
-trap cleanup EXIT
 
 tag() { sed "s/^{/{\"system\":\"$1\",/"; }
 metric() { # port name: the sample's value

@@ -1,6 +1,18 @@
-# Shared by benches/hub/push_rate.sh and history.sh: hub instances with
-# `workers = 1` on CPU 0, redis-server on CPU 1, cleanup on exit.
-# Needs RELAY, KEY, WORK and an array PIDS set by the caller.
+# Shared by benches/hub/run.sh, push_rate.sh and history.sh (sourced from
+# the repository root): builds the hub and the load client, then gives hub
+# instances with `workers = 1` on CPU 0, redis-server on CPU 1, and cleanup
+# on exit (a caller may define its own `cleanup` after sourcing).
+# RELAY= runs another build of the hub.
+
+ulimit -n "$(ulimit -Hn)"
+cargo build --release -q -p ws-relay-core
+cargo build --release -q --manifest-path benches/hub/Cargo.toml
+RELAY=${RELAY:-target/release/ws-relay-core}
+LOAD="taskset -c 1 benches/hub/target/release/hub-load"
+KEY=bench-api-key-0123456789
+WORK=$(mktemp -d)
+PIDS=()
+trap 'cleanup' EXIT
 
 cleanup() {
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done

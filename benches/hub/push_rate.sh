@@ -22,16 +22,7 @@ cd "$(dirname "$0")/../.."
 SECS=${1:-5}
 ROWS=${2:-single,single-history,redis,redis-history,go}
 HISTORY=${HISTORY:-1000}
-ulimit -n "$(ulimit -Hn)"
-cargo build --release -q -p ws-relay-core
-cargo build --release -q --manifest-path benches/hub/Cargo.toml
-RELAY=${RELAY:-target/release/ws-relay-core}
-LOAD="taskset -c 1 benches/hub/target/release/hub-load"
-KEY=bench-api-key-0123456789
-WORK=$(mktemp -d)
-PIDS=()
 . benches/hub/lib.sh
-trap cleanup EXIT
 
 BODY="$WORK/body.json"
 echo '{"event_name":"bench","subject":{"n":1},"token":"bench"}' >"$BODY"

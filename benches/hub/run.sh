@@ -18,54 +18,18 @@ cd "$(dirname "$0")/../.."
 QUICK=${1:-}
 SECS=5; ITERS=2000; BIG_ITERS=50; BIG=10000
 [ "$QUICK" = "--quick" ] && { SECS=2; ITERS=300; BIG_ITERS=10; BIG=2000; }
-ulimit -n "$(ulimit -Hn)"
-
-cargo build --release -q -p ws-relay-core
-cargo build --release -q --manifest-path benches/hub/Cargo.toml
+. benches/hub/lib.sh
 GOHUB=benches/hub/target/go-hub
 # Go comparison hub: builds offline if Go is installed, else SKIPs (exit 0).
 bash benches/hub/go/build.sh || echo "SKIP: benches/hub/go/build.sh failed; using any existing $GOHUB" >&2
-RELAY=target/release/ws-relay-core
-LOAD="taskset -c 1 benches/hub/target/release/hub-load"
 LOAD0="taskset -c 0 benches/hub/target/release/hub-load"
 BASE=benches/hub/target/release/baseline-hub
-KEY=bench-api-key-0123456789
-WORK=$(mktemp -d)
-PIDS=()
 cleanup() {
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
     # Warnings the hubs logged (slow clients, Redis transitions) go to stderr.
     local warns; warns=$(grep -h "WARN" "$WORK"/*.log 2>/dev/null || true)
     [ -n "$warns" ] && { echo "hub warnings: $(grep -c . <<<"$warns") lines, first 3:"; head -3 <<<"$warns"; grep -c "too slow" <<<"$warns" | sed 's/^/slow clients closed: /'; } >&2
     rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
-
-start_hub() { # port [redis_url]
-    local port=$1 cfg="$WORK/hub-$1.toml"
-    cat >"$cfg" <<TOML
-[server]
-host = "127.0.0.1"
-port = $port
-enable_tls = false
-workers = 1
-max_connections = 0
-control_socket = "$WORK/hub-$port.sock"
-[logging]
-level = "warn"
-directory = ""
-[hub]
-enabled = true
-api_key = "$KEY"
-max_queue_messages = 4096
-TOML
-    [ -n "${2:-}" ] && echo "redis_url = \"$2\"" >>"$cfg"
-    taskset -c 0 "$RELAY" --config "$cfg" serve >"$WORK/hub-$port.log" 2>&1 &
-    PIDS+=($!); LAST_PID=$!
-    wait_port "$port"
 }
 
 start_base() {
@@ -108,13 +72,9 @@ else
     echo "SKIP: $GOHUB not built (apt-get install golang-go golang-github-gorilla-websocket-dev); no seed-go-gorilla rows" >&2
 fi
 
-if command -v redis-server >/dev/null; then
-    RP=$(free_port)
-    taskset -c 1 redis-server --port "$RP" --bind 127.0.0.1 --save '' --appendonly no >/dev/null &
-    PIDS+=($!)
-    wait_port "$RP"
-    A=$(free_port); start_hub "$A" "redis://127.0.0.1:$RP/"
-    B=$(free_port); start_hub "$B" "redis://127.0.0.1:$RP/"
+if redis_up; then
+    A=$(free_port); start_hub "$A" "redis_url = \"redis://127.0.0.1:$RP/\""
+    B=$(free_port); start_hub "$B" "redis_url = \"redis://127.0.0.1:$RP/\""
     sleep 0.5
     # Pushes go to A, clients sit on B (HUB_LOAD_CLIENT_PORT): every row
     # crosses Redis.
@@ -125,6 +85,4 @@ if command -v redis-server >/dev/null; then
     # core 1 with redis-server) can read them, so keep the fan-out small.
     HUB_LOAD_CLIENT_PORT=$B $LOAD pushes "$A" "$KEY" 1 "$SECS" 1 | tag
     HUB_LOAD_CLIENT_PORT=$B $LOAD broadcast "$A" "$KEY" 10 "$SECS" 1 | tag
-else
-    echo "SKIP: redis-server not found; no Redis rows" >&2
 fi

@@ -132,20 +132,7 @@ impl Bus {
             return 0;
         }
         let (tx, rx) = flume::bounded(self.shards.len());
-        let mut asked = 0;
-        for (i, shard) in self.shards.iter().enumerate() {
-            if i == this_shard {
-                continue;
-            }
-            let d = Delivery {
-                space,
-                audience: audience.clone(),
-                frame: frame.clone(),
-                offset: 0,
-                reply: Some(tx.clone()),
-            };
-            asked += usize::from(shard.send(ShardMsg::Fanout(d)).is_ok());
-        }
+        let asked = self.send_skipping(Some(this_shard), space, audience, frame, 0, Some(&tx));
         drop(tx);
         let mut total = 0;
         for _ in 0..asked {

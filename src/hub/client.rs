@@ -20,8 +20,9 @@ use serde_json::Value;
 use tracing::{debug, info, warn};
 
 use super::jwt::JwtError;
-use super::message::{resolve_user, EngineMsg};
+use super::message::resolve_user;
 use super::presence::{Seat, TOO_MANY};
+use super::request::EngineMsg;
 use super::stream::{name_of, Kind, Recovered, Want};
 use super::ShardHub;
 use crate::ctx::{Accepted, ShardCtx};

@@ -25,8 +25,9 @@ use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
-use super::message::{now_ms, Assigned, EngineMsg, Push};
+use super::message::{now_ms, Push};
 use super::redis::{self as link, RedisLink};
+use super::request::{Assigned, EngineMsg};
 use super::stream::{name_of, MemoryHistory};
 use super::HubShared;
 use crate::fanout::{Bus, Space};

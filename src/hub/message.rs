@@ -8,7 +8,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use super::stream::{Kind, Recovered, Want};
 use crate::fanout::{text_frame, Audience, Frame};
 
 /// Why a push body was refused (answered 400 with this text).
@@ -241,51 +240,30 @@ pub fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// Requests from shards to the hub thread (`engine`), which hands the
-/// Redis ones to its link (`redis`).
-pub enum EngineMsg {
-    /// History in memory: give `push` its offset, keep it and deliver it;
-    /// each shard's count goes to `counts`. (With Redis a shard does this
-    /// itself, `shard_link.rs`.)
-    Append {
-        push: Push,
-        counts: flume::Sender<usize>,
-        reply: flume::Sender<Result<Assigned, String>>,
-    },
-    /// History on: read what a reconnecting client missed.
-    Recover {
-        wants: Vec<Want>,
-        reply: flume::Sender<Result<Vec<Recovered>, String>>,
-    },
-    /// Redis only: this instance's count of `user`'s connections changed.
-    PresenceChanged {
-        user: String,
-        count: usize,
-    },
-    /// Redis only: `user`'s connections on every other live instance.
-    Presence {
-        user: String,
-        reply: flume::Sender<Result<Vec<(String, usize)>, String>>,
-    },
-    /// Deliver `push` after `delay`.
-    Schedule {
-        push: Push,
-        delay: std::time::Duration,
-        reply: flume::Sender<Result<(), String>>,
-    },
-    Shutdown,
+/// Which of a client's two streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// The stream of the client's user token.
+    User,
+    Broadcast,
 }
 
-/// Where an appended push landed (the push API's answer).
-#[derive(Debug, Clone)]
-pub struct Assigned {
-    pub stream: String,
-    pub offset: u64,
-    pub epoch: String,
-    /// Shards whose counts will arrive on the request's `counts` channel;
-    /// `None` with Redis, where each instance's subscriber delivers and
-    /// nobody counts.
-    pub shards: Option<usize>,
+impl Kind {
+    /// `data.stream` in client messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::User => "user",
+            Kind::Broadcast => "broadcast",
+        }
+    }
+
+    /// The fan-out lane its frames travel in (`fanout::registry::lane`).
+    pub fn lane(self) -> usize {
+        match self {
+            Kind::User => 0,
+            Kind::Broadcast => 1,
+        }
+    }
 }
 
 #[cfg(test)]

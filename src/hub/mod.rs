@@ -29,6 +29,7 @@ pub mod message;
 pub mod presence;
 mod push;
 mod redis;
+pub mod request;
 mod resp;
 mod shard_link;
 pub mod stream;
@@ -47,7 +48,7 @@ use crate::config::HubConfig;
 use crate::fanout::{Bus, Registry};
 use engine::Engine;
 use jwt::Verifier;
-use message::EngineMsg;
+use request::EngineMsg;
 
 /// Process-wide hub state, shared by shards and the hub thread. Touched per
 /// push (the engine channel) or per slow client, never per delivered frame.

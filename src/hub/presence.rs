@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use super::message::EngineMsg;
+use super::request::EngineMsg;
 
 /// The Close a connection gets when its user is at `max_connections_per_user`.
 pub const TOO_MANY: (u16, &str) = (4029, "too many connections for this user");

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, info};
 
-use super::message::{self, now_ms, BodyError, EngineMsg};
+use super::message::{self, now_ms, BodyError};
+use super::request::EngineMsg;
 use super::{random_id, ShardHub};
 use crate::ctx::{Accepted, ShardCtx};
 use crate::endpoint::Endpoint;

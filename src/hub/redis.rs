@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use redis::{Client, Connection, Script, Value};
 use tracing::{debug, info, warn};
 
-use super::message::{now_ms, Assigned, EngineMsg, Push};
+use super::message::{now_ms, Push};
+use super::request::{Assigned, EngineMsg};
 use super::stream::{EpochSource, Recovered, Want};
 use crate::config::HubConfig;
 

@@ -16,34 +16,9 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
+pub use super::message::Kind;
 use super::message::Push;
 use crate::fanout::{text_frame, Frame};
-
-/// Which of a client's two streams.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    /// The stream of the client's user token.
-    User,
-    Broadcast,
-}
-
-impl Kind {
-    /// `data.stream` in client messages.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::User => "user",
-            Kind::Broadcast => "broadcast",
-        }
-    }
-
-    /// The fan-out lane its frames travel in (`fanout::registry::lane`).
-    pub fn lane(self) -> usize {
-        match self {
-            Kind::User => 0,
-            Kind::Broadcast => 1,
-        }
-    }
-}
 
 /// The stream a push lands in: `user:<token>` or `broadcast`.
 pub fn name_of(user: Option<&str>) -> String {

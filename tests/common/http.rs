@@ -66,9 +66,20 @@ pub fn parse_head(head: &[u8]) -> io::Result<(u16, Vec<(String, String)>)> {
 }
 
 /// Reads one response. The body is read by Content-Length, else (except for
-/// 1xx/204/304) until EOF, capped at 3 s.
+/// 1xx/204/304) until EOF, capped at 3 s. Bytes read past it are dropped:
+/// for pipelined answers use [`read_response_from`].
 pub async fn read_response(stream: &mut TcpStream) -> io::Result<HttpResponse> {
-    let mut buf = Vec::new();
+    read_response_from(stream, &mut Vec::new()).await
+}
+
+/// [`read_response`] that starts from `carry` (bytes an earlier call read
+/// past its response) and leaves what it reads past this one there: the
+/// way to read pipelined answers, which may arrive in one segment.
+pub async fn read_response_from(
+    stream: &mut TcpStream,
+    carry: &mut Vec<u8>,
+) -> io::Result<HttpResponse> {
+    let mut buf = std::mem::take(carry);
     let mut chunk = [0u8; 4096];
     let end = loop {
         if let Some(end) = find_head_end(&buf) {
@@ -103,7 +114,9 @@ pub async fn read_response(stream: &mut TcpStream) -> io::Result<HttpResponse> {
                 }
                 body.extend_from_slice(&chunk[..n]);
             }
-            body.truncate(len);
+            if body.len() > len {
+                *carry = body.split_off(len);
+            }
         }
         None if status < 200 || status == 204 || status == 304 => {}
         None => {
