@@ -59,11 +59,6 @@ impl Bus {
         self.shards.is_empty()
     }
 
-    /// Sends `frame` to every shard without waiting (control threads, Redis).
-    pub fn send(&self, space: Space, audience: &Audience, frame: &Frame) {
-        self.send_skipping(None, space, audience, frame, 0, None);
-    }
-
     /// Sends `frame`, the `offset`th of its audience's stream, to every
     /// shard without waiting; each shard's count goes to `counts` when
     /// given. Returns how many shards were asked. One sender per stream
