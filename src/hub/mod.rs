@@ -30,7 +30,7 @@ pub mod presence;
 mod push;
 mod redis;
 pub mod request;
-mod resp;
+pub mod resp;
 mod shard_link;
 pub mod stream;
 
