@@ -142,6 +142,24 @@ async fn anonymous_clients_get_broadcasts_when_allowed() {
 }
 
 #[tokio::test]
+async fn a_reload_applies_allow_anonymous_with_the_keys() {
+    let mut relay = Relay::start(hs_config(&[])).await;
+    assert_eq!(
+        refused(relay.port, "").await,
+        (401, "token_required".into())
+    );
+    relay.write_config(hs_config(&["allow_anonymous = true"]));
+    relay.signal(libc::SIGHUP);
+    relay
+        .wait_for_log("reload", STEP, |l| l.contains("configuration reloaded"))
+        .await;
+    let mut anon = hub_client(relay.port, None).await;
+    let r = push_once(relay.port, &json!({"event_name": "all", "subject": 0})).await;
+    assert_delivered(&r, 1);
+    assert_eq!(next_json(&mut anon).await["event"], "all");
+}
+
+#[tokio::test]
 async fn an_expiring_token_closes_with_4001_unless_refreshed() {
     let relay = Relay::start(hs_config(&[])).await;
     let short = hs256(json!({"sub": "bob", "exp": now() + 2}), SECRET);

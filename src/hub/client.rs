@@ -395,17 +395,9 @@ fn authenticate(hub: &ShardHub, token: Option<String>) -> Result<Identity, (&'st
             Err(JwtError::Expired) => Err(("token_expired", JwtError::Expired.to_string())),
             Err(e) => Err(("token_invalid", e.to_string())),
         },
-        None if anonymous_allowed(hub) => Ok((None, None)),
+        None if jwt.allows_anonymous() => Ok((None, None)),
         None => Err(("token_required", "a JWT is required (?token=…)".into())),
     }
-}
-
-fn anonymous_allowed(hub: &ShardHub) -> bool {
-    hub.shared
-        .cfg
-        .jwt
-        .as_ref()
-        .is_none_or(|j| j.allow_anonymous)
 }
 
 /// The user an identify's token names: the seed's rules, or a verified
@@ -419,7 +411,7 @@ fn resolve(hub: &ShardHub, token: &Value) -> Result<Identity, String> {
             let v = jwt.verify(t).map_err(|e| e.to_string())?;
             Ok((Some(v.user), v.expires))
         }
-        Value::Null if anonymous_allowed(hub) => Ok((None, None)),
+        Value::Null if jwt.allows_anonymous() => Ok((None, None)),
         _ => Err("data.token must be a JWT".into()),
     }
 }

@@ -56,6 +56,8 @@ enum Keys {
 pub struct Verifier {
     keys: Keys,
     validation: Validation,
+    /// `allow_anonymous`, kept with the keys so a reload changes both.
+    anonymous: bool,
 }
 
 #[derive(Deserialize)]
@@ -127,7 +129,16 @@ impl Verifier {
         if let Some(iss) = &cfg.issuer {
             validation.set_issuer(&[iss]);
         }
-        Ok(Verifier { keys, validation })
+        Ok(Verifier {
+            keys,
+            validation,
+            anonymous: cfg.allow_anonymous,
+        })
+    }
+
+    /// Connections without a token are allowed (broadcasts only).
+    pub fn allows_anonymous(&self) -> bool {
+        self.anonymous
     }
 
     pub fn verify(&self, token: &str) -> Result<Verified, JwtError> {
