@@ -26,19 +26,6 @@ async fn next(ws: &mut Ws) -> Value {
     next_json(ws).await
 }
 
-fn position(msg: &Value) -> (u64, String) {
-    let d = &msg["data"];
-    (
-        d["offset"]
-            .as_u64()
-            .unwrap_or_else(|| panic!("no offset: {msg}")),
-        d["epoch"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no epoch: {msg}"))
-            .to_string(),
-    )
-}
-
 #[tokio::test]
 async fn messages_and_answers_carry_stream_offset_and_epoch() {
     let relay = Relay::start(history(100)).await;

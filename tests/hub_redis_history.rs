@@ -28,14 +28,6 @@ async fn instance(redis: &RedisServer, history: usize) -> Relay {
     relay
 }
 
-fn position(msg: &Value) -> (u64, String) {
-    let d = &msg["data"];
-    let offset = d["offset"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("no offset: {msg}"));
-    (offset, d["epoch"].as_str().unwrap_or_default().to_string())
-}
-
 /// Pushes until the hub takes it (503 while Redis is away); the answer.
 async fn push_retrying(port: u16, body: &Value) -> Value {
     for _ in 0..100 {

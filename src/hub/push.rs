@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use tracing::{debug, info};
 
 use super::message::{self, now_ms, BodyError};
-use super::request::EngineMsg;
+use super::request::{Assigned, EngineMsg};
 use super::{random_id, ShardHub};
 use crate::ctx::{Accepted, ShardCtx};
 use crate::endpoint::Endpoint;
@@ -322,18 +322,25 @@ async fn append_redis(
         Err(e) => Err(format!("redis unavailable: {e}")),
     };
     match assigned {
-        Ok(a) => {
-            let body = serde_json::json!({
-                "code": 0,
-                "msg": "ok",
-                "stream": a.stream,
-                "offset": a.offset,
-                "epoch": a.epoch,
-            });
-            Answer::json(200, body.to_string())
-        }
+        Ok(a) => landed(&a, None),
         Err(e) => Answer::refuse(503, &e),
     }
+}
+
+/// Where an appended push landed, and how many connections here took it
+/// when that is known.
+fn landed(a: &Assigned, delivered: Option<usize>) -> Answer {
+    let mut body = serde_json::json!({
+        "code": 0,
+        "msg": "ok",
+        "stream": a.stream,
+        "offset": a.offset,
+        "epoch": a.epoch,
+    });
+    if let Some(n) = delivered {
+        body["delivered"] = n.into();
+    }
+    Answer::json(200, body.to_string())
 }
 
 /// History in memory: the hub thread gives the push its offset, keeps it
@@ -347,21 +354,11 @@ async fn append(hub: &ShardHub, push: super::message::Push) -> Answer {
         counts,
         reply: tx,
     };
-    if hub.shared.engine.send(msg).is_err() {
-        return Answer::refuse(503, "hub is shutting down");
-    }
-    let assigned = match rx.recv_async().await {
-        Ok(Ok(a)) => a,
-        Ok(Err(e)) => return Answer::refuse(503, &e),
-        Err(_) => return Answer::refuse(503, "hub is shutting down"),
+    let assigned = match ask(hub, msg, rx).await {
+        Ok(a) => a,
+        Err(e) => return Answer::refuse(503, &e),
     };
-    let mut body = serde_json::json!({
-        "code": 0,
-        "msg": "ok",
-        "stream": assigned.stream,
-        "offset": assigned.offset,
-        "epoch": assigned.epoch,
-    });
+    let mut delivered = None;
     if let Some(shards) = assigned.shards {
         let mut n = 0;
         for _ in 0..shards {
@@ -370,9 +367,9 @@ async fn append(hub: &ShardHub, push: super::message::Push) -> Answer {
                 Err(_) => break,
             }
         }
-        body["delivered"] = n.into();
+        delivered = Some(n);
     }
-    Answer::json(200, body.to_string())
+    landed(&assigned, delivered)
 }
 
 /// `GET {push_path}/presence?token=U`: `U`'s connections, here and (with
@@ -424,11 +421,11 @@ fn delivered(n: usize) -> Answer {
 }
 
 /// Sends `msg` to the hub thread and waits for its verdict.
-async fn ask(
+async fn ask<T>(
     hub: &ShardHub,
     msg: EngineMsg,
-    rx: flume::Receiver<Result<(), String>>,
-) -> Result<(), String> {
+    rx: flume::Receiver<Result<T, String>>,
+) -> Result<T, String> {
     if hub.shared.engine.send(msg).is_err() {
         return Err("hub is shutting down".into());
     }

@@ -85,6 +85,18 @@ pub async fn next_json_within(ws: &mut Ws, limit: Duration) -> Value {
     }
 }
 
+/// A hub message's place in its stream (history on): offset and epoch.
+pub fn position(msg: &Value) -> (u64, String) {
+    let d = &msg["data"];
+    let offset = d["offset"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no offset: {msg}"));
+    let epoch = d["epoch"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no epoch: {msg}"));
+    (offset, epoch.to_string())
+}
+
 /// Asserts nothing (but pongs) arrives within `limit`.
 pub async fn expect_silence(ws: &mut Ws, limit: Duration) {
     let until = Instant::now() + limit;
